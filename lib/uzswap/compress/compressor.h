@@ -1,0 +1,62 @@
+// Page compressors behind one interface.
+//
+// A Compressor owns its codec's working memory (lz4 state, zstd contexts) and is
+// used by one thread at a time: each thread that stores or loads pages holds a
+// CompressorSet of its own, created when the thread starts, so the request path
+// never allocates.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "uzswap/common/page.h"
+
+namespace uzswap {
+
+enum class Codec : std::uint8_t { lz4 = 0, zstd = 1 };
+inline constexpr std::size_t kCodecCount = 2;
+
+std::string_view codec_name(Codec codec) noexcept;
+std::optional<Codec> parse_codec(std::string_view name) noexcept;
+
+// Levels: zstd's compression level (1..19), lz4's acceleration (1 = default).
+inline constexpr int kDefaultZstdLevel = 3;
+inline constexpr int kDefaultLz4Acceleration = 1;
+int default_level(Codec codec) noexcept;
+bool valid_level(Codec codec, int level) noexcept;
+
+class Compressor {
+ public:
+  virtual ~Compressor() = default;
+  virtual Codec codec() const noexcept = 0;
+
+  // Compresses one page into `dst`. Returns the compressed length, or 0 when the
+  // result does not fit in `dst` (the caller treats the page as incompressible).
+  virtual std::size_t compress(PageView src, std::span<std::byte> dst,
+                               int level) noexcept = 0;
+
+  // Decompresses `src` into exactly one page. False if `src` is corrupt or does
+  // not decode to exactly kPageSize bytes.
+  virtual bool decompress(std::span<const std::byte> src, PageBuffer dst) noexcept = 0;
+};
+
+// Throws std::bad_alloc if the codec cannot allocate its working memory.
+std::unique_ptr<Compressor> make_compressor(Codec codec);
+
+// One compressor per codec, for one thread.
+class CompressorSet {
+ public:
+  CompressorSet();
+  Compressor& get(Codec codec) noexcept {
+    return *compressors_[static_cast<std::size_t>(codec)];
+  }
+
+ private:
+  std::array<std::unique_ptr<Compressor>, kCodecCount> compressors_;
+};
+
+}  // namespace uzswap

@@ -1,0 +1,52 @@
+// A fixed-capacity array in its own anonymous mapping. Pages are only backed
+// (and, under mlockall(MCL_ONFAULT), only locked) once touched, so a large
+// capacity reserved at start-up costs nothing until it is used, and using it
+// later never calls malloc.
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace uzswap {
+
+template <typename T>
+class MappedArray {
+  static_assert(std::is_trivially_default_constructible_v<T> &&
+                std::is_trivially_destructible_v<T>);
+
+ public:
+  MappedArray() = default;
+  explicit MappedArray(std::size_t capacity) : capacity_(capacity) {
+    if (capacity_ == 0) return;
+    void* p = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap array");
+    data_ = static_cast<T*>(p);
+  }
+  ~MappedArray() {
+    if (data_ != nullptr) munmap(data_, bytes());
+  }
+  MappedArray(MappedArray&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), capacity_(std::exchange(other.capacity_, 0)) {}
+  MappedArray& operator=(MappedArray&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(capacity_, other.capacity_);
+    return *this;
+  }
+
+  T& operator[](std::size_t i) noexcept { return data_[i]; }
+  const T& operator[](std::size_t i) const noexcept { return data_[i]; }
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t bytes() const noexcept { return capacity_ * sizeof(T); }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t capacity_ = 0;
+};
+
+}  // namespace uzswap

@@ -1,0 +1,473 @@
+#include "uzswap/pool/zpool.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/mempolicy.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+namespace uzswap {
+
+namespace {
+
+constexpr std::uint32_t kNoSpan = UINT32_MAX;
+constexpr std::uint16_t kNoObject = UINT16_MAX;
+
+// Span lists of a class: four fullness quarters of partly used spans (alloc
+// takes from the fullest), full spans, and spans being drained by compaction.
+constexpr unsigned kFullList = 4;
+constexpr unsigned kDrainingList = 5;
+constexpr unsigned kListCount = 6;
+
+unsigned list_for(unsigned inuse, unsigned objs) {
+  return inuse == objs ? kFullList : inuse * 4 / objs;
+}
+
+// Handle layout: valid:1 | unused:7 | node:6 | pages-1:3 | span:32 | offset:15.
+constexpr unsigned kOffsetBits = 15;
+constexpr unsigned kSpanShift = kOffsetBits;
+constexpr unsigned kPagesShift = kSpanShift + 32;
+constexpr unsigned kNodeShift = kPagesShift + 3;
+constexpr PoolHandle kValidBit = PoolHandle{1} << 63;
+constexpr unsigned kMaxNodes = 64;
+
+PoolHandle make_handle(unsigned node, unsigned pages, std::uint32_t span, std::uint32_t offset) {
+  return kValidBit | (PoolHandle{node} << kNodeShift) | (PoolHandle{pages - 1} << kPagesShift) |
+         (PoolHandle{span} << kSpanShift) | offset;
+}
+unsigned handle_pages(PoolHandle h) { return static_cast<unsigned>((h >> kPagesShift) & 7) + 1; }
+std::uint32_t handle_span(PoolHandle h) { return static_cast<std::uint32_t>(h >> kSpanShift); }
+std::uint32_t handle_offset(PoolHandle h) {
+  return static_cast<std::uint32_t>(h & ((1u << kOffsetBits) - 1));
+}
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+}  // namespace
+
+struct ZPool::SpanHeader {
+  std::uint32_t prev;
+  std::uint32_t next;
+  std::uint16_t inuse;
+  std::uint16_t free_head;    // first freed object, chained through the objects
+  std::uint16_t carved;       // objects [carved, objs) have never been handed out
+  std::uint16_t class_index;  // set while the span belongs to a class
+  std::uint8_t list;
+  std::uint8_t draining;      // read without the class lock: atomic_ref only
+};
+
+// A region holds the spans of one length on one node.
+struct ZPool::Region {
+  std::mutex lock;
+  std::byte* base = nullptr;
+  off_t file_offset = 0;
+  unsigned pages = 0;
+  std::uint32_t capacity = 0;
+  MappedArray<SpanHeader> headers;
+  MappedArray<std::uint32_t> cold;  // free spans with no RAM behind them
+  MappedArray<std::uint32_t> warm;  // free spans still resident
+  std::uint32_t cold_top = 0;       // guarded by lock
+  std::uint32_t warm_top = 0;       // guarded by lock
+  std::uint32_t high_water = 0;     // guarded by lock: spans ever used
+
+  std::size_t span_bytes() const { return std::size_t{pages} * kPageSize; }
+};
+
+struct ZPool::ClassState {
+  std::mutex lock;
+  std::uint32_t heads[kListCount];  // guarded by lock
+  std::uint64_t spans = 0;          // guarded by lock
+  std::uint64_t inuse = 0;          // guarded by lock
+  ClassState() { std::fill(std::begin(heads), std::end(heads), kNoSpan); }
+};
+
+struct ZPool::Arena {
+  unsigned node = 0;
+  int fd = -1;
+  std::byte* base = nullptr;
+  std::size_t mapped_bytes = 0;
+  std::array<Region, SizeClasses::kMaxPagesPerSpan> regions;
+  std::unique_ptr<ClassState[]> classes;
+
+  std::atomic<std::uint64_t> span_bytes{0};
+  std::atomic<std::uint64_t> cached_bytes{0};
+  std::atomic<std::uint64_t> object_bytes{0};
+  std::atomic<std::uint64_t> objects{0};
+  std::atomic<std::uint64_t> spans{0};
+  std::atomic<std::uint64_t> alloc_failures{0};
+  std::atomic<std::uint64_t> released_bytes{0};
+
+  Region& region(unsigned pages) { return regions[pages - 1]; }
+
+  ~Arena() {
+    if (base != nullptr) munmap(base, mapped_bytes);
+    if (fd >= 0) close(fd);
+  }
+};
+
+ZPool::ZPool(const ZPoolOptions& options) : options_(options) {
+  if (options_.nodes == 0 || options_.nodes > kMaxNodes)
+    throw std::system_error(EINVAL, std::generic_category(),
+                            "pool nodes must be 1.." + std::to_string(kMaxNodes));
+  std::size_t reserve = options_.reserve_bytes_per_node;
+  if (reserve == 0)
+    reserve = static_cast<std::size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  // Every span length must tile its region; 840 = lcm(1..8).
+  region_bytes_ = round_up(reserve, 840 * kPageSize);
+  const std::size_t max_spans = region_bytes_ / kPageSize;
+  if (max_spans > UINT32_MAX)
+    throw std::system_error(EINVAL, std::generic_category(), "pool reservation too large");
+
+  for (unsigned node = 0; node < options_.nodes; ++node) {
+    auto arena = std::make_unique<Arena>();
+    arena->node = node;
+    const std::string name = "uzswap-pool-node" + std::to_string(node);
+    arena->fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+    if (arena->fd < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
+    arena->mapped_bytes = region_bytes_ * SizeClasses::kMaxPagesPerSpan;
+    if (ftruncate(arena->fd, static_cast<off_t>(arena->mapped_bytes)) != 0)
+      throw std::system_error(errno, std::generic_category(), "ftruncate pool memfd");
+    void* base = mmap(nullptr, arena->mapped_bytes, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_NORESERVE, arena->fd, 0);
+    if (base == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap pool arena");
+    arena->base = static_cast<std::byte*>(base);
+    if (options_.lock_memory && mlock2(base, arena->mapped_bytes, MLOCK_ONFAULT) != 0)
+      throw std::system_error(errno, std::generic_category(), "mlock2 pool arena");
+    if (options_.bind_nodes) {
+      unsigned long mask[kMaxNodes / (8 * sizeof(unsigned long))] = {};
+      mask[node / (8 * sizeof(unsigned long))] = 1ul << (node % (8 * sizeof(unsigned long)));
+      if (syscall(SYS_mbind, base, arena->mapped_bytes, MPOL_BIND, mask, kMaxNodes + 1, 0) != 0)
+        throw std::system_error(errno, std::generic_category(),
+                                "mbind pool arena to node " + std::to_string(node));
+    }
+    for (unsigned pages = 1; pages <= SizeClasses::kMaxPagesPerSpan; ++pages) {
+      Region& region = arena->region(pages);
+      region.pages = pages;
+      region.file_offset = static_cast<off_t>((pages - 1) * region_bytes_);
+      region.base = arena->base + region.file_offset;
+      region.capacity = static_cast<std::uint32_t>(region_bytes_ / region.span_bytes());
+      region.headers = MappedArray<SpanHeader>(region.capacity);
+      region.cold = MappedArray<std::uint32_t>(region.capacity);
+      region.warm = MappedArray<std::uint32_t>(region.capacity);
+    }
+    arena->classes = std::make_unique<ClassState[]>(classes_.count());
+    arenas_.push_back(std::move(arena));
+  }
+}
+
+ZPool::~ZPool() = default;
+
+unsigned ZPool::node_of(PoolHandle handle) noexcept {
+  return static_cast<unsigned>((handle >> kNodeShift) & (kMaxNodes - 1));
+}
+
+ZPool::SpanHeader& ZPool::header(unsigned node, unsigned pages, std::uint32_t span) const noexcept {
+  return arenas_[node]->region(pages).headers[span];
+}
+
+std::byte* ZPool::map(PoolHandle handle) const noexcept {
+  assert(handle & kValidBit);
+  const Region& region = arenas_[node_of(handle)]->region(handle_pages(handle));
+  return region.base + std::size_t{handle_span(handle)} * region.span_bytes() +
+         handle_offset(handle);
+}
+
+std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages) noexcept {
+  Region& region = arena.region(pages);
+  std::uint32_t span;
+  {
+    std::lock_guard guard(region.lock);
+    if (region.warm_top > 0) {
+      span = region.warm[--region.warm_top];
+      arena.cached_bytes.fetch_sub(region.span_bytes(), std::memory_order_relaxed);
+      return span;
+    }
+    if (region.cold_top > 0) {
+      span = region.cold[--region.cold_top];
+    } else if (region.high_water < region.capacity) {
+      span = region.high_water++;
+    } else {
+      return kNoSpan;
+    }
+  }
+  // Back the span with RAM now, so a shortage is an error here rather than a
+  // fault on first touch.
+  const off_t offset = region.file_offset + static_cast<off_t>(span * region.span_bytes());
+  if (fallocate(arena.fd, 0, offset, static_cast<off_t>(region.span_bytes())) != 0) {
+    std::lock_guard guard(region.lock);
+    region.cold[region.cold_top++] = span;
+    return kNoSpan;
+  }
+  arena.span_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
+  return span;
+}
+
+void ZPool::release_span(Arena& arena, unsigned pages, std::uint32_t span, bool to_cache) noexcept {
+  Region& region = arena.region(pages);
+  const std::size_t bytes = region.span_bytes();
+  if (to_cache) {
+    std::uint64_t cached = arena.cached_bytes.load(std::memory_order_relaxed);
+    while (cached + bytes <= options_.empty_span_cache_bytes) {
+      if (arena.cached_bytes.compare_exchange_weak(cached, cached + bytes,
+                                                   std::memory_order_relaxed)) {
+        std::lock_guard guard(region.lock);
+        region.warm[region.warm_top++] = span;
+        return;
+      }
+    }
+  }
+  const off_t offset = region.file_offset + static_cast<off_t>(span * bytes);
+  // Punching a hole in a memfd cannot fail for a valid range; if it ever did,
+  // the span stays resident and is still reusable.
+  const bool punched = fallocate(arena.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                                 static_cast<off_t>(bytes)) == 0;
+  std::lock_guard guard(region.lock);
+  if (punched) {
+    arena.span_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+    arena.released_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    region.cold[region.cold_top++] = span;
+  } else {
+    arena.cached_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    region.warm[region.warm_top++] = span;
+  }
+}
+
+void ZPool::link_span(ClassState& cls, Region& region, std::uint32_t span) noexcept {
+  SpanHeader& h = region.headers[span];
+  h.prev = kNoSpan;
+  h.next = cls.heads[h.list];
+  if (h.next != kNoSpan) region.headers[h.next].prev = span;
+  cls.heads[h.list] = span;
+}
+
+void ZPool::unlink_span(ClassState& cls, Region& region, std::uint32_t span) noexcept {
+  SpanHeader& h = region.headers[span];
+  if (h.prev != kNoSpan) region.headers[h.prev].next = h.next;
+  else cls.heads[h.list] = h.next;
+  if (h.next != kNoSpan) region.headers[h.next].prev = h.prev;
+}
+
+void ZPool::relink_if_moved(ClassState& cls, Region& region, std::uint32_t span,
+                            unsigned old_list) noexcept {
+  SpanHeader& h = region.headers[span];
+  if (old_list == kDrainingList) return;
+  const unsigned new_list = list_for(h.inuse, classes_[h.class_index].objs_per_span);
+  if (new_list == old_list) return;
+  unlink_span(cls, region, span);
+  h.list = static_cast<std::uint8_t>(new_list);
+  link_span(cls, region, span);
+}
+
+PoolHandle ZPool::alloc(std::size_t len, unsigned node) noexcept {
+  assert(len >= 1 && len <= kPageSize && node < arenas_.size());
+  return alloc_in_class(*arenas_[node], classes_.index_for(len));
+}
+
+PoolHandle ZPool::alloc_in_class(Arena& arena, unsigned class_index) noexcept {
+  const SizeClass& sc = classes_[class_index];
+  ClassState& cls = arena.classes[class_index];
+  Region& region = arena.region(sc.pages_per_span);
+
+  std::unique_lock guard(cls.lock);
+  std::uint32_t span = kNoSpan;
+  for (unsigned list = kFullList; list-- > 0 && span == kNoSpan;) span = cls.heads[list];
+  if (span == kNoSpan) {
+    // Take a new span without holding the class lock across the syscall.
+    guard.unlock();
+    span = acquire_span(arena, sc.pages_per_span);
+    if (span == kNoSpan) {
+      arena.alloc_failures.fetch_add(1, std::memory_order_relaxed);
+      return kNullHandle;
+    }
+    guard.lock();
+    SpanHeader& fresh = region.headers[span];
+    fresh.inuse = 0;
+    fresh.free_head = kNoObject;
+    fresh.carved = 0;
+    fresh.class_index = static_cast<std::uint16_t>(class_index);
+    fresh.list = 0;
+    std::atomic_ref(fresh.draining).store(0, std::memory_order_relaxed);
+    link_span(cls, region, span);
+    ++cls.spans;
+    arena.spans.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  SpanHeader& h = region.headers[span];
+  std::byte* span_base = region.base + std::size_t{span} * region.span_bytes();
+  std::uint16_t index;
+  if (h.free_head != kNoObject) {
+    index = h.free_head;
+    std::memcpy(&h.free_head, span_base + std::size_t{index} * sc.size, sizeof(h.free_head));
+  } else {
+    assert(h.carved < sc.objs_per_span);
+    index = h.carved++;
+  }
+  const unsigned old_list = h.list;
+  ++h.inuse;
+  ++cls.inuse;
+  relink_if_moved(cls, region, span, old_list);
+  guard.unlock();
+
+  arena.objects.fetch_add(1, std::memory_order_relaxed);
+  arena.object_bytes.fetch_add(sc.size, std::memory_order_relaxed);
+  return make_handle(arena.node, sc.pages_per_span, span,
+                     static_cast<std::uint32_t>(index) * sc.size);
+}
+
+void ZPool::free(PoolHandle handle) noexcept {
+  assert(handle & kValidBit);
+  Arena& arena = *arenas_[node_of(handle)];
+  const unsigned pages = handle_pages(handle);
+  const std::uint32_t span = handle_span(handle);
+  Region& region = arena.region(pages);
+  SpanHeader& h = region.headers[span];
+  // The span cannot change class while it holds this live object.
+  const unsigned class_index = h.class_index;
+  const SizeClass& sc = classes_[class_index];
+  ClassState& cls = arena.classes[class_index];
+
+  bool empty;
+  {
+    std::lock_guard guard(cls.lock);
+    const std::uint32_t offset = handle_offset(handle);
+    assert(offset % sc.size == 0 && h.inuse > 0);
+    std::memcpy(region.base + std::size_t{span} * region.span_bytes() + offset, &h.free_head,
+                sizeof(h.free_head));
+    h.free_head = static_cast<std::uint16_t>(offset / sc.size);
+    --h.inuse;
+    --cls.inuse;
+    empty = h.inuse == 0;
+    if (empty) {
+      unlink_span(cls, region, span);
+      std::atomic_ref(h.draining).store(0, std::memory_order_relaxed);
+      --cls.spans;
+    } else {
+      relink_if_moved(cls, region, span, h.list);
+    }
+  }
+  arena.objects.fetch_sub(1, std::memory_order_relaxed);
+  arena.object_bytes.fetch_sub(sc.size, std::memory_order_relaxed);
+  if (empty) {
+    arena.spans.fetch_sub(1, std::memory_order_relaxed);
+    release_span(arena, pages, span, /*to_cache=*/true);
+  }
+}
+
+CompactionStats ZPool::begin_compaction() {
+  CompactionStats result;
+  for (auto& arena_ptr : arenas_) {
+    Arena& arena = *arena_ptr;
+    for (unsigned c = 0; c < classes_.count(); ++c) {
+      const SizeClass& sc = classes_[c];
+      ClassState& cls = arena.classes[c];
+      Region& region = arena.region(sc.pages_per_span);
+      std::lock_guard guard(cls.lock);
+      const std::uint64_t needed = (cls.inuse + sc.objs_per_span - 1) / sc.objs_per_span;
+      std::uint64_t excess = cls.spans - needed;
+      // Sparsest quarter first; full spans are never drained.
+      for (unsigned list = 0; list < kFullList && excess > 0; ++list) {
+        while (excess > 0 && cls.heads[list] != kNoSpan) {
+          const std::uint32_t span = cls.heads[list];
+          SpanHeader& h = region.headers[span];
+          unlink_span(cls, region, span);
+          h.list = kDrainingList;
+          std::atomic_ref(h.draining).store(1, std::memory_order_relaxed);
+          link_span(cls, region, span);
+          --excess;
+          ++result.draining_spans;
+          result.objects_to_move += h.inuse;
+        }
+      }
+    }
+  }
+  // released_bytes starts at minus the running total, so that adding the
+  // total again in end_compaction() leaves what was released in between.
+  for (auto& arena : arenas_)
+    result.released_bytes -= arena->released_bytes.load(std::memory_order_relaxed);
+  return result;
+}
+
+bool ZPool::needs_migration(PoolHandle handle) const noexcept {
+  SpanHeader& h = header(node_of(handle), handle_pages(handle), handle_span(handle));
+  return std::atomic_ref(h.draining).load(std::memory_order_relaxed) != 0;
+}
+
+PoolHandle ZPool::migrate(PoolHandle handle, std::size_t len) noexcept {
+  const PoolHandle moved = alloc(len, node_of(handle));
+  if (moved == kNullHandle) return kNullHandle;
+  std::memcpy(map(moved), map(handle), len);
+  free(handle);
+  return moved;
+}
+
+void ZPool::end_compaction(CompactionStats& stats) {
+  for (auto& arena_ptr : arenas_) {
+    Arena& arena = *arena_ptr;
+    for (unsigned c = 0; c < classes_.count(); ++c) {
+      const SizeClass& sc = classes_[c];
+      ClassState& cls = arena.classes[c];
+      Region& region = arena.region(sc.pages_per_span);
+      std::lock_guard guard(cls.lock);
+      while (cls.heads[kDrainingList] != kNoSpan) {
+        const std::uint32_t span = cls.heads[kDrainingList];
+        SpanHeader& h = region.headers[span];
+        unlink_span(cls, region, span);
+        std::atomic_ref(h.draining).store(0, std::memory_order_relaxed);
+        h.list = static_cast<std::uint8_t>(list_for(h.inuse, sc.objs_per_span));
+        link_span(cls, region, span);
+      }
+    }
+    // Give the empty-span cache back too.
+    for (Region& region : arena.regions) {
+      for (;;) {
+        std::uint32_t span;
+        {
+          std::lock_guard guard(region.lock);
+          if (region.warm_top == 0) break;
+          span = region.warm[--region.warm_top];
+        }
+        arena.cached_bytes.fetch_sub(region.span_bytes(), std::memory_order_relaxed);
+        release_span(arena, region.pages, span, /*to_cache=*/false);
+      }
+    }
+  }
+  for (auto& arena : arenas_)
+    stats.released_bytes += arena->released_bytes.load(std::memory_order_relaxed);
+}
+
+std::uint64_t ZPool::span_bytes() const noexcept {
+  std::uint64_t total = 0;
+  for (const auto& arena : arenas_) total += arena->span_bytes.load(std::memory_order_relaxed);
+  return total;
+}
+
+ZPoolStats ZPool::stats() const noexcept {
+  ZPoolStats s;
+  for (const auto& arena_ptr : arenas_) {
+    Arena& arena = *arena_ptr;
+    s.span_bytes += arena.span_bytes.load(std::memory_order_relaxed);
+    s.object_bytes += arena.object_bytes.load(std::memory_order_relaxed);
+    s.objects += arena.objects.load(std::memory_order_relaxed);
+    s.spans += arena.spans.load(std::memory_order_relaxed);
+    s.alloc_failures += arena.alloc_failures.load(std::memory_order_relaxed);
+    for (Region& region : arena.regions) {
+      std::lock_guard guard(region.lock);
+      s.cached_spans += region.warm_top;
+      // An upper bound on the pages of the header array and of both free-span
+      // stacks touched so far: none can reach past the high-water mark.
+      s.metadata_bytes += round_up(
+          std::size_t{region.high_water} * (sizeof(SpanHeader) + 2 * sizeof(std::uint32_t)),
+          kPageSize);
+    }
+  }
+  return s;
+}
+
+}  // namespace uzswap

@@ -1,0 +1,133 @@
+// ZPool: the compressed-object allocator (zsmalloc's job).
+//
+// Memory. Each NUMA node has one arena: a memfd mapped once, split into eight
+// regions, one per span length (1..8 pages). A span is a run of pages holding
+// objects of one size class. RAM is taken for a span with fallocate() on the
+// memfd (a clean ENOMEM instead of a fault) and given back with
+// FALLOC_FL_PUNCH_HOLE, which works on locked memory, unlike MADV_DONTNEED. A
+// few empty spans per region stay resident for reuse.
+//
+// Handles are opaque 64-bit values that encode node, span length, span index
+// and byte offset, so map() is pure arithmetic. An object moves only through
+// migrate(), called by the owner of the handle during compaction.
+//
+// Compaction. begin_compaction() picks, per class, the sparsest spans whose
+// objects fit in the free room of the others and marks them draining (no new
+// objects). The owner then visits its handles, migrate()s each one for which
+// needs_migration() is true, and calls end_compaction(), which returns
+// drained spans and the empty-span cache to the system. The pool keeps no
+// back-pointers from objects to owners: compaction trades one scan of the
+// owner's table for zero bytes per object.
+//
+// Locking. One mutex per (node, class) guards that class's span lists and the
+// span headers of its spans; one mutex per (node, region) guards the free-span
+// stacks. Order: class -> region. Object contents are not guarded by the pool:
+// the owner serialises alloc/map/free/migrate of a handle.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "uzswap/common/page.h"
+#include "uzswap/pool/mapped_array.h"
+#include "uzswap/pool/size_classes.h"
+
+namespace uzswap {
+
+using PoolHandle = std::uint64_t;
+inline constexpr PoolHandle kNullHandle = 0;
+
+struct ZPoolOptions {
+  unsigned nodes = 1;
+  // Address space reserved for each span length on each node; the pool can
+  // never hold more than this on one node. 0 = physical RAM size.
+  std::size_t reserve_bytes_per_node = 0;
+  // mlock2(MLOCK_ONFAULT) the arenas, so pool pages can never be swapped out
+  // (the daemon also runs under mlockall).
+  bool lock_memory = false;
+  // Bind each node's arena to that node with mbind(). Off when the nodes are
+  // simulated (more pool nodes than the machine has).
+  bool bind_nodes = false;
+  // Empty spans kept resident per node for reuse, in bytes.
+  std::size_t empty_span_cache_bytes = 1u << 20;
+};
+
+struct ZPoolStats {
+  std::uint64_t span_bytes = 0;      // RAM in spans, including cached empty ones
+  std::uint64_t metadata_bytes = 0;  // span headers and free-span stacks
+  std::uint64_t object_bytes = 0;    // sum of class sizes of live objects
+  std::uint64_t objects = 0;
+  std::uint64_t spans = 0;           // spans holding objects
+  std::uint64_t cached_spans = 0;    // empty spans kept resident
+  std::uint64_t alloc_failures = 0;
+  std::uint64_t pool_bytes() const noexcept { return span_bytes + metadata_bytes; }
+};
+
+struct CompactionStats {
+  std::uint64_t draining_spans = 0;   // spans picked for evacuation
+  std::uint64_t objects_to_move = 0;  // live objects in those spans
+  std::uint64_t released_bytes = 0;   // RAM given back by end_compaction
+};
+
+class ZPool {
+ public:
+  explicit ZPool(const ZPoolOptions& options);  // throws std::system_error
+  ~ZPool();
+  ZPool(const ZPool&) = delete;
+  ZPool& operator=(const ZPool&) = delete;
+
+  // An object of `len` bytes (1..kPageSize) on `node` (< nodes()).
+  // kNullHandle when no memory can be had.
+  PoolHandle alloc(std::size_t len, unsigned node) noexcept;
+  void free(PoolHandle handle) noexcept;
+  std::byte* map(PoolHandle handle) const noexcept;
+
+  static unsigned node_of(PoolHandle handle) noexcept;
+  unsigned nodes() const noexcept { return static_cast<unsigned>(arenas_.size()); }
+  const SizeClasses& classes() const noexcept { return classes_; }
+  // Bytes an object of `len` actually occupies (its class size).
+  std::size_t footprint(std::size_t len) const noexcept {
+    return classes_[classes_.index_for(len)].size;
+  }
+
+  CompactionStats begin_compaction();
+  bool needs_migration(PoolHandle handle) const noexcept;
+  // Moves the object to a span that is not draining; returns the new handle,
+  // or kNullHandle (the old one stays valid) when no memory can be had. The
+  // caller holds whatever lock serialises this handle.
+  PoolHandle migrate(PoolHandle handle, std::size_t len) noexcept;
+  // Returns spans that could not be drained to service and releases drained
+  // and cached empty spans. Adds the bytes released to `stats`.
+  void end_compaction(CompactionStats& stats);
+
+  ZPoolStats stats() const noexcept;
+  // RAM in spans: a lock-free read for the store path's pool-limit check.
+  std::uint64_t span_bytes() const noexcept;
+
+ private:
+  struct SpanHeader;
+  struct Region;
+  struct ClassState;
+  struct Arena;
+
+  SpanHeader& header(unsigned node, unsigned pages, std::uint32_t span) const noexcept;
+  std::uint32_t acquire_span(Arena& arena, unsigned pages) noexcept;
+  void release_span(Arena& arena, unsigned pages, std::uint32_t span, bool to_cache) noexcept;
+  void link_span(ClassState& cls, Region& region, std::uint32_t span) noexcept;
+  void unlink_span(ClassState& cls, Region& region, std::uint32_t span) noexcept;
+  void relink_if_moved(ClassState& cls, Region& region, std::uint32_t span,
+                       unsigned old_group) noexcept;
+  PoolHandle alloc_in_class(Arena& arena, unsigned class_index) noexcept;
+
+  SizeClasses classes_;
+  ZPoolOptions options_;
+  std::size_t region_bytes_;
+  std::vector<std::unique_ptr<Arena>> arenas_;
+};
+
+}  // namespace uzswap

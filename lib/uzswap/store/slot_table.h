@@ -1,0 +1,72 @@
+// The slot table: slot number -> entry (zswap's xarray of zswap_entry, zram's
+// table). One 24-byte entry per slot of the device, in one mapping sized at
+// start-up, so storing a page never allocates table memory.
+//
+// Locking. Entries are guarded by striped mutexes: slot s is guarded by
+// lock_for(s). Every field of an entry is read and written only under that
+// lock; functions named *Locked expect the caller to hold it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "uzswap/common/page.h"
+#include "uzswap/pool/mapped_array.h"
+
+namespace uzswap {
+
+enum class SlotState : std::uint8_t {
+  empty = 0,           // never written, or discarded
+  same_filled = 1,     // value holds the repeated 8-byte word
+  compressed = 2,      // value holds a pool handle to `length` compressed bytes
+  incompressible = 3,  // value holds a pool handle to the raw page
+  written_back = 4,    // the page lives in the backing file at the slot's offset
+  writeback = 5,       // being written back; still served from the pool handle
+};
+
+inline constexpr std::uint32_t kNoLink = UINT32_MAX;
+
+struct SlotEntry {
+  std::uint64_t value;      // pool handle or fill word, by state
+  std::uint32_t lru_prev;   // ListLru links (slot numbers), kNoLink when off-list
+  std::uint32_t lru_next;
+  std::uint64_t state : 3;       // SlotState
+  std::uint64_t codec : 2;       // Codec of a compressed page
+  std::uint64_t referenced : 1;  // second-chance bit for writeback
+  std::uint64_t length : 13;     // compressed length (bytes in the pool object)
+  std::uint64_t node : 6;        // NUMA node of the pool object
+  std::uint64_t cgroup : 16;     // index of the owning cgroup (0 = root)
+  std::uint64_t version : 23;    // bumped on every store, for writeback's re-check
+
+  SlotState slot_state() const noexcept { return static_cast<SlotState>(state); }
+  bool in_pool() const noexcept {
+    const SlotState s = slot_state();
+    return s == SlotState::compressed || s == SlotState::incompressible ||
+           s == SlotState::writeback;
+  }
+};
+static_assert(sizeof(SlotEntry) == 24, "slot entries must stay at 24 bytes");
+
+class SlotTable {
+ public:
+  static constexpr std::size_t kStripes = 4096;
+
+  explicit SlotTable(std::uint64_t slots);
+
+  std::uint64_t size() const noexcept { return entries_.capacity(); }
+  std::mutex& lock_for(Slot slot) noexcept { return stripes_[slot % kStripes]; }
+  SlotEntry& entryLocked(Slot slot) noexcept { return entries_[slot]; }
+
+  // RAM the table can hold: entries plus lock stripes.
+  std::uint64_t bytes() const noexcept {
+    return entries_.bytes() + kStripes * sizeof(std::mutex);
+  }
+  static constexpr std::size_t bytes_per_slot() noexcept { return sizeof(SlotEntry); }
+
+ private:
+  MappedArray<SlotEntry> entries_;
+  std::unique_ptr<std::mutex[]> stripes_;
+};
+
+}  // namespace uzswap

@@ -1,0 +1,65 @@
+// Page store statistics, zswap- and zram-like, in one place.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "uzswap/pool/zpool.h"
+
+namespace uzswap {
+
+// Why a store was refused (zswap's reject_* counters).
+enum class StoreError : std::uint8_t {
+  out_of_range,  // slot beyond the device
+  pool_full,     // the pool is at its limit
+  alloc_failed,  // the pool could not get memory from the system
+};
+
+enum class LoadError : std::uint8_t {
+  out_of_range,  // slot beyond the device
+  corrupt,       // stored data did not decompress: a bug, never expected
+};
+
+struct PageStoreStats {
+  // Gauges: what is stored now.
+  std::uint64_t stored_pages = 0;        // all non-empty slots
+  std::uint64_t same_filled_pages = 0;
+  std::uint64_t incompressible_pages = 0;
+  std::uint64_t orig_bytes = 0;          // stored_pages * page size
+  std::uint64_t compressed_bytes = 0;    // sum of object lengths in the pool
+  std::uint64_t pool_bytes = 0;          // RAM held by the pool, its metadata included
+  std::uint64_t table_bytes = 0;         // slot table RAM
+  // Counters: what happened since start.
+  std::uint64_t stores = 0;
+  std::uint64_t loads = 0;
+  std::uint64_t empty_loads = 0;         // loads of slots never written or discarded
+  std::uint64_t invalidations = 0;       // pages discarded
+  std::uint64_t reject_pool_full = 0;
+  std::uint64_t reject_alloc_failed = 0;
+  std::uint64_t out_of_range = 0;        // requests for slots beyond the device
+  std::uint64_t load_errors = 0;         // corrupt data found on load
+  std::uint64_t compactions = 0;
+  std::uint64_t compaction_moved = 0;    // objects migrated by compaction
+  ZPoolStats pool;
+};
+
+// The live counters behind PageStoreStats. Relaxed atomics: each value is
+// exact, but a snapshot of several may be mid-update relative to each other.
+struct StoreCounters {
+  std::atomic<std::int64_t> stored_pages{0};
+  std::atomic<std::int64_t> same_filled_pages{0};
+  std::atomic<std::int64_t> incompressible_pages{0};
+  std::atomic<std::int64_t> compressed_bytes{0};
+  std::atomic<std::uint64_t> stores{0};
+  std::atomic<std::uint64_t> loads{0};
+  std::atomic<std::uint64_t> empty_loads{0};
+  std::atomic<std::uint64_t> invalidations{0};
+  std::atomic<std::uint64_t> reject_pool_full{0};
+  std::atomic<std::uint64_t> reject_alloc_failed{0};
+  std::atomic<std::uint64_t> out_of_range{0};
+  std::atomic<std::uint64_t> load_errors{0};
+  std::atomic<std::uint64_t> compactions{0};
+  std::atomic<std::uint64_t> compaction_moved{0};
+};
+
+}  // namespace uzswap

@@ -1,0 +1,191 @@
+#include "uzswap/pool/zpool.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "uzswap/testing/page_mix.h"
+
+namespace uzswap {
+namespace {
+
+ZPoolOptions small_pool(unsigned nodes = 1) {
+  ZPoolOptions o;
+  o.nodes = nodes;
+  o.reserve_bytes_per_node = 64u << 20;
+  o.empty_span_cache_bytes = 64u << 10;
+  return o;
+}
+
+// Writes a pattern derived from the object's identity; check() verifies it.
+void fill(ZPool& pool, PoolHandle h, std::size_t len, std::uint64_t id) {
+  testing::Rng rng(id);
+  std::byte* p = pool.map(h);
+  for (std::size_t i = 0; i < len; ++i) p[i] = static_cast<std::byte>(rng.next());
+}
+bool check(const ZPool& pool, PoolHandle h, std::size_t len, std::uint64_t id) {
+  testing::Rng rng(id);
+  const std::byte* p = pool.map(h);
+  for (std::size_t i = 0; i < len; ++i)
+    if (p[i] != static_cast<std::byte>(rng.next())) return false;
+  return true;
+}
+
+struct Object {
+  std::size_t len;
+  std::uint64_t id;
+};
+
+TEST(ZPool, ObjectsOfEverySizeKeepTheirBytesAndDoNotOverlap) {
+  ZPool pool(small_pool());
+  std::map<PoolHandle, Object> live;
+  std::uint64_t id = 1;
+  for (std::size_t len = 1; len <= kPageSize; len += 7) {
+    for (int copies = 0; copies < 3; ++copies) {
+      const PoolHandle h = pool.alloc(len, 0);
+      ASSERT_NE(h, kNullHandle);
+      ASSERT_FALSE(live.contains(h));
+      fill(pool, h, len, id);
+      live[h] = {len, id++};
+    }
+  }
+  for (const auto& [h, o] : live) ASSERT_TRUE(check(pool, h, o.len, o.id)) << o.len;
+  const ZPoolStats s = pool.stats();
+  EXPECT_EQ(s.objects, live.size());
+  for (const auto& [h, o] : live) pool.free(h);
+  EXPECT_EQ(pool.stats().objects, 0u);
+  EXPECT_EQ(pool.stats().object_bytes, 0u);
+}
+
+TEST(ZPool, FreedObjectsAreReused) {
+  ZPool pool(small_pool());
+  const PoolHandle a = pool.alloc(1000, 0);
+  pool.free(a);
+  const PoolHandle b = pool.alloc(1000, 0);
+  EXPECT_EQ(a, b);
+  pool.free(b);
+}
+
+TEST(ZPool, EmptySpansGoToTheCacheThenBackToTheSystem) {
+  ZPool pool(small_pool());
+  std::vector<PoolHandle> handles;
+  for (int i = 0; i < 2000; ++i) handles.push_back(pool.alloc(1500, 0));
+  const ZPoolStats full = pool.stats();
+  EXPECT_GE(full.span_bytes, 2000u * 1500u);
+  for (PoolHandle h : handles) pool.free(h);
+  const ZPoolStats empty = pool.stats();
+  EXPECT_EQ(empty.spans, 0u);
+  EXPECT_LE(empty.span_bytes, 64u << 10) << "only the cache stays resident";
+  CompactionStats c = pool.begin_compaction();
+  pool.end_compaction(c);
+  EXPECT_EQ(pool.stats().span_bytes, 0u);
+  EXPECT_EQ(pool.stats().cached_spans, 0u);
+}
+
+TEST(ZPool, CompactionMovesObjectsOutOfSparseSpansAndKeepsTheirBytes) {
+  ZPool pool(small_pool());
+  std::map<PoolHandle, Object> live;
+  testing::Rng rng(42);
+  std::uint64_t id = 1;
+  for (int i = 0; i < 20000; ++i) {
+    const std::size_t len = 200 + rng.below(3000);
+    const PoolHandle h = pool.alloc(len, 0);
+    ASSERT_NE(h, kNullHandle);
+    fill(pool, h, len, id);
+    live[h] = {len, id++};
+  }
+  // Free three objects out of four, at random.
+  for (auto it = live.begin(); it != live.end();) {
+    if (rng.below(4) != 0) {
+      pool.free(it->first);
+      it = live.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const ZPoolStats before = pool.stats();
+  CompactionStats c = pool.begin_compaction();
+  EXPECT_GT(c.draining_spans, 0u);
+  // The owner's pass: move every object that sits in a draining span.
+  std::map<PoolHandle, Object> moved;
+  std::uint64_t moved_count = 0;
+  for (const auto& [h, o] : live) {
+    if (pool.needs_migration(h)) {
+      const PoolHandle n = pool.migrate(h, o.len);
+      ASSERT_NE(n, kNullHandle);
+      moved[n] = o;
+      ++moved_count;
+    } else {
+      moved[h] = o;
+    }
+  }
+  pool.end_compaction(c);
+  EXPECT_EQ(moved_count, c.objects_to_move);
+  for (const auto& [h, o] : moved) ASSERT_TRUE(check(pool, h, o.len, o.id));
+  const ZPoolStats after = pool.stats();
+  EXPECT_LT(after.span_bytes, before.span_bytes);
+  EXPECT_GT(c.released_bytes, 0u);
+  EXPECT_EQ(after.objects, live.size());
+  // At most one partly used span per class remains.
+  EXPECT_LE(after.span_bytes, after.object_bytes + pool.classes().count() * 8 * kPageSize);
+  for (const auto& [h, o] : moved) pool.free(h);
+}
+
+TEST(ZPool, HandlesRecordTheirNode) {
+  ZPool pool(small_pool(3));
+  for (unsigned node = 0; node < 3; ++node) {
+    const PoolHandle h = pool.alloc(100, node);
+    ASSERT_NE(h, kNullHandle);
+    EXPECT_EQ(ZPool::node_of(h), node);
+    fill(pool, h, 100, node + 1);
+    EXPECT_TRUE(check(pool, h, 100, node + 1));
+    pool.free(h);
+  }
+}
+
+TEST(ZPool, ExhaustedReservationFailsCleanlyAndCounts) {
+  ZPoolOptions o = small_pool();
+  o.reserve_bytes_per_node = 1;  // rounds up to one tile of 840 pages
+  ZPool pool(o);
+  std::vector<PoolHandle> handles;
+  for (;;) {
+    const PoolHandle h = pool.alloc(kPageSize, 0);
+    if (h == kNullHandle) break;
+    handles.push_back(h);
+    ASSERT_LT(handles.size(), 100000u);
+  }
+  EXPECT_EQ(handles.size(), 840u);
+  EXPECT_EQ(pool.stats().alloc_failures, 1u);
+  pool.free(handles.back());
+  EXPECT_NE(pool.alloc(kPageSize, 0), kNullHandle) << "freed room is usable again";
+}
+
+TEST(ZPool, RefusesZeroNodes) {
+  ZPoolOptions o = small_pool();
+  o.nodes = 0;
+  EXPECT_THROW(ZPool pool(o), std::system_error);
+}
+
+TEST(ZPool, LockedArenasWork) {
+  ZPoolOptions o = small_pool();
+  o.lock_memory = true;
+  std::unique_ptr<ZPool> pool;
+  try {
+    pool = std::make_unique<ZPool>(o);
+  } catch (const std::system_error& e) {
+    GTEST_SKIP() << "cannot lock memory here: " << e.what();
+  }
+  const PoolHandle h = pool->alloc(3000, 0);
+  ASSERT_NE(h, kNullHandle);
+  fill(*pool, h, 3000, 9);
+  EXPECT_TRUE(check(*pool, h, 3000, 9));
+  pool->free(h);
+  CompactionStats c = pool->begin_compaction();
+  pool->end_compaction(c);
+  EXPECT_EQ(pool->stats().span_bytes, 0u) << "punching holes works on locked memory";
+}
+
+}  // namespace
+}  // namespace uzswap
