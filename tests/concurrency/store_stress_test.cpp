@@ -179,7 +179,7 @@ void run_stress(const Config& cfg) {
 }
 
 TEST(StoreStress, ConcurrentStoreLoadInvalidateCompactMatchTheModel) {
-  run_stress({.ops_per_thread = 20000, .max_pool_bytes = 0});
+  run_stress({.ops_per_thread = 50000, .max_pool_bytes = 0});
 }
 
 TEST(StoreStress, ATinyPoolLimitRejectsCleanlyUnderConcurrency) {

@@ -15,6 +15,10 @@
 
 namespace uzswap {
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
 namespace {
 
 constexpr std::uint32_t kNoSpan = UINT32_MAX;
@@ -98,9 +102,6 @@ struct ZPool::Arena {
 
   std::atomic<std::uint64_t> span_bytes{0};
   std::atomic<std::uint64_t> cached_bytes{0};
-  std::atomic<std::uint64_t> object_bytes{0};
-  std::atomic<std::uint64_t> objects{0};
-  std::atomic<std::uint64_t> spans{0};
   std::atomic<std::uint64_t> alloc_failures{0};
   std::atomic<std::uint64_t> released_bytes{0};
 
@@ -197,10 +198,10 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages) noexcept {
       return kNoSpan;
     }
   }
-  // Back the span with RAM now, so a shortage is an error here rather than a
-  // fault on first touch.
-  const off_t offset = region.file_offset + static_cast<off_t>(span * region.span_bytes());
-  if (fallocate(arena.fd, 0, offset, static_cast<off_t>(region.span_bytes())) != 0) {
+  // Back the span with RAM and map it now, in one call, so a shortage is an
+  // error here rather than a fault on first touch.
+  std::byte* start = region.base + std::size_t{span} * region.span_bytes();
+  if (madvise(start, region.span_bytes(), MADV_POPULATE_WRITE) != 0) {
     std::lock_guard guard(region.lock);
     region.cold[region.cold_top++] = span;
     return kNoSpan;
@@ -296,7 +297,6 @@ PoolHandle ZPool::alloc_in_class(Arena& arena, unsigned class_index) noexcept {
     std::atomic_ref(fresh.draining).store(0, std::memory_order_relaxed);
     link_span(cls, region, span);
     ++cls.spans;
-    arena.spans.fetch_add(1, std::memory_order_relaxed);
   }
 
   SpanHeader& h = region.headers[span];
@@ -315,8 +315,6 @@ PoolHandle ZPool::alloc_in_class(Arena& arena, unsigned class_index) noexcept {
   relink_if_moved(cls, region, span, old_list);
   guard.unlock();
 
-  arena.objects.fetch_add(1, std::memory_order_relaxed);
-  arena.object_bytes.fetch_add(sc.size, std::memory_order_relaxed);
   return make_handle(arena.node, sc.pages_per_span, span,
                      static_cast<std::uint32_t>(index) * sc.size);
 }
@@ -352,12 +350,7 @@ void ZPool::free(PoolHandle handle) noexcept {
       relink_if_moved(cls, region, span, h.list);
     }
   }
-  arena.objects.fetch_sub(1, std::memory_order_relaxed);
-  arena.object_bytes.fetch_sub(sc.size, std::memory_order_relaxed);
-  if (empty) {
-    arena.spans.fetch_sub(1, std::memory_order_relaxed);
-    release_span(arena, pages, span, /*to_cache=*/true);
-  }
+  if (empty) release_span(arena, pages, span, /*to_cache=*/true);
 }
 
 CompactionStats ZPool::begin_compaction() {
@@ -453,9 +446,15 @@ ZPoolStats ZPool::stats() const noexcept {
   for (const auto& arena_ptr : arenas_) {
     Arena& arena = *arena_ptr;
     s.span_bytes += arena.span_bytes.load(std::memory_order_relaxed);
-    s.object_bytes += arena.object_bytes.load(std::memory_order_relaxed);
-    s.objects += arena.objects.load(std::memory_order_relaxed);
-    s.spans += arena.spans.load(std::memory_order_relaxed);
+    // Object and span counts come from the classes, not from counters on
+    // the alloc/free path.
+    for (unsigned c = 0; c < classes_.count(); ++c) {
+      ClassState& cls = arena.classes[c];
+      std::lock_guard guard(cls.lock);
+      s.objects += cls.inuse;
+      s.object_bytes += cls.inuse * classes_[c].size;
+      s.spans += cls.spans;
+    }
     s.alloc_failures += arena.alloc_failures.load(std::memory_order_relaxed);
     for (Region& region : arena.regions) {
       std::lock_guard guard(region.lock);

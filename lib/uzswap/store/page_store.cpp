@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -73,7 +74,7 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page) n
 std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
                                                      unsigned node) noexcept {
   if (slot >= table_.size()) {
-    counters_.out_of_range.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(Counter::out_of_range);
     return std::unexpected(StoreError::out_of_range);
   }
   SlotEntry fresh{};
@@ -88,19 +89,21 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
 
   ThreadContext& ctx = thread_context();
   const Codec codec = codec_.load(std::memory_order_relaxed);
+  // A buffer of the worst-case size lets lz4 run its unchecked fast path;
+  // bounding the output by the threshold instead is slower on every page.
   const std::size_t compressed = ctx.compressors.get(codec).compress(
-      page, std::span(ctx.buffer, threshold_), level_.load(std::memory_order_relaxed));
-  const bool raw = compressed == 0;  // did not fit under the threshold
+      page, ctx.buffer, level_.load(std::memory_order_relaxed));
+  const bool raw = compressed == 0 || compressed > threshold_;
   const std::size_t length = raw ? kPageSize : compressed;
 
   const std::uint64_t limit = max_pool_bytes_.load(std::memory_order_relaxed);
   if (limit != 0 && pool_.span_bytes() >= limit) {
-    counters_.reject_pool_full.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(Counter::reject_pool_full);
     return std::unexpected(StoreError::pool_full);
   }
   const PoolHandle handle = pool_.alloc(length, node);
   if (handle == kNullHandle) {
-    counters_.reject_alloc_failed.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(Counter::reject_alloc_failed);
     return std::unexpected(StoreError::alloc_failed);
   }
   std::memcpy(pool_.map(handle), raw ? page.data() : ctx.buffer, length);
@@ -126,34 +129,34 @@ void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t length)
     entry.version = version;
     entry.cgroup = cgroup;
   }
-  counters_.stores.fetch_add(1, std::memory_order_relaxed);
-  counters_.stored_pages.fetch_add(1, std::memory_order_relaxed);
+  counters_.add(Counter::stores);
+  counters_.add(Counter::stored_pages);
   switch (fresh.slot_state()) {
     case SlotState::same_filled:
-      counters_.same_filled_pages.fetch_add(1, std::memory_order_relaxed);
+      counters_.add(Counter::same_filled_pages);
       break;
     case SlotState::incompressible:
-      counters_.incompressible_pages.fetch_add(1, std::memory_order_relaxed);
+      counters_.add(Counter::incompressible_pages);
       [[fallthrough]];
     default:
-      counters_.compressed_bytes.fetch_add(length, std::memory_order_relaxed);
+      counters_.add(Counter::compressed_bytes, length);
   }
   account_removed(old);
 }
 
 void PageStore::account_removed(const Removed& removed) noexcept {
   if (removed.state == SlotState::empty) return;
-  counters_.stored_pages.fetch_sub(1, std::memory_order_relaxed);
+  counters_.sub(Counter::stored_pages);
   switch (removed.state) {
     case SlotState::same_filled:
-      counters_.same_filled_pages.fetch_sub(1, std::memory_order_relaxed);
+      counters_.sub(Counter::same_filled_pages);
       return;
     case SlotState::incompressible:
-      counters_.incompressible_pages.fetch_sub(1, std::memory_order_relaxed);
+      counters_.sub(Counter::incompressible_pages);
       [[fallthrough]];
     case SlotState::compressed:
     case SlotState::writeback:
-      counters_.compressed_bytes.fetch_sub(removed.length, std::memory_order_relaxed);
+      counters_.sub(Counter::compressed_bytes, removed.length);
       pool_.free(removed.handle);
       return;
     case SlotState::empty:
@@ -164,10 +167,10 @@ void PageStore::account_removed(const Removed& removed) noexcept {
 
 std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) noexcept {
   if (slot >= table_.size()) {
-    counters_.out_of_range.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(Counter::out_of_range);
     return std::unexpected(LoadError::out_of_range);
   }
-  counters_.loads.fetch_add(1, std::memory_order_relaxed);
+  counters_.add(Counter::loads);
   ThreadContext& ctx = thread_context();
   SlotEntry entry;
   {
@@ -182,7 +185,7 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
   }
   switch (entry.slot_state()) {
     case SlotState::empty:
-      counters_.empty_loads.fetch_add(1, std::memory_order_relaxed);
+      counters_.add(Counter::empty_loads);
       fill_page(out, 0);
       return LoadedFrom::empty;
     case SlotState::same_filled:
@@ -199,14 +202,14 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
     case SlotState::written_back:
       break;  // no backing store yet: nothing can be in this state
   }
-  counters_.load_errors.fetch_add(1, std::memory_order_relaxed);
+  counters_.add(Counter::load_errors);
   return std::unexpected(LoadError::corrupt);
 }
 
 std::expected<std::uint64_t, LoadError> PageStore::invalidate(Slot first,
                                                               std::uint64_t count) noexcept {
   if (first >= table_.size() || count > table_.size() - first) {
-    counters_.out_of_range.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(Counter::out_of_range);
     return std::unexpected(LoadError::out_of_range);
   }
   std::uint64_t dropped = 0;
@@ -225,7 +228,7 @@ std::expected<std::uint64_t, LoadError> PageStore::invalidate(Slot first,
     account_removed(old);
     ++dropped;
   }
-  counters_.invalidations.fetch_add(dropped, std::memory_order_relaxed);
+  counters_.add(Counter::invalidations, dropped);
   return dropped;
 }
 
@@ -234,11 +237,12 @@ CompactionStats PageStore::compact() {
   CompactionStats stats = pool_.begin_compaction();
   std::uint64_t moved = 0;
   if (stats.objects_to_move > 0) {
-    // One pass over the table, a stripe at a time: the pool keeps no pointers
-    // back from objects to slots.
-    for (std::size_t stripe = 0; stripe < SlotTable::kStripes; ++stripe) {
-      std::lock_guard guard(table_.lock_for(stripe));
-      for (Slot slot = stripe; slot < table_.size(); slot += SlotTable::kStripes) {
+    // One pass over the table, a run of slots per lock: the pool keeps no
+    // pointers back from objects to slots.
+    for (Slot run = 0; run < table_.size(); run += SlotTable::kRun) {
+      std::lock_guard guard(table_.lock_for(run));
+      const Slot end = std::min<Slot>(run + SlotTable::kRun, table_.size());
+      for (Slot slot = run; slot < end; ++slot) {
         SlotEntry& entry = table_.entryLocked(slot);
         if (!entry.in_pool() || !pool_.needs_migration(entry.value)) continue;
         const PoolHandle moved_to = pool_.migrate(entry.value, entry.length);
@@ -249,35 +253,43 @@ CompactionStats PageStore::compact() {
     }
   }
   pool_.end_compaction(stats);
-  counters_.compactions.fetch_add(1, std::memory_order_relaxed);
-  counters_.compaction_moved.fetch_add(moved, std::memory_order_relaxed);
+  counters_.add(Counter::compactions);
+  counters_.add(Counter::compaction_moved, moved);
   return stats;
+}
+
+std::uint64_t StoreCounters::sum(Counter c) const noexcept {
+  std::int64_t total = 0;
+  for (const Shard& shard : shards_)
+    total += shard.values[static_cast<unsigned>(c)].load(std::memory_order_relaxed);
+  return total > 0 ? static_cast<std::uint64_t>(total) : 0;
+}
+
+StoreCounters::Shard& StoreCounters::shard() noexcept {
+  const int cpu = sched_getcpu();
+  return shards_[static_cast<unsigned>(cpu < 0 ? 0 : cpu) % kShards];
 }
 
 PageStoreStats PageStore::stats() const noexcept {
   PageStoreStats s;
-  const auto gauge = [](const std::atomic<std::int64_t>& v) {
-    const std::int64_t n = v.load(std::memory_order_relaxed);
-    return n > 0 ? static_cast<std::uint64_t>(n) : 0;
-  };
-  s.stored_pages = gauge(counters_.stored_pages);
-  s.same_filled_pages = gauge(counters_.same_filled_pages);
-  s.incompressible_pages = gauge(counters_.incompressible_pages);
+  s.stored_pages = counters_.sum(Counter::stored_pages);
+  s.same_filled_pages = counters_.sum(Counter::same_filled_pages);
+  s.incompressible_pages = counters_.sum(Counter::incompressible_pages);
   s.orig_bytes = s.stored_pages * kPageSize;
-  s.compressed_bytes = gauge(counters_.compressed_bytes);
+  s.compressed_bytes = counters_.sum(Counter::compressed_bytes);
   s.pool = pool_.stats();
   s.pool_bytes = s.pool.pool_bytes();
   s.table_bytes = table_.bytes();
-  s.stores = counters_.stores.load(std::memory_order_relaxed);
-  s.loads = counters_.loads.load(std::memory_order_relaxed);
-  s.empty_loads = counters_.empty_loads.load(std::memory_order_relaxed);
-  s.invalidations = counters_.invalidations.load(std::memory_order_relaxed);
-  s.reject_pool_full = counters_.reject_pool_full.load(std::memory_order_relaxed);
-  s.reject_alloc_failed = counters_.reject_alloc_failed.load(std::memory_order_relaxed);
-  s.out_of_range = counters_.out_of_range.load(std::memory_order_relaxed);
-  s.load_errors = counters_.load_errors.load(std::memory_order_relaxed);
-  s.compactions = counters_.compactions.load(std::memory_order_relaxed);
-  s.compaction_moved = counters_.compaction_moved.load(std::memory_order_relaxed);
+  s.stores = counters_.sum(Counter::stores);
+  s.loads = counters_.sum(Counter::loads);
+  s.empty_loads = counters_.sum(Counter::empty_loads);
+  s.invalidations = counters_.sum(Counter::invalidations);
+  s.reject_pool_full = counters_.sum(Counter::reject_pool_full);
+  s.reject_alloc_failed = counters_.sum(Counter::reject_alloc_failed);
+  s.out_of_range = counters_.sum(Counter::out_of_range);
+  s.load_errors = counters_.sum(Counter::load_errors);
+  s.compactions = counters_.sum(Counter::compactions);
+  s.compaction_moved = counters_.sum(Counter::compaction_moved);
   return s;
 }
 

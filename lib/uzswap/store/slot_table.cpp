@@ -17,7 +17,7 @@ std::uint64_t checked_slot_count(std::uint64_t slots) {
 }  // namespace
 
 SlotTable::SlotTable(std::uint64_t slots)
-    : entries_(checked_slot_count(slots)), stripes_(std::make_unique<std::mutex[]>(kStripes)) {
+    : entries_(checked_slot_count(slots)), stripes_(std::make_unique<Stripe[]>(kStripes)) {
   // mmap gives zeroed memory, and a zeroed entry is empty, but the links must
   // read "off-list".
   for (std::uint64_t s = 0; s < slots; ++s) {

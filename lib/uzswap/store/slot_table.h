@@ -3,7 +3,7 @@
 // start-up, so storing a page never allocates table memory.
 //
 // Locking. Entries are guarded by striped mutexes: slot s is guarded by
-// lock_for(s). Every field of an entry is read and written only under that
+// lock_for(s), shared by the kRun slots of its run. Every field of an entry is read and written only under that
 // lock; functions named *Locked expect the caller to hold it.
 #pragma once
 
@@ -50,23 +50,30 @@ static_assert(sizeof(SlotEntry) == 24, "slot entries must stay at 24 bytes");
 
 class SlotTable {
  public:
+  // Runs of kRun adjacent slots share a stripe: a request covering many
+  // adjacent slots keeps one lock warm, and two threads working on different
+  // ranges do not bounce each other's stripes.
   static constexpr std::size_t kStripes = 4096;
+  static constexpr std::size_t kRun = 16;
 
   explicit SlotTable(std::uint64_t slots);
 
   std::uint64_t size() const noexcept { return entries_.capacity(); }
-  std::mutex& lock_for(Slot slot) noexcept { return stripes_[slot % kStripes]; }
+  std::mutex& lock_for(Slot slot) noexcept { return stripes_[(slot / kRun) % kStripes].lock; }
   SlotEntry& entryLocked(Slot slot) noexcept { return entries_[slot]; }
 
   // RAM the table can hold: entries plus lock stripes.
   std::uint64_t bytes() const noexcept {
-    return entries_.bytes() + kStripes * sizeof(std::mutex);
+    return entries_.bytes() + kStripes * sizeof(Stripe);
   }
   static constexpr std::size_t bytes_per_slot() noexcept { return sizeof(SlotEntry); }
 
  private:
+  struct alignas(64) Stripe {
+    std::mutex lock;
+  };
   MappedArray<SlotEntry> entries_;
-  std::unique_ptr<std::mutex[]> stripes_;
+  std::unique_ptr<Stripe[]> stripes_;
 };
 
 }  // namespace uzswap

@@ -43,23 +43,44 @@ struct PageStoreStats {
   ZPoolStats pool;
 };
 
-// The live counters behind PageStoreStats. Relaxed atomics: each value is
-// exact, but a snapshot of several may be mid-update relative to each other.
-struct StoreCounters {
-  std::atomic<std::int64_t> stored_pages{0};
-  std::atomic<std::int64_t> same_filled_pages{0};
-  std::atomic<std::int64_t> incompressible_pages{0};
-  std::atomic<std::int64_t> compressed_bytes{0};
-  std::atomic<std::uint64_t> stores{0};
-  std::atomic<std::uint64_t> loads{0};
-  std::atomic<std::uint64_t> empty_loads{0};
-  std::atomic<std::uint64_t> invalidations{0};
-  std::atomic<std::uint64_t> reject_pool_full{0};
-  std::atomic<std::uint64_t> reject_alloc_failed{0};
-  std::atomic<std::uint64_t> out_of_range{0};
-  std::atomic<std::uint64_t> load_errors{0};
-  std::atomic<std::uint64_t> compactions{0};
-  std::atomic<std::uint64_t> compaction_moved{0};
+// The live counters behind PageStoreStats.
+enum class Counter : unsigned {
+  stored_pages,
+  same_filled_pages,
+  incompressible_pages,
+  compressed_bytes,
+  stores,
+  loads,
+  empty_loads,
+  invalidations,
+  reject_pool_full,
+  reject_alloc_failed,
+  out_of_range,
+  load_errors,
+  compactions,
+  compaction_moved,
+  count_,
+};
+
+// Counters sharded by CPU, so threads on different CPUs never bounce a cache
+// line to count. Each value is exact; a snapshot of several may be
+// mid-update relative to each other. Gauges are signed: one shard may see a
+// page stored and another see it removed.
+class StoreCounters {
+ public:
+  void add(Counter c, std::int64_t n = 1) noexcept {
+    shard().values[static_cast<unsigned>(c)].fetch_add(n, std::memory_order_relaxed);
+  }
+  void sub(Counter c, std::int64_t n = 1) noexcept { add(c, -n); }
+  std::uint64_t sum(Counter c) const noexcept;
+
+ private:
+  static constexpr unsigned kShards = 64;
+  struct alignas(64) Shard {
+    std::atomic<std::int64_t> values[static_cast<unsigned>(Counter::count_)]{};
+  };
+  Shard& shard() noexcept;
+  Shard shards_[kShards];
 };
 
 }  // namespace uzswap
