@@ -1,0 +1,80 @@
+#include "uzswap/common/thread.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <memory>
+#include <system_error>
+#include <utility>
+
+namespace uzswap {
+
+struct Thread::Start {
+  std::string name;
+  std::function<void()> body;
+};
+
+namespace {
+
+void* trampoline(void* arg) {
+  std::unique_ptr<Thread::Start> start(static_cast<Thread::Start*>(arg));
+  pthread_setname_np(pthread_self(), start->name.substr(0, 15).c_str());
+  start->body();
+  return nullptr;
+}
+
+}  // namespace
+
+Thread::Thread(std::string name, std::function<void()> body, std::size_t stack_bytes)
+    : stack_bytes_(stack_bytes) {
+  stack_ = mmap(nullptr, stack_bytes_, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_POPULATE, -1, 0);
+  if (stack_ == MAP_FAILED) {
+    stack_ = nullptr;
+    throw std::system_error(errno, std::generic_category(), "mmap thread stack");
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstack(&attr, stack_, stack_bytes_);
+  auto start = std::make_unique<Start>(Start{std::move(name), std::move(body)});
+  pthread_t thread;
+  const int err = pthread_create(&thread, &attr, trampoline, start.get());
+  pthread_attr_destroy(&attr);
+  if (err != 0) {
+    munmap(stack_, stack_bytes_);
+    stack_ = nullptr;
+    throw std::system_error(err, std::generic_category(), "pthread_create");
+  }
+  start.release();
+  handle_ = thread;
+  started_ = true;
+}
+
+Thread::~Thread() { join(); }
+
+Thread::Thread(Thread&& other) noexcept { *this = std::move(other); }
+
+Thread& Thread::operator=(Thread&& other) noexcept {
+  if (this != &other) {
+    join();
+    handle_ = std::exchange(other.handle_, 0);
+    stack_ = std::exchange(other.stack_, nullptr);
+    stack_bytes_ = std::exchange(other.stack_bytes_, 0);
+    started_ = std::exchange(other.started_, false);
+  }
+  return *this;
+}
+
+void Thread::join() noexcept {
+  if (started_) {
+    pthread_join(static_cast<pthread_t>(handle_), nullptr);
+    started_ = false;
+  }
+  if (stack_ != nullptr) {
+    munmap(stack_, stack_bytes_);
+    stack_ = nullptr;
+  }
+}
+
+}  // namespace uzswap

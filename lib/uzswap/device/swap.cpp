@@ -1,0 +1,82 @@
+#include "uzswap/device/swap.h"
+
+#include <sys/swap.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#ifndef SWAP_FLAG_DISCARD_PAGES
+#define SWAP_FLAG_DISCARD_PAGES 0x40000
+#endif
+
+namespace uzswap {
+
+namespace {
+
+// /proc/swaps escapes space, tab, newline and backslash as \ooo.
+bool octal(char c) { return c >= '0' && c <= '7'; }
+
+std::string unescape(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() && octal(s[i + 1]) && octal(s[i + 2]) &&
+        octal(s[i + 3])) {
+      out.push_back(static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<SwapArea> parse_proc_swaps(std::string_view text) {
+  std::vector<SwapArea> areas;
+  std::istringstream in{std::string(text)};
+  std::string line;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header) {  // "Filename Type Size Used Priority"
+      header = false;
+      if (line.rfind("Filename", 0) == 0) continue;
+    }
+    std::istringstream fields(line);
+    SwapArea a;
+    std::string name;
+    if (!(fields >> name >> a.type >> a.size_kib >> a.used_kib >> a.priority)) continue;
+    a.filename = unescape(name);
+    areas.push_back(std::move(a));
+  }
+  return areas;
+}
+
+std::vector<SwapArea> read_proc_swaps() {
+  std::ifstream f("/proc/swaps");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_proc_swaps(ss.str());
+}
+
+std::optional<SwapArea> find_swap_area(std::string_view path) {
+  for (SwapArea& a : read_proc_swaps())
+    if (a.filename == path) return std::move(a);
+  return std::nullopt;
+}
+
+std::error_code swap_on(const std::string& path, int priority) noexcept {
+  int flags = SWAP_FLAG_DISCARD | SWAP_FLAG_DISCARD_PAGES;
+  if (priority >= 0)
+    flags |= SWAP_FLAG_PREFER | ((priority << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK);
+  if (swapon(path.c_str(), flags) != 0) return {errno, std::generic_category()};
+  return {};
+}
+
+std::error_code swap_off(const std::string& path) noexcept {
+  if (swapoff(path.c_str()) != 0) return {errno, std::generic_category()};
+  return {};
+}
+
+}  // namespace uzswap

@@ -1,0 +1,30 @@
+// swapon/swapoff and /proc/swaps.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace uzswap {
+
+struct SwapArea {
+  std::string filename;  // unescaped
+  std::string type;      // partition or file
+  std::uint64_t size_kib = 0;
+  std::uint64_t used_kib = 0;
+  int priority = 0;
+};
+
+// Parses the text of /proc/swaps; lines that do not parse are skipped.
+std::vector<SwapArea> parse_proc_swaps(std::string_view text);
+std::vector<SwapArea> read_proc_swaps();
+std::optional<SwapArea> find_swap_area(std::string_view path);
+
+// swapon(2) with a priority and discard of freed pages (swapon --discard=pages).
+std::error_code swap_on(const std::string& path, int priority) noexcept;
+std::error_code swap_off(const std::string& path) noexcept;
+
+}  // namespace uzswap

@@ -1,0 +1,283 @@
+#include "uzswap/fuse/fuse_server.h"
+
+#include <linux/falloc.h>
+#include <linux/fuse.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace uzswap {
+
+namespace {
+
+constexpr std::uint32_t kFuseMajor = 7;
+constexpr std::uint32_t kFuseMinor = 38;
+constexpr std::uint64_t kAttrTimeout = 365 * 24 * 3600;  // the file never changes
+constexpr std::uint64_t kFileHandle = 1;
+
+// Reads a fixed-size argument that follows the request header; nullopt-like
+// false when the request is too short.
+template <typename T>
+bool read_arg(std::span<const std::byte> payload, T& out) noexcept {
+  if (payload.size() < sizeof(T)) return false;
+  std::memcpy(&out, payload.data(), sizeof(T));
+  return true;
+}
+
+std::size_t reply_header(std::span<std::byte> reply, std::uint64_t unique, int error,
+                         std::size_t body) noexcept {
+  fuse_out_header out{};
+  out.len = static_cast<std::uint32_t>(sizeof(out) + body);
+  out.error = -error;
+  out.unique = unique;
+  std::memcpy(reply.data(), &out, sizeof(out));
+  return out.len;
+}
+
+std::size_t reply_error(std::span<std::byte> reply, std::uint64_t unique, int error) noexcept {
+  return reply_header(reply, unique, error, 0);
+}
+
+template <typename T>
+std::size_t reply_body(std::span<std::byte> reply, std::uint64_t unique, const T& body) noexcept {
+  std::memcpy(reply.data() + sizeof(fuse_out_header), &body, sizeof(T));
+  return reply_header(reply, unique, 0, sizeof(T));
+}
+
+bool page_aligned(std::uint64_t v) noexcept { return v % kPageSize == 0; }
+
+}  // namespace
+
+std::size_t FuseServer::request_buffer_bytes(const FuseConfig& config) noexcept {
+  // Header and WRITE arguments, then the data; the kernel wants at least
+  // FUSE_MIN_READ_BUFFER.
+  return std::max<std::size_t>(FUSE_MIN_READ_BUFFER, config.max_write + kPageSize);
+}
+
+std::size_t FuseServer::reply_buffer_bytes(const FuseConfig& config) noexcept {
+  return sizeof(fuse_out_header) + std::max<std::size_t>(config.max_write, sizeof(fuse_init_out) + 64);
+}
+
+FuseServer::FuseServer(PageStore& store, const FuseConfig& config)
+    : store_(store), config_(config) {}
+
+std::size_t FuseServer::handle(std::span<const std::byte> request,
+                               std::span<std::byte> reply) noexcept {
+  fuse_in_header in;
+  if (!read_arg(request, in)) {
+    // Without a header there is no request id to answer.
+    bad_requests_.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t unique = in.unique;
+  if (in.len != request.size()) {
+    bad_requests_.fetch_add(1, std::memory_order_relaxed);
+    return reply_error(reply, unique, EINVAL);
+  }
+  const std::span<const std::byte> payload = request.subspan(sizeof(in));
+  const auto malformed = [&] {
+    bad_requests_.fetch_add(1, std::memory_order_relaxed);
+    return reply_error(reply, unique, EINVAL);
+  };
+
+  fuse_attr attr{};
+  attr.ino = FUSE_ROOT_ID;
+  attr.size = config_.size_bytes;
+  attr.blocks = config_.size_bytes / 512;
+  attr.mode = S_IFREG | 0600;
+  attr.nlink = 1;
+  attr.uid = config_.uid;
+  attr.gid = config_.gid;
+  attr.blksize = kPageSize;
+
+  switch (in.opcode) {
+    case FUSE_INIT: {
+      fuse_init_in init{};
+      std::memcpy(&init, payload.data(), std::min(payload.size(), sizeof(init)));
+      if (payload.size() < 16) return malformed();
+      fuse_init_out out{};
+      out.major = kFuseMajor;
+      if (init.major > kFuseMajor) {
+        // Answer with our major version alone; the kernel retries with it.
+        std::memcpy(reply.data() + sizeof(fuse_out_header), &out, FUSE_COMPAT_INIT_OUT_SIZE);
+        return reply_header(reply, unique, 0, FUSE_COMPAT_INIT_OUT_SIZE);
+      }
+      if (init.major < kFuseMajor || init.minor < 26) return reply_error(reply, unique, EPROTO);
+      out.minor = std::min(init.minor, kFuseMinor);
+      out.max_readahead = init.max_readahead;
+      const std::uint32_t wanted = FUSE_BIG_WRITES | FUSE_ASYNC_DIO | FUSE_MAX_PAGES;
+      out.flags = init.flags & wanted;
+      out.max_background = config_.max_background;
+      out.congestion_threshold = static_cast<std::uint16_t>(config_.max_background * 3 / 4);
+      out.max_write = config_.max_write;
+      out.time_gran = 1;
+      out.max_pages = static_cast<std::uint16_t>(config_.max_write / kPageSize);
+      initialized_.store(true, std::memory_order_relaxed);
+      return reply_body(reply, unique, out);
+    }
+    case FUSE_DESTROY:
+      return reply_error(reply, unique, 0);
+    case FUSE_FORGET:
+    case FUSE_BATCH_FORGET:
+    case FUSE_INTERRUPT:
+      return 0;  // no reply, by protocol
+    case FUSE_GETATTR: {
+      if (in.nodeid != FUSE_ROOT_ID) return reply_error(reply, unique, ENOENT);
+      fuse_attr_out out{};
+      out.attr_valid = kAttrTimeout;
+      out.attr = attr;
+      return reply_body(reply, unique, out);
+    }
+    case FUSE_SETATTR: {
+      fuse_setattr_in set;
+      if (!read_arg(payload, set)) return malformed();
+      // The device has a fixed size; mode, owner and times are not stored.
+      if ((set.valid & FATTR_SIZE) && set.size != config_.size_bytes)
+        return reply_error(reply, unique, EPERM);
+      fuse_attr_out out{};
+      out.attr_valid = kAttrTimeout;
+      out.attr = attr;
+      return reply_body(reply, unique, out);
+    }
+    case FUSE_OPEN: {
+      fuse_open_in open;
+      if (!read_arg(payload, open)) return malformed();
+      if (in.nodeid != FUSE_ROOT_ID) return reply_error(reply, unique, ENOENT);
+      fuse_open_out out{};
+      out.fh = kFileHandle;
+      // No page cache anywhere: every read and write reaches the store, and
+      // direct writes to different ranges run in parallel.
+      out.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+      return reply_body(reply, unique, out);
+    }
+    case FUSE_FLUSH:
+    case FUSE_FSYNC:
+    case FUSE_RELEASE:
+    case FUSE_ACCESS:
+      // Nothing is buffered: a stored page is as durable as it will ever be.
+      return reply_error(reply, unique, 0);
+    case FUSE_STATFS: {
+      fuse_statfs_out out{};
+      const std::uint64_t slots = config_.size_bytes / kPageSize;
+      const std::uint64_t used = std::min(slots, store_.stats().stored_pages);
+      out.st.blocks = slots;
+      out.st.bfree = slots - used;
+      out.st.bavail = slots - used;
+      out.st.files = 1;
+      out.st.bsize = kPageSize;  // discard granularity: one page
+      out.st.frsize = kPageSize;
+      out.st.namelen = 255;
+      return reply_body(reply, unique, out);
+    }
+    case FUSE_READ: {
+      fuse_read_in rd;
+      if (!read_arg(payload, rd)) return malformed();
+      if (!page_aligned(rd.offset) || !page_aligned(rd.size) || rd.size > config_.max_write)
+        return malformed();
+      // Past the end reads short, as any file does.
+      const std::uint64_t end =
+          std::min<std::uint64_t>(config_.size_bytes, std::max<std::uint64_t>(rd.offset, rd.offset + rd.size));
+      const std::uint64_t start = std::min(rd.offset, end);
+      std::byte* data = reply.data() + sizeof(fuse_out_header);
+      for (std::uint64_t off = start; off < end; off += kPageSize, data += kPageSize) {
+        if (!store_.load(off / kPageSize, PageBuffer(data, kPageSize))) {
+          // Stored data that does not decode: report it, never make it up.
+          return reply_error(reply, unique, EIO);
+        }
+      }
+      read_pages_.fetch_add((end - start) / kPageSize, std::memory_order_relaxed);
+      return reply_header(reply, unique, 0, end - start);
+    }
+    case FUSE_WRITE: {
+      fuse_write_in wr;
+      if (!read_arg(payload, wr)) return malformed();
+      const std::span<const std::byte> data = payload.subspan(sizeof(wr));
+      if (data.size() != wr.size || !page_aligned(wr.offset) || !page_aligned(wr.size))
+        return malformed();
+      if (wr.offset > config_.size_bytes || wr.size > config_.size_bytes - wr.offset) {
+        bad_requests_.fetch_add(1, std::memory_order_relaxed);
+        return reply_error(reply, unique, EFBIG);
+      }
+      for (std::uint64_t done = 0; done < wr.size; done += kPageSize) {
+        const auto stored = store_.store((wr.offset + done) / kPageSize,
+                                         PageView(data.data() + done, kPageSize));
+        if (!stored) {
+          // The kernel keeps the page and retries; earlier pages of this
+          // request hold their new versions, which is what it will rewrite.
+          write_errors_.fetch_add(1, std::memory_order_relaxed);
+          written_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);
+          return reply_error(reply, unique,
+                             stored.error() == StoreError::pool_full ? ENOSPC : EIO);
+        }
+      }
+      written_pages_.fetch_add(wr.size / kPageSize, std::memory_order_relaxed);
+      fuse_write_out out{};
+      out.size = wr.size;
+      return reply_body(reply, unique, out);
+    }
+    case FUSE_FALLOCATE: {
+      fuse_fallocate_in fa;
+      if (!read_arg(payload, fa)) return malformed();
+      const bool keep_size = fa.mode & FALLOC_FL_KEEP_SIZE;
+      const std::uint32_t action = fa.mode & ~static_cast<std::uint32_t>(FALLOC_FL_KEEP_SIZE);
+      if (fa.length == 0 || fa.offset + fa.length < fa.offset) return malformed();
+      if (action == 0) {
+        // Preallocation: every slot already exists; the size cannot grow.
+        if (!keep_size && fa.offset + fa.length > config_.size_bytes)
+          return reply_error(reply, unique, EFBIG);
+        return reply_error(reply, unique, 0);
+      }
+      const bool punch = action == FALLOC_FL_PUNCH_HOLE && keep_size;
+      const bool zero = action == FALLOC_FL_ZERO_RANGE;
+      if (!punch && !zero) return reply_error(reply, unique, EOPNOTSUPP);
+      // Only whole pages can be forgotten; anything else would need a
+      // read-modify-write the kernel never asks for.
+      if (!page_aligned(fa.offset) || !page_aligned(fa.length)) return malformed();
+      if (fa.offset >= config_.size_bytes) return reply_error(reply, unique, 0);
+      const std::uint64_t end = std::min(config_.size_bytes, fa.offset + fa.length);
+      const auto dropped = store_.invalidate(fa.offset / kPageSize, (end - fa.offset) / kPageSize);
+      if (!dropped) return malformed();
+      discard_requests_.fetch_add(1, std::memory_order_relaxed);
+      discarded_pages_.fetch_add(*dropped, std::memory_order_relaxed);
+      return reply_error(reply, unique, 0);
+    }
+    case FUSE_LOOKUP:
+    case FUSE_OPENDIR:
+    case FUSE_READDIR:
+    case FUSE_READDIRPLUS:
+    case FUSE_MKDIR:
+    case FUSE_MKNOD:
+    case FUSE_CREATE:
+    case FUSE_UNLINK:
+    case FUSE_RMDIR:
+    case FUSE_RENAME:
+    case FUSE_RENAME2:
+    case FUSE_LINK:
+    case FUSE_SYMLINK:
+      return reply_error(reply, unique, ENOTDIR);  // the root is a file
+    default:
+      // xattrs, locks, lseek, ioctl, poll...: not supported. ENOSYS also
+      // tells the kernel not to ask again.
+      unsupported_.fetch_add(1, std::memory_order_relaxed);
+      return reply_error(reply, unique, ENOSYS);
+  }
+}
+
+FuseStats FuseServer::stats() const noexcept {
+  FuseStats s;
+  s.requests = requests_.load(std::memory_order_relaxed);
+  s.read_pages = read_pages_.load(std::memory_order_relaxed);
+  s.written_pages = written_pages_.load(std::memory_order_relaxed);
+  s.discarded_pages = discarded_pages_.load(std::memory_order_relaxed);
+  s.discard_requests = discard_requests_.load(std::memory_order_relaxed);
+  s.write_errors = write_errors_.load(std::memory_order_relaxed);
+  s.bad_requests = bad_requests_.load(std::memory_order_relaxed);
+  s.unsupported = unsupported_.load(std::memory_order_relaxed);
+  s.initialized = initialized_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace uzswap

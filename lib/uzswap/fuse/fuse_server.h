@@ -1,0 +1,69 @@
+// The FUSE protocol handler: one file whose bytes are the swap device.
+//
+// uzswap speaks the FUSE wire protocol (<linux/fuse.h>) itself rather than
+// through libfuse: libfuse allocates a request struct per request and cannot
+// run over the kernel's FUSE-over-io_uring transport in Debian 12's version,
+// and the request path here must never allocate. The mount's root inode *is*
+// the swap file (rootmode S_IFREG), so there is no directory to serve.
+//
+// handle() is a pure function of the request bytes and the page store: it
+// parses one request read from /dev/fuse and writes the reply into a caller's
+// buffer. It never throws, never allocates, and answers a malformed, unaligned
+// or out-of-range request with an errno, changing nothing.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "uzswap/store/page_store.h"
+
+namespace uzswap {
+
+struct FuseConfig {
+  std::uint64_t size_bytes = 0;          // device size, a multiple of the page size
+  std::uint32_t max_write = 1u << 20;    // bytes per READ/WRITE request
+  std::uint16_t max_background = 512;    // async direct I/O requests in flight
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+};
+
+struct FuseStats {
+  std::uint64_t requests = 0;
+  std::uint64_t read_pages = 0;
+  std::uint64_t written_pages = 0;
+  std::uint64_t discarded_pages = 0;   // slots freed by PUNCH_HOLE / ZERO_RANGE
+  std::uint64_t discard_requests = 0;
+  std::uint64_t write_errors = 0;      // writes refused (pool full, no memory)
+  std::uint64_t bad_requests = 0;      // malformed, unaligned, out of range
+  std::uint64_t unsupported = 0;       // opcodes answered with ENOSYS
+  bool initialized = false;            // INIT handshake done
+};
+
+class FuseServer {
+ public:
+  // The buffer a reader must pass to read(2) on /dev/fuse, and the reply
+  // buffer handle() needs, for this configuration.
+  static std::size_t request_buffer_bytes(const FuseConfig& config) noexcept;
+  static std::size_t reply_buffer_bytes(const FuseConfig& config) noexcept;
+
+  FuseServer(PageStore& store, const FuseConfig& config);
+
+  // Handles one request; returns the reply length in `reply`, or 0 when the
+  // request takes no reply (FORGET, INTERRUPT).
+  std::size_t handle(std::span<const std::byte> request, std::span<std::byte> reply) noexcept;
+
+  FuseStats stats() const noexcept;
+  const FuseConfig& config() const noexcept { return config_; }
+
+ private:
+  PageStore& store_;
+  FuseConfig config_;
+  std::atomic<std::uint64_t> requests_{0}, read_pages_{0}, written_pages_{0},
+      discarded_pages_{0}, discard_requests_{0}, write_errors_{0}, bad_requests_{0},
+      unsupported_{0};
+  std::atomic<bool> initialized_{false};
+};
+
+}  // namespace uzswap

@@ -1,0 +1,86 @@
+#include "uzswap/fuse/fuse_session.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <system_error>
+
+namespace uzswap {
+
+FuseMount::FuseMount(std::string target, const FuseConfig& config) : target_(std::move(target)) {
+  fd_ = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "open /dev/fuse");
+  // rootmode 0100000: the root inode is a regular file. No allow_other: only
+  // root can open it, and default_permissions lets the kernel check the mode.
+  const std::string options = "fd=" + std::to_string(fd_) +
+                              ",rootmode=100000,user_id=" + std::to_string(config.uid) +
+                              ",group_id=" + std::to_string(config.gid) +
+                              ",default_permissions,max_read=" + std::to_string(config.max_write);
+  if (mount("uzswap", target_.c_str(), "fuse.uzswap", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            options.c_str()) != 0) {
+    const int err = errno;
+    close(fd_);
+    fd_ = -1;
+    throw std::system_error(err, std::generic_category(), "mount FUSE file on " + target_);
+  }
+  mounted_ = true;
+}
+
+FuseMount::~FuseMount() {
+  if (mounted_) {
+    // Last resort (an error path at start-up): detach lazily; the kernel
+    // ends the connection when the last user lets go.
+    umount2(target_.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+  }
+  if (fd_ >= 0) close(fd_);
+}
+
+std::error_code FuseMount::unmount() noexcept {
+  if (!mounted_) return {};
+  if (umount2(target_.c_str(), UMOUNT_NOFOLLOW) != 0)
+    return std::error_code(errno, std::generic_category());
+  mounted_ = false;
+  return {};
+}
+
+FuseWorkers::FuseWorkers(int fd, FuseServer& server, unsigned count,
+                         std::function<void()> thread_init)
+    : fd_(fd),
+      server_(server),
+      thread_init_(std::move(thread_init)),
+      request_bytes_(FuseServer::request_buffer_bytes(server.config())),
+      reply_bytes_(FuseServer::reply_buffer_bytes(server.config())) {
+  for (unsigned i = 0; i < count; ++i) {
+    request_buffers_.push_back(std::make_unique<std::byte[]>(request_bytes_));
+    reply_buffers_.push_back(std::make_unique<std::byte[]>(reply_bytes_));
+  }
+  for (unsigned i = 0; i < count; ++i)
+    threads_.emplace_back("uzswap-fuse" + std::to_string(i), [this, i] { run(i); });
+}
+
+FuseWorkers::~FuseWorkers() {
+  for (Thread& t : threads_) t.join();
+}
+
+void FuseWorkers::run(unsigned index) noexcept {
+  if (thread_init_) thread_init_();
+  std::byte* request = request_buffers_[index].get();
+  std::byte* reply = reply_buffers_[index].get();
+  for (;;) {
+    const ssize_t n = read(fd_, request, request_bytes_);
+    if (n < 0) {
+      // ENOENT: the request was interrupted before we read it.
+      if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
+      return;  // ENODEV: unmounted and released; anything else is fatal too
+    }
+    const std::size_t len = server_.handle(std::span(request, static_cast<std::size_t>(n)),
+                                           std::span(reply, reply_bytes_));
+    // A reply to a request the kernel gave up on fails with ENOENT: harmless.
+    if (len > 0) (void)!write(fd_, reply, len);
+  }
+}
+
+}  // namespace uzswap

@@ -1,0 +1,66 @@
+// Mounting the FUSE file and serving it with a fixed pool of worker threads.
+//
+// FuseMount opens /dev/fuse and mounts a file system whose root is a regular
+// file onto `target`, an existing regular file: the mount point *is* the
+// swap file. FuseWorkers starts `count` threads, each with its own request and
+// reply buffers, that read requests from the device, hand them to the
+// FuseServer and write the replies. They stop when the kernel ends the
+// connection (ENODEV), which happens once the file system is unmounted and
+// nothing holds the file open any more.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "uzswap/common/thread.h"
+#include "uzswap/fuse/fuse_server.h"
+
+namespace uzswap {
+
+class FuseMount {
+ public:
+  FuseMount(std::string target, const FuseConfig& config);  // throws std::system_error
+  ~FuseMount();
+  FuseMount(const FuseMount&) = delete;
+  FuseMount& operator=(const FuseMount&) = delete;
+
+  int fd() const noexcept { return fd_; }
+  const std::string& target() const noexcept { return target_; }
+  bool mounted() const noexcept { return mounted_; }
+
+  // Unmounts; fails with EBUSY while the file is open (the loop device holds
+  // it), and then changes nothing.
+  std::error_code unmount() noexcept;
+
+ private:
+  std::string target_;
+  int fd_ = -1;
+  bool mounted_ = false;
+};
+
+class FuseWorkers {
+ public:
+  // `thread_init` runs first on each worker (compressor set-up, I/O flusher).
+  FuseWorkers(int fd, FuseServer& server, unsigned count, std::function<void()> thread_init);
+  ~FuseWorkers();  // joins: call after the connection has ended
+  FuseWorkers(const FuseWorkers&) = delete;
+  FuseWorkers& operator=(const FuseWorkers&) = delete;
+
+  unsigned count() const noexcept { return static_cast<unsigned>(threads_.size()); }
+
+ private:
+  void run(unsigned index) noexcept;
+
+  int fd_;
+  FuseServer& server_;
+  std::function<void()> thread_init_;
+  std::vector<std::unique_ptr<std::byte[]>> request_buffers_;
+  std::vector<std::unique_ptr<std::byte[]>> reply_buffers_;
+  std::size_t request_bytes_;
+  std::size_t reply_bytes_;
+  std::vector<Thread> threads_;
+};
+
+}  // namespace uzswap
