@@ -282,3 +282,37 @@ TEST(SlotTable, RefusesEmptyAndOversizedTables) {
 
 }  // namespace
 }  // namespace uzswap
+
+namespace uzswap {
+namespace {
+
+TEST(PageStore, AFullPoolAcceptsAgainOnlyBelowTheAcceptThreshold) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  o.accept_threshold_percent = 50;
+  o.pool.empty_span_cache_bytes = 0;
+  PageStore store(o);
+  Slot slot = 0;
+  while (store.store(slot, page_of(PageKind::binary, slot)).has_value()) ++slot;
+  EXPECT_TRUE(store.pool_full());
+  EXPECT_EQ(store.stats().pool_limit_hits, 1u);
+  // Freeing a little is not enough: still above 50% of the limit.
+  ASSERT_TRUE(store.invalidate(0, 4).has_value());
+  EXPECT_FALSE(store.store(slot, page_of(PageKind::binary, slot)).has_value());
+  // Freeing most of it is.
+  ASSERT_TRUE(store.invalidate(0, slot * 3 / 4).has_value());
+  EXPECT_TRUE(store.store(slot, page_of(PageKind::binary, slot)).has_value());
+  EXPECT_FALSE(store.pool_full());
+  EXPECT_EQ(store.stats().pool_limit_hits, 1u);
+}
+
+TEST(PageStore, AcceptThresholdOutOfRangeIsRefused) {
+  PageStoreOptions o = options();
+  o.accept_threshold_percent = 0;
+  EXPECT_THROW(PageStore a(o), std::invalid_argument);
+  o.accept_threshold_percent = 101;
+  EXPECT_THROW(PageStore b(o), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace uzswap

@@ -48,7 +48,10 @@ PageStore::PageStore(const PageStoreOptions& options)
       threshold_(resolve_threshold(options, pool_)),
       codec_(options.codec),
       level_(options.level),
-      max_pool_bytes_(options.max_pool_bytes) {
+      max_pool_bytes_(options.max_pool_bytes),
+      accept_threshold_percent_(options.accept_threshold_percent) {
+  if (options.accept_threshold_percent == 0 || options.accept_threshold_percent > 100)
+    throw std::invalid_argument("accept threshold must be 1..100 percent");
   if (!valid_level(options.codec, options.level))
     throw std::invalid_argument("invalid " + std::string(codec_name(options.codec)) +
                                 " level " + std::to_string(options.level));
@@ -96,8 +99,7 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   const bool raw = compressed == 0 || compressed > threshold_;
   const std::size_t length = raw ? kPageSize : compressed;
 
-  const std::uint64_t limit = max_pool_bytes_.load(std::memory_order_relaxed);
-  if (limit != 0 && pool_.span_bytes() >= limit) {
+  if (!admit_to_pool()) {
     counters_.add(Counter::reject_pool_full);
     return std::unexpected(StoreError::pool_full);
   }
@@ -115,6 +117,25 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   fresh.node = node;
   install(slot, fresh, static_cast<std::uint32_t>(length));
   return raw ? StoredAs::incompressible : StoredAs::compressed;
+}
+
+bool PageStore::admit_to_pool() noexcept {
+  const std::uint64_t limit = max_pool_bytes_.load(std::memory_order_relaxed);
+  if (limit == 0) {
+    pool_full_.store(false, std::memory_order_relaxed);
+    return true;
+  }
+  const std::uint64_t used = pool_.span_bytes();
+  if (pool_full_.load(std::memory_order_relaxed)) {
+    const unsigned accept = accept_threshold_percent_.load(std::memory_order_relaxed);
+    if (used * 100 >= limit * accept) return false;
+    pool_full_.store(false, std::memory_order_relaxed);
+    return true;
+  }
+  if (used < limit) return true;
+  pool_full_.store(true, std::memory_order_relaxed);
+  counters_.add(Counter::pool_limit_hits);
+  return false;
 }
 
 void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t length) noexcept {
@@ -288,6 +309,7 @@ PageStoreStats PageStore::stats() const noexcept {
   s.reject_alloc_failed = counters_.sum(Counter::reject_alloc_failed);
   s.out_of_range = counters_.sum(Counter::out_of_range);
   s.load_errors = counters_.sum(Counter::load_errors);
+  s.pool_limit_hits = counters_.sum(Counter::pool_limit_hits);
   s.compactions = counters_.sum(Counter::compactions);
   s.compaction_moved = counters_.sum(Counter::compaction_moved);
   return s;

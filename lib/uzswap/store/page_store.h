@@ -34,8 +34,11 @@ struct PageStoreOptions {
   // A page whose compressed size exceeds this is kept raw (incompressible).
   // 0 = the largest pool size class that still saves memory.
   std::size_t incompressible_threshold = 0;
-  // Hard limit on pool RAM; stores beyond it fail with pool_full. 0 = none.
+  // Limit on pool RAM (zswap's max_pool_percent). Once reached, stores fail
+  // with pool_full until the pool is back under accept_threshold_percent of
+  // the limit (zswap's hysteresis). 0 = no limit.
   std::uint64_t max_pool_bytes = 0;
+  unsigned accept_threshold_percent = 90;
   ZPoolOptions pool;
 };
 
@@ -70,6 +73,18 @@ class PageStore {
   void set_max_pool_bytes(std::uint64_t bytes) noexcept {
     max_pool_bytes_.store(bytes, std::memory_order_relaxed);
   }
+  void set_accept_threshold_percent(unsigned percent) noexcept {
+    accept_threshold_percent_.store(percent, std::memory_order_relaxed);
+  }
+  std::uint64_t max_pool_bytes() const noexcept {
+    return max_pool_bytes_.load(std::memory_order_relaxed);
+  }
+  unsigned accept_threshold_percent() const noexcept {
+    return accept_threshold_percent_.load(std::memory_order_relaxed);
+  }
+  // True from the moment the pool hit its limit until it is back under the
+  // accept threshold.
+  bool pool_full() const noexcept { return pool_full_.load(std::memory_order_relaxed); }
   std::size_t incompressible_threshold() const noexcept { return threshold_; }
 
   std::uint64_t slots() const noexcept { return table_.size(); }
@@ -88,6 +103,7 @@ class PageStore {
   void install(Slot slot, const SlotEntry& fresh, std::uint32_t footprint) noexcept;
   void account_removed(const Removed& removed) noexcept;
   unsigned current_node() const noexcept;
+  bool admit_to_pool() noexcept;
 
   PageStoreOptions options_;
   ZPool pool_;
@@ -96,6 +112,8 @@ class PageStore {
   std::atomic<Codec> codec_;
   std::atomic<int> level_;
   std::atomic<std::uint64_t> max_pool_bytes_;
+  std::atomic<unsigned> accept_threshold_percent_;
+  std::atomic<bool> pool_full_{false};
   std::mutex compaction_lock_;
   mutable StoreCounters counters_;
 };

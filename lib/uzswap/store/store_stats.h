@@ -36,6 +36,7 @@ struct PageStoreStats {
   std::uint64_t invalidations = 0;       // pages discarded
   std::uint64_t reject_pool_full = 0;
   std::uint64_t reject_alloc_failed = 0;
+  std::uint64_t pool_limit_hits = 0;      // times the pool reached its limit
   std::uint64_t out_of_range = 0;        // requests for slots beyond the device
   std::uint64_t load_errors = 0;         // corrupt data found on load
   std::uint64_t compactions = 0;
@@ -55,6 +56,7 @@ enum class Counter : unsigned {
   invalidations,
   reject_pool_full,
   reject_alloc_failed,
+  pool_limit_hits,
   out_of_range,
   load_errors,
   compactions,

@@ -1,0 +1,398 @@
+#include "instance.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "uzswap/device/swap.h"
+#include "uzswap/device/swap_header.h"
+
+namespace uzswap {
+
+namespace {
+
+using nlohmann::json;
+
+// A start-up step that failed: the message is what the user reads.
+struct StartError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string describe(const std::system_error& e) { return e.what(); }
+
+json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
+
+}  // namespace
+
+Instance::Instance(DaemonConfig config)
+    : config_(std::move(config)),
+      ram_bytes_(static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * kPageSize),
+      started_(std::chrono::steady_clock::now()) {}
+
+Instance::~Instance() { teardown(); }
+
+int Instance::run() {
+  try {
+    start();
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    sd_notifyf(0, "STATUS=failed to start: %s", e.what());
+    teardown();
+    return 1;
+  }
+  serve();
+  teardown();
+  spdlog::info("stopped");
+  return 0;
+}
+
+void Instance::start() {
+  if (auto ok = check_backing_file(config_); !ok) throw StartError(ok.error());
+
+  std::filesystem::create_directories(config_.run_dir);
+  try {
+    lock_ = std::make_unique<InstanceLock>(config_.lock_file());
+  } catch (const std::system_error& e) {
+    if (e.code().value() == EWOULDBLOCK)
+      throw StartError("an uzswapd named '" + config_.name + "' is already running (" +
+                       config_.lock_file() + " is locked)");
+    throw StartError(describe(e));
+  }
+
+  // Reclaim-path safety, before anything that allocates much.
+  if (auto ec = lock_all_memory())
+    throw StartError("mlockall failed: " + ec.message() + " (run as root, LimitMEMLOCK=infinity)");
+  // Lowering the OOM score needs CAP_SYS_RESOURCE; systemd's OOMScoreAdjust
+  // does it for us in the unit.
+  if (auto ec = set_oom_score_adj(-1000))
+    spdlog::warn("cannot set oom_score_adj to -1000 ({}): the OOM killer may pick uzswapd; "
+                 "run it with CAP_SYS_RESOURCE or OOMScoreAdjust=-1000",
+                 ec.message());
+
+  PageStoreOptions options;
+  options.slots = config_.size_bytes / kPageSize;
+  options.codec = config_.codec;
+  options.level = config_.level;
+  options.max_pool_bytes = ram_bytes_ * config_.max_pool_percent / 100;
+  options.accept_threshold_percent = config_.accept_threshold_percent;
+  options.pool.nodes = online_numa_nodes();
+  options.pool.bind_nodes = options.pool.nodes > 1;
+  options.pool.lock_memory = true;
+  store_ = std::make_unique<PageStore>(options);
+
+  // The swap signature is stored directly: the daemon never does I/O on its
+  // own mount.
+  {
+    std::array<std::byte, kPageSize> header;
+    make_swap_header(header, options.slots, random_uuid(), config_.name);
+    if (!store_->store(0, header)) throw StartError("cannot store the swap header");
+  }
+
+  // The instance directory; a mount left by a daemon that died goes first.
+  const std::string dir = config_.instance_dir();
+  if (!std::filesystem::exists(dir)) {
+    std::filesystem::create_directory(dir);
+    created_dir_ = true;
+  }
+  chmod(dir.c_str(), 0755);
+  umount2(config_.swap_file().c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+  const int placeholder = open(config_.swap_file().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  if (placeholder < 0)
+    throw StartError("cannot create " + config_.swap_file() + ": " + std::strerror(errno));
+  close(placeholder);
+
+  FuseConfig fuse;
+  fuse.size_bytes = config_.size_bytes;
+  try {
+    mount_ = std::make_unique<FuseMount>(config_.swap_file(), fuse);
+  } catch (const std::system_error& e) {
+    throw StartError(describe(e) + " (is the fuse module loaded and /dev/fuse present?)");
+  }
+  server_ = std::make_unique<FuseServer>(*store_, fuse);
+
+  const unsigned workers =
+      config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
+  // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
+  auto flusher_warned = std::make_shared<std::once_flag>();
+  workers_ = std::make_unique<FuseWorkers>(mount_->fd(), *server_, workers, [flusher_warned] {
+    PageStore::prepare_thread();
+    if (auto ec = set_io_flusher())
+      std::call_once(*flusher_warned, [&] {
+        spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
+                     ec.message());
+      });
+  });
+
+  file_fd_ = open(config_.swap_file().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (file_fd_ < 0)
+    throw StartError("cannot open " + config_.swap_file() + ": " + std::strerror(errno));
+  try {
+    loop_ = LoopDevice::attach(file_fd_, "uzswap:" + config_.name, kPageSize);
+  } catch (const std::system_error& e) {
+    throw StartError(describe(e) + " (is the loop module loaded?)");
+  }
+  if (!loop_.direct_io())
+    throw StartError(loop_.path() +
+                     " fell back to buffered I/O (loop/dio is 0): refusing to put the page cache "
+                     "in the swap path");
+  std::filesystem::remove(config_.device_link());
+  std::filesystem::create_symlink(loop_.path(), config_.device_link());
+
+  std::optional<gid_t> readers;
+  if (!config_.stats_group.empty()) {
+    const group* g = getgrnam(config_.stats_group.c_str());
+    if (g == nullptr) throw StartError("--stats-group: no group named '" + config_.stats_group + "'");
+    readers = g->gr_gid;
+  }
+  control_ = std::make_unique<ControlServer>(
+      config_.control_socket(), readers,
+      [this](std::string_view request, Access access) { return handle_control(request, access); });
+
+  if (config_.swapon) {
+    if (auto ec = swap_on(loop_.path(), config_.swap_priority))
+      throw StartError("swapon " + loop_.path() + " failed: " + ec.message());
+    swap_on_ = true;
+  }
+  spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(),
+               config_.size_bytes, workers, loop_.path(),
+               swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
+  sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
+}
+
+void Instance::serve() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  const int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
+  std::uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+  itimerspec tick{};
+  const std::uint64_t tick_usec =
+      watchdog ? std::min<std::uint64_t>(watchdog_usec / 2, 1000000) : 1000000;
+  tick.it_interval.tv_sec = static_cast<time_t>(tick_usec / 1000000);
+  tick.it_interval.tv_nsec = static_cast<long>(tick_usec % 1000000) * 1000;
+  tick.it_value = tick.it_interval;
+  timerfd_settime(tfd, 0, &tick, nullptr);
+
+  for (;;) {
+    pollfd fds[2] = {{sfd, POLLIN, 0}, {tfd, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) continue;
+    if (fds[1].revents & POLLIN) {
+      std::uint64_t expirations;
+      (void)!read(tfd, &expirations, sizeof(expirations));
+      sd_notifyf(0, "%sSTATUS=%s", watchdog ? "WATCHDOG=1\n" : "", summary().c_str());
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info;
+      (void)!read(sfd, &info, sizeof(info));
+      spdlog::info("signal {}: stopping", strsignal(static_cast<int>(info.ssi_signo)));
+      if (try_stop()) break;
+    }
+  }
+  close(sfd);
+  close(tfd);
+}
+
+bool Instance::try_stop() {
+  sd_notify(0, "STOPPING=1\nSTATUS=swapoff: bringing pages back into RAM");
+  if (swap_on_) {
+    if (auto ec = swap_off(loop_.path())) {
+      // Every page stays served; the operator can free memory and try again.
+      spdlog::error("swapoff {} failed: {}; still serving, send SIGTERM again to retry",
+                    loop_.path(), ec.message());
+      sd_notifyf(0, "READY=1\nSTATUS=swapoff failed (%s), still serving", ec.message().c_str());
+      return false;
+    }
+    swap_on_ = false;
+  }
+  return true;
+}
+
+void Instance::teardown() noexcept {
+  control_.reset();
+  if (swap_on_) {
+    // Only on an error path after swapon: try once; if it fails the device
+    // must stay served, so keep everything up and let the caller exit later.
+    if (!swap_off(loop_.path())) swap_on_ = false;
+  }
+  if (swap_on_) {
+    spdlog::critical("swap is still on {}: not detaching it", loop_.path());
+    return;
+  }
+  loop_.detach();
+  if (file_fd_ >= 0) {
+    close(file_fd_);
+    file_fd_ = -1;
+  }
+  if (mount_) {
+    // The loop device lets go of the file on its last close, which may lag
+    // the detach a little.
+    std::error_code ec;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      ec = mount_->unmount();
+      if (ec != std::errc::device_or_resource_busy) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (ec) spdlog::warn("unmount {}: {}; detaching lazily", config_.swap_file(), ec.message());
+  }
+  mount_.reset();  // lazy detach if still mounted; ends the connection when unused
+  workers_.reset();
+  server_.reset();
+  std::error_code ignored;
+  std::filesystem::remove(config_.device_link(), ignored);
+  std::filesystem::remove(config_.swap_file(), ignored);
+  if (created_dir_) std::filesystem::remove(config_.instance_dir(), ignored);
+  store_.reset();
+  lock_.reset();
+}
+
+std::string Instance::summary() const {
+  if (!store_) return "starting";
+  const PageStoreStats s = store_->stats();
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "%llu pages stored, %.1f MiB data in %.1f MiB pool%s",
+                static_cast<unsigned long long>(s.stored_pages), double(s.orig_bytes) / (1 << 20),
+                double(s.pool_bytes) / (1 << 20), store_->pool_full() ? ", pool full" : "");
+  return buf;
+}
+
+json Instance::status() const {
+  const PageStoreStats s = store_->stats();
+  const FuseStats f = server_->stats();
+  json j;
+  j["name"] = config_.name;
+  j["version"] = "0.1.0";
+  j["pid"] = getpid();
+  j["uptime_seconds"] = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::steady_clock::now() - started_)
+                            .count();
+  j["device"] = {{"file", config_.swap_file()},
+                 {"loop", loop_.path()},
+                 {"size_bytes", config_.size_bytes},
+                 {"slots", store_->slots()},
+                 {"swap_on", swap_on_},
+                 {"priority", config_.swap_priority},
+                 {"direct_io", true},
+                 {"workers", workers_ ? workers_->count() : 0}};
+  j["compressor"] = std::string(codec_name(store_->codec()));
+  j["level"] = store_->level();
+  j["max_pool_percent"] = config_.max_pool_percent;
+  j["accept_threshold_percent"] = store_->accept_threshold_percent();
+  j["max_pool_bytes"] = store_->max_pool_bytes();
+  j["pool_full"] = store_->pool_full();
+  j["stored_pages"] = s.stored_pages;
+  j["same_filled_pages"] = s.same_filled_pages;
+  j["incompressible_pages"] = s.incompressible_pages;
+  j["orig_bytes"] = s.orig_bytes;
+  j["compressed_bytes"] = s.compressed_bytes;
+  j["pool_bytes"] = s.pool_bytes;
+  j["table_bytes"] = s.table_bytes;
+  j["written_back_pages"] = 0;
+  j["backing_file"] = config_.backing_file;
+  j["stores"] = s.stores;
+  j["loads"] = s.loads;
+  j["empty_loads"] = s.empty_loads;
+  j["invalidations"] = s.invalidations;
+  j["discarded_pages"] = f.discarded_pages;
+  j["discard_requests"] = f.discard_requests;
+  j["read_pages"] = f.read_pages;
+  j["written_pages"] = f.written_pages;
+  j["write_errors"] = f.write_errors;
+  j["bad_requests"] = f.bad_requests;
+  j["load_errors"] = s.load_errors;
+  j["pool_limit_hits"] = s.pool_limit_hits;
+  j["rejects"] = {{"pool_full", s.reject_pool_full}, {"alloc_failed", s.reject_alloc_failed}};
+  j["compactions"] = s.compactions;
+  // Attribution to cgroups arrives with the reclaim engine: everything is
+  // the root cgroup's until then.
+  j["cgroups"] = json::array({{{"path", "/"},
+                               {"stored_pages", s.stored_pages},
+                               {"compressed_bytes", s.compressed_bytes},
+                               {"written_back_pages", 0},
+                               {"writeback", false},
+                               {"max_bytes", 0}}});
+  return j;
+}
+
+json Instance::set_setting(const std::string& key, const std::string& value) {
+  const auto number = [&](unsigned lo, unsigned hi) -> std::optional<unsigned> {
+    if (value.empty() || value.size() > 6 || value.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    const unsigned v = static_cast<unsigned>(std::stoul(value));
+    if (v < lo || v > hi) return std::nullopt;
+    return v;
+  };
+  if (key == "compressor") {
+    const auto codec = parse_codec(value);
+    if (!codec) return error_reply("compressor: '" + value + "' is not one of lz4, zstd");
+    store_->set_codec(*codec, default_level(*codec));
+  } else if (key == "level") {
+    const auto v = number(1, 65537);
+    if (!v || !valid_level(store_->codec(), static_cast<int>(*v)))
+      return error_reply("level: '" + value + "' is not a valid " +
+                         std::string(codec_name(store_->codec())) + " level");
+    store_->set_codec(store_->codec(), static_cast<int>(*v));
+  } else if (key == "max-pool-percent") {
+    const auto v = number(1, 90);
+    if (!v) return error_reply("max-pool-percent: '" + value + "' is not in 1..90");
+    config_.max_pool_percent = *v;
+    store_->set_max_pool_bytes(ram_bytes_ * *v / 100);
+  } else if (key == "accept-threshold-percent") {
+    const auto v = number(1, 100);
+    if (!v) return error_reply("accept-threshold-percent: '" + value + "' is not in 1..100");
+    store_->set_accept_threshold_percent(*v);
+  } else if (key == "log-level") {
+    const auto level = spdlog::level::from_str(value);
+    if (level == spdlog::level::off && value != "off")
+      return error_reply("log-level: '" + value + "' is not one of trace, debug, info, warn, error");
+    spdlog::set_level(level);
+  } else {
+    return error_reply("unknown setting '" + key +
+                       "' (settable: compressor, level, max-pool-percent, "
+                       "accept-threshold-percent, log-level)");
+  }
+  spdlog::info("set {} = {}", key, value);
+  return {{"ok", true}, {"result", {{key, value}}}};
+}
+
+std::string Instance::handle_control(std::string_view request, Access access) {
+  json req;
+  try {
+    req = json::parse(request);
+  } catch (const json::exception&) {
+    return error_reply("malformed request: not JSON").dump();
+  }
+  if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string())
+    return error_reply("malformed request: expected {\"cmd\": ...}").dump();
+  const std::string cmd = req["cmd"];
+  if (cmd == "status" || cmd == "cgroups" || cmd == "stats")
+    return json{{"ok", true}, {"result", status()}}.dump();
+  if (cmd == "set" || cmd == "writeback") {
+    if (access != Access::admin) return error_reply("permission denied: '" + cmd + "' needs root").dump();
+    if (cmd == "writeback")
+      return error_reply("writeback is not available: this build has no writeback engine yet").dump();
+    if (!req.contains("key") || !req["key"].is_string() || !req.contains("value") ||
+        !req["value"].is_string())
+      return error_reply("malformed request: set needs string \"key\" and \"value\"").dump();
+    return set_setting(req["key"], req["value"]).dump();
+  }
+  return error_reply("unknown command '" + cmd + "'").dump();
+}
+
+}  // namespace uzswap

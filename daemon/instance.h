@@ -1,0 +1,57 @@
+// One running uzswapd: the page store served as a FUSE file, attached to a
+// loop device, swapped on, and controlled through its socket. This file only
+// wires the pieces in lib/ together, in order, and takes them down in reverse.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "uzswap/control/control_server.h"
+#include "uzswap/daemon/config.h"
+#include "uzswap/daemon/safety.h"
+#include "uzswap/device/loop_device.h"
+#include "uzswap/fuse/fuse_server.h"
+#include "uzswap/fuse/fuse_session.h"
+#include "uzswap/store/page_store.h"
+
+namespace uzswap {
+
+class Instance {
+ public:
+  explicit Instance(DaemonConfig config);
+  ~Instance();
+
+  // Starts everything, serves until SIGTERM/SIGINT and a successful swapoff,
+  // then takes everything down. Returns the process exit code.
+  int run();
+
+ private:
+  void start();
+  void serve();
+  bool try_stop();
+  void teardown() noexcept;
+
+  std::string handle_control(std::string_view request, Access access);
+  nlohmann::json status() const;
+  nlohmann::json set_setting(const std::string& key, const std::string& value);
+  std::string summary() const;
+
+  DaemonConfig config_;
+  std::uint64_t ram_bytes_;
+  std::chrono::steady_clock::time_point started_;
+  std::unique_ptr<InstanceLock> lock_;
+  std::unique_ptr<PageStore> store_;
+  std::unique_ptr<FuseServer> server_;
+  std::unique_ptr<FuseMount> mount_;
+  std::unique_ptr<FuseWorkers> workers_;
+  int file_fd_ = -1;
+  LoopDevice loop_;
+  std::unique_ptr<ControlServer> control_;
+  bool swap_on_ = false;
+  bool created_dir_ = false;
+};
+
+}  // namespace uzswap

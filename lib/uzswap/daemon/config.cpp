@@ -1,0 +1,141 @@
+#include "uzswap/daemon/config.h"
+
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <regex>
+
+#include "uzswap/common/page.h"
+
+namespace uzswap {
+
+namespace {
+
+constexpr long kTmpfsMagic = 0x01021994;
+constexpr long kRamfsMagic = 0x858458f6;
+constexpr long kFuseMagic = 0x65735546;
+constexpr std::uint64_t kMinSize = 1u << 20;
+
+}  // namespace
+
+std::optional<std::uint64_t> parse_size(const std::string& text) {
+  static const std::regex pattern("([0-9]{1,15})([KkMmGgTt](i?B)?)?");
+  std::smatch m;
+  if (!std::regex_match(text, m, pattern)) return std::nullopt;
+  std::uint64_t bytes = std::stoull(m[1].str());
+  if (m[2].matched) {
+    const std::size_t shift = 10 * (1 + std::string("KMGT").find(static_cast<char>(std::toupper(m[2].str()[0]))));
+    if (bytes > (UINT64_MAX >> shift)) return std::nullopt;
+    bytes <<= shift;
+  }
+  return bytes;
+}
+
+bool valid_instance_name(const std::string& name) {
+  return !name.empty() && name.size() <= 32 &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+         });
+}
+
+std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  DaemonConfig& c = parsed.config;
+  CLI::App app{"uzswapd: userspace compressed swap daemon", "uzswapd"};
+  app.set_version_flag("--version", "uzswapd 0.1.0");
+  app.set_config("--config", kDefaultConfigFile, "Configuration file (INI or TOML)");
+
+  std::string compressor = "lz4";
+  std::string size;
+  app.add_option("--name", c.name, "Instance name")
+      ->check([](const std::string& v) {
+        return valid_instance_name(v) ? std::string{} : "must be 1-32 of [A-Za-z0-9_-]";
+      });
+  app.add_option("--size", size, "Device size (bytes, or with K/M/G/T suffix); default half of RAM");
+  app.add_option("--backing-file", c.backing_file, "Swap file on disk for writeback");
+  app.add_option("--compressor", compressor, "Compressor for new pages")
+      ->check(CLI::IsMember({"lz4", "zstd"}));
+  app.add_option("--level", c.level, "Compression level (zstd 1-19, lz4 acceleration); 0 = default")
+      ->check(CLI::Range(0, 65537));
+  app.add_option("--max-pool-percent", c.max_pool_percent, "Pool limit, percent of RAM")
+      ->check(CLI::Range(1, 90));
+  app.add_option("--accept-threshold-percent", c.accept_threshold_percent,
+                 "Accept new pages again below this percent of the pool limit")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--swap-priority", c.swap_priority, "swapon priority (-1 = kernel default)")
+      ->check(CLI::Range(-1, 32767));
+  app.add_option("--frontend", c.frontend, "Front end")->check(CLI::IsMember({"fuse"}));
+  app.add_flag("--no-swapon{false}", c.swapon, "Serve the device but do not swapon it");
+  app.add_option("--workers", c.workers, "FUSE worker threads (0 = one per CPU, at least 2)")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--stats-group", c.stats_group, "Group allowed to read stats");
+  app.add_option("--log-level", c.log_level, "Log level")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--run-dir", c.run_dir, "Runtime directory");
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);
+  try {
+    app.parse(std::move(reversed));
+  } catch (const CLI::CallForHelp&) {
+    parsed.exit_now = true;
+    parsed.output = app.help();
+    return parsed;
+  } catch (const CLI::CallForVersion&) {
+    parsed.exit_now = true;
+    parsed.output = "uzswapd 0.1.0\n";
+    return parsed;
+  } catch (const CLI::ParseError& e) {
+    return std::unexpected(std::string(e.what()));
+  }
+
+  c.codec = *parse_codec(compressor);
+  if (c.level == 0) c.level = default_level(c.codec);
+  if (!valid_level(c.codec, c.level))
+    return std::unexpected("--level: " + std::to_string(c.level) + " is not a valid " +
+                           compressor + " level");
+  if (!size.empty()) {
+    const auto bytes = parse_size(size);
+    if (!bytes) return std::unexpected("--size: '" + size + "' is not a size (examples: 4G, 512M, 1GiB)");
+    c.size_bytes = *bytes;
+  } else {
+    c.size_bytes = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * kPageSize / 2;
+  }
+  if (c.size_bytes % kPageSize != 0 || c.size_bytes < kMinSize)
+    return std::unexpected("--size: must be a multiple of 4096 bytes and at least 1M");
+  if (c.size_bytes / kPageSize >= UINT32_MAX)
+    return std::unexpected("--size: at most 16T");
+  if (!c.backing_file.empty() && c.backing_file.front() != '/')
+    return std::unexpected("--backing-file: must be an absolute path");
+  return parsed;
+}
+
+std::expected<void, std::string> check_backing_file(const DaemonConfig& config) {
+  if (config.backing_file.empty()) return {};
+  const std::filesystem::path file(config.backing_file);
+  const std::filesystem::path dir = file.parent_path();
+  struct statfs fs {};
+  if (statfs(dir.c_str(), &fs) != 0)
+    return std::unexpected("--backing-file: cannot use directory " + dir.string() + ": " +
+                           std::strerror(errno));
+  if (fs.f_type == kTmpfsMagic || fs.f_type == kRamfsMagic)
+    return std::unexpected("--backing-file: " + config.backing_file +
+                           " is on tmpfs/ramfs, which lives in RAM; put it on a disk filesystem");
+  if (fs.f_type == kFuseMagic)
+    return std::unexpected("--backing-file: " + config.backing_file +
+                           " is on a FUSE filesystem; writeback there could deadlock reclaim");
+  const std::string own = config.run_dir;
+  const std::string abs = std::filesystem::weakly_canonical(file).string();
+  if (abs.rfind(own + "/", 0) == 0)
+    return std::unexpected("--backing-file: " + config.backing_file +
+                           " is inside uzswap's own run directory");
+  return {};
+}
+
+}  // namespace uzswap

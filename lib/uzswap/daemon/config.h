@@ -1,0 +1,64 @@
+// uzswapd's configuration: /etc/uzswap/uzswapd.conf (INI or TOML, read by
+// CLI11), every key also a flag of the same name; flags win.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "uzswap/compress/compressor.h"
+
+namespace uzswap {
+
+inline constexpr const char* kDefaultConfigFile = "/etc/uzswap/uzswapd.conf";
+inline constexpr const char* kDefaultRunDir = "/run/uzswap";
+
+struct DaemonConfig {
+  std::string name = "uzswap";
+  std::uint64_t size_bytes = 0;        // 0 = half of physical RAM
+  std::string backing_file;            // empty = none
+  Codec codec = Codec::lz4;
+  int level = 0;                       // 0 = the codec's default
+  unsigned max_pool_percent = 20;
+  unsigned accept_threshold_percent = 90;
+  int swap_priority = 100;             // above disk swap's negative default
+  std::string frontend = "fuse";
+  bool swapon = true;
+  unsigned workers = 0;                // 0 = one per CPU, at least 2
+  std::string stats_group;             // group that may read stats; empty = root only
+  std::string log_level = "info";
+  std::string run_dir = kDefaultRunDir;
+
+  // Paths under run_dir for this instance.
+  std::string instance_dir() const { return run_dir + "/" + name; }
+  std::string swap_file() const { return instance_dir() + "/swap"; }
+  std::string control_socket() const { return instance_dir() + "/control"; }
+  std::string device_link() const { return instance_dir() + "/device"; }
+  std::string lock_file() const { return run_dir + "/" + name + ".lock"; }
+};
+
+// What parsing decided: run with a configuration, or exit now (after --help
+// or --version, with the text to print).
+struct ParsedArgs {
+  DaemonConfig config;
+  bool exit_now = false;
+  std::string output;
+};
+
+// Parses the command line (argv[0] first) and the config file it names (or
+// the default one, if present). Returns a one-line error naming the key on a
+// bad value. Checks only what needs no system access.
+std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::string>& args);
+
+// Checks what needs the system: the backing file's directory and filesystem.
+std::expected<void, std::string> check_backing_file(const DaemonConfig& config);
+
+// "4096", "512M", "4G", "1GiB": bytes, with binary multiples.
+std::optional<std::uint64_t> parse_size(const std::string& text);
+
+// A valid instance name: 1-32 of [A-Za-z0-9_-].
+bool valid_instance_name(const std::string& name);
+
+}  // namespace uzswap

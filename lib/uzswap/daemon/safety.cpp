@@ -1,0 +1,91 @@
+#include "uzswap/daemon/safety.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
+#endif
+
+namespace uzswap {
+
+std::error_code lock_all_memory() noexcept {
+  if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) return {errno, std::generic_category()};
+  return {};
+}
+
+std::error_code set_io_flusher() noexcept {
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) return {errno, std::generic_category()};
+  return {};
+}
+
+std::error_code set_oom_score_adj(int value) noexcept {
+  const int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return {errno, std::generic_category()};
+  const std::string text = std::to_string(value);
+  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int err = errno;
+  close(fd);
+  return ok ? std::error_code{} : std::error_code(err, std::generic_category());
+}
+
+unsigned parse_node_list_count(const std::string& text) noexcept {
+  unsigned highest = 0;
+  bool any = false;
+  std::istringstream in(text);
+  std::string range;
+  while (std::getline(in, range, ',')) {
+    while (!range.empty() && (range.back() == '\n' || range.back() == ' ')) range.pop_back();
+    if (range.empty()) continue;
+    const auto dash = range.find('-');
+    const std::string last = dash == std::string::npos ? range : range.substr(dash + 1);
+    if (last.empty() || last.find_first_not_of("0123456789") != std::string::npos) return 0;
+    if (dash != std::string::npos &&
+        (dash == 0 || range.substr(0, dash).find_first_not_of("0123456789") != std::string::npos))
+      return 0;
+    const unsigned long v = std::stoul(last);
+    if (v > 4096) return 0;
+    highest = std::max(highest, static_cast<unsigned>(v));
+    any = true;
+  }
+  return any ? highest + 1 : 0;
+}
+
+unsigned online_numa_nodes() noexcept {
+  std::ifstream f("/sys/devices/system/node/online");
+  std::string text;
+  std::getline(f, text);
+  const unsigned n = parse_node_list_count(text);
+  return n == 0 ? 1 : n;
+}
+
+InstanceLock::InstanceLock(const std::string& path) : path_(path) {
+  fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+  if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    close(fd_);
+    fd_ = -1;
+    throw std::system_error(err, std::generic_category(), "lock " + path);
+  }
+  const std::string pid = std::to_string(getpid()) + "\n";
+  if (ftruncate(fd_, 0) == 0) (void)!write(fd_, pid.data(), pid.size());
+}
+
+InstanceLock::~InstanceLock() {
+  if (fd_ < 0) return;
+  unlink(path_.c_str());  // still ours: we hold the lock
+  close(fd_);
+}
+
+}  // namespace uzswap

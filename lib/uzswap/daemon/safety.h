@@ -1,0 +1,42 @@
+// What keeps the daemon safe in the reclaim path: locked memory, an OOM score
+// that never picks it, I/O-flusher threads, and one instance per name.
+#pragma once
+
+#include <string>
+#include <system_error>
+
+namespace uzswap {
+
+// mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT): everything the daemon has
+// and will map stays in RAM. ONFAULT locks pages as they are first touched,
+// so the pool's large address-space reservation costs nothing until used;
+// thread stacks and buffers are touched when made.
+std::error_code lock_all_memory() noexcept;
+
+// PR_SET_IO_FLUSHER on the calling thread: its allocations do not recurse
+// into I/O reclaim. Needs CAP_SYS_RESOURCE.
+std::error_code set_io_flusher() noexcept;
+
+std::error_code set_oom_score_adj(int value) noexcept;
+
+// Online NUMA nodes: one more than the highest in /sys/devices/system/node/online.
+unsigned online_numa_nodes() noexcept;
+// Parses a kernel cpu/node list such as "0", "0-3" or "0,2-5"; returns the
+// highest number plus one, or 0 for text that does not parse.
+unsigned parse_node_list_count(const std::string& text) noexcept;
+
+// An exclusive flock on a file, held for the life of the object.
+class InstanceLock {
+ public:
+  // Throws std::system_error; EWOULDBLOCK when another process holds it.
+  explicit InstanceLock(const std::string& path);
+  ~InstanceLock();
+  InstanceLock(const InstanceLock&) = delete;
+  InstanceLock& operator=(const InstanceLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+}  // namespace uzswap
