@@ -51,6 +51,7 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   CLI::App app{"uzswapd: userspace compressed swap daemon", "uzswapd"};
   app.set_version_flag("--version", "uzswapd 0.1.0");
   app.set_config("--config", kDefaultConfigFile, "Configuration file (INI or TOML)");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a typo is an error, not ignored
 
   std::string compressor = "lz4";
   std::string size;
@@ -105,7 +106,7 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
     if (!bytes) return std::unexpected("--size: '" + size + "' is not a size (examples: 4G, 512M, 1GiB)");
     c.size_bytes = *bytes;
   } else {
-    c.size_bytes = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * kPageSize / 2;
+    c.size_bytes = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) / 2 * kPageSize;
   }
   if (c.size_bytes % kPageSize != 0 || c.size_bytes < kMinSize)
     return std::unexpected("--size: must be a multiple of 4096 bytes and at least 1M");
