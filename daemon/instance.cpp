@@ -18,6 +18,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "uzswap/control/format.h"
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
 
@@ -168,7 +169,7 @@ void Instance::start() {
     swap_on_ = true;
   }
   spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(),
-               config_.size_bytes, workers, loop_.path(),
+               human_bytes(config_.size_bytes), workers, loop_.path(),
                swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
   sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
 }
@@ -254,10 +255,14 @@ void Instance::teardown() noexcept {
   mount_.reset();  // lazy detach if still mounted; ends the connection when unused
   workers_.reset();
   server_.reset();
-  std::error_code ignored;
-  std::filesystem::remove(config_.device_link(), ignored);
-  std::filesystem::remove(config_.swap_file(), ignored);
-  if (created_dir_) std::filesystem::remove(config_.instance_dir(), ignored);
+  if (lock_) {
+    // Only the instance holding the lock owns these paths: a second start
+    // that was refused must not touch the running instance's files.
+    std::error_code ignored;
+    std::filesystem::remove(config_.device_link(), ignored);
+    std::filesystem::remove(config_.swap_file(), ignored);
+    if (created_dir_) std::filesystem::remove(config_.instance_dir(), ignored);
+  }
   store_.reset();
   lock_.reset();
 }

@@ -1,0 +1,114 @@
+# Shared by the end-to-end tests: run the real daemon as real swap, with
+# unique names, and undo everything on every exit path.
+#
+# Environment (set by meson): UZSWAPD, UZSWAPCTL, WORKLOAD.
+set -uo pipefail
+
+SKIP=77
+NAME="e2e$$"
+RUN_DIR=/run/uzswap
+DAEMON_PID=
+DAEMON_LOG=$(mktemp /tmp/uzswap-e2e-log.XXXXXX)
+MEMCG=
+
+fail() {
+  echo "FAIL: $*" >&2
+  echo "--- daemon log ---" >&2
+  cat "$DAEMON_LOG" >&2
+  exit 1
+}
+skip() {
+  echo "SKIP: $*"
+  exit $SKIP
+}
+pass() { echo "ok: $*"; }
+
+require_machine() {
+  [[ $(id -u) -eq 0 ]] || skip "needs root"
+  [[ -c /dev/fuse ]] || skip "no /dev/fuse"
+  [[ -c /dev/loop-control ]] || skip "no loop devices"
+  [[ -r /proc/swaps ]] || skip "no swap support"
+}
+
+cleanup() {
+  local status=$?
+  if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null
+    for _ in $(seq 1 300); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
+  # Whatever a crashed daemon left: swap, loop device, mount, files.
+  local dev
+  dev=$(readlink "$RUN_DIR/$NAME/device" 2>/dev/null || true)
+  if [[ -n "$dev" ]]; then
+    swapoff "$dev" 2>/dev/null || true
+    losetup -d "$dev" 2>/dev/null || true
+  fi
+  umount -l "$RUN_DIR/$NAME/swap" 2>/dev/null || true
+  if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -KILL "$DAEMON_PID" 2>/dev/null
+  fi
+  rm -rf "${RUN_DIR:?}/$NAME" "$RUN_DIR/$NAME.lock"
+  if [[ -n "$MEMCG" && -d "$MEMCG" ]]; then
+    # Move anything left to the parent before removing.
+    while read -r p; do echo "$p" > "$(dirname "$MEMCG")/cgroup.procs" 2>/dev/null; done < "$MEMCG/cgroup.procs"
+    rmdir "$MEMCG" 2>/dev/null || true
+  fi
+  rm -f "$DAEMON_LOG"
+  exit $status
+}
+trap cleanup EXIT
+
+# start_daemon [flags...]: starts uzswapd and waits until its control socket
+# answers.
+start_daemon() {
+  "$UZSWAPD" --name "$NAME" --config /dev/null "$@" >>"$DAEMON_LOG" 2>&1 &
+  DAEMON_PID=$!
+  for _ in $(seq 1 100); do
+    if "$UZSWAPCTL" --name "$NAME" status --json >/dev/null 2>&1; then return 0; fi
+    kill -0 "$DAEMON_PID" 2>/dev/null || fail "uzswapd exited at start"
+    sleep 0.1
+  done
+  fail "uzswapd did not answer within 10 s"
+}
+
+# stop_daemon: SIGTERM and wait for a clean exit 0.
+stop_daemon() {
+  kill -TERM "$DAEMON_PID"
+  local status
+  wait "$DAEMON_PID"
+  status=$?
+  [[ $status -eq 0 ]] || fail "uzswapd exited with $status on SIGTERM"
+  DAEMON_PID=
+}
+
+status_field() {  # status_field KEY: a top-level number from status --json
+  "$UZSWAPCTL" --name "$NAME" status --json | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"
+}
+
+# make_memcg LIMIT_BYTES: a memory cgroup that forces its processes to swap.
+make_memcg() {
+  if [[ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]]; then
+    MEMCG=/sys/fs/cgroup/memory/uzswap-$NAME
+    mkdir "$MEMCG" || fail "cannot make $MEMCG"
+    echo "$1" > "$MEMCG/memory.limit_in_bytes"
+  elif grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    MEMCG=/sys/fs/cgroup/uzswap-$NAME
+    mkdir "$MEMCG" || fail "cannot make $MEMCG"
+    echo "$1" > "$MEMCG/memory.max"
+  else
+    skip "no memory cgroup controller to force a workload to swap"
+  fi
+}
+
+# in_memcg CMD...: runs CMD inside MEMCG.
+in_memcg() {
+  bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$MEMCG" "$@"
+}
+
+assert_clean() {
+  grep -q "$RUN_DIR/$NAME" /proc/swaps && fail "still in /proc/swaps"
+  losetup -a | grep -q "$RUN_DIR/$NAME" && fail "loop device still attached"
+  grep -q "$RUN_DIR/$NAME" /proc/mounts && fail "still mounted"
+  [[ -e "$RUN_DIR/$NAME" ]] && fail "$RUN_DIR/$NAME left behind"
+  return 0
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# uzswapd as real swap: a workload twice its cgroup's memory limit swaps
+# through it, every byte comes back right, discards free the pages after the
+# workload exits, and SIGTERM leaves nothing behind.
+source "$(dirname "$0")/lib.sh"
+require_machine
+
+start_daemon --size 1G
+dev=$(readlink "$RUN_DIR/$NAME/device")
+grep -q "^$dev " /proc/swaps || fail "$dev is not in /proc/swaps"
+[[ $(cat "/sys/block/$(basename "$dev")/loop/dio") == 1 ]] || fail "loop device without direct I/O"
+pass "swap on $dev with direct I/O"
+
+make_memcg $((128 << 20))
+outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
+in_memcg "$WORKLOAD" 256 >"$outfile" &
+workload=$!
+# While the pages are out: they are stored, and compressed.
+peak=0 ratio=0
+while kill -0 $workload 2>/dev/null; do
+  read -r stored ratio_now < <("$UZSWAPCTL" --name "$NAME" status --json | python3 -c \
+    "import json,sys; s=json.load(sys.stdin); print(s['stored_pages'], s['orig_bytes'] / max(s['pool_bytes'], 1))")
+  if (( stored > peak )); then peak=$stored; ratio=$ratio_now; fi
+  sleep 0.2
+done
+wait $workload || { cat "$outfile"; rm -f "$outfile"; fail "workload failed"; }
+out=$(cat "$outfile"); rm -f "$outfile"
+echo "$out"
+[[ $out == *'"wrong_pages": 0'* ]] || fail "workload saw wrong pages"
+pass "256 MiB workload in a 128 MiB cgroup verified every byte"
+(( peak > 20000 )) || fail "at most $peak pages stored: the workload did not swap through uzswap"
+python3 -c "import sys; sys.exit(0 if $ratio > 1.5 else 1)" || fail "compression ratio $ratio at the peak"
+pass "peak $peak pages stored, ratio $ratio (original / pool RAM)"
+
+sleep 1  # the kernel discards freed clusters after the workload exits
+discarded=$(status_field "['discarded_pages']")
+stored=$(status_field "['stored_pages']")
+(( discarded > 0 )) || fail "no discards seen after the workload exited"
+(( stored < 1000 )) || fail "$stored pages still stored after the workload exited"
+pass "$discarded pages discarded after exit, $stored left"
+
+"$UZSWAPCTL" --name "$NAME" status
+"$UZSWAPCTL" --name "$NAME" stats --prometheus | grep -q '^# EOF$' || fail "prometheus output"
+
+stop_daemon
+assert_clean
+pass "SIGTERM: swapoff, loop detached, unmounted, files removed"
