@@ -14,6 +14,7 @@
 #include <array>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -34,6 +35,15 @@ struct StartError : std::runtime_error {
 };
 
 std::string describe(const std::system_error& e) { return e.what(); }
+
+// Requests as large as the kernel allows (fs.fuse.max_pages_limit, 256 pages
+// by default), up to 4 MiB per worker buffer.
+std::uint32_t fuse_max_request_bytes() {
+  unsigned pages = 256;
+  std::ifstream limit("/proc/sys/fs/fuse/max_pages_limit");
+  if (unsigned v; limit >> v && v > 0) pages = std::min(v, 1024u);
+  return pages * static_cast<std::uint32_t>(kPageSize);
+}
 
 json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
@@ -118,6 +128,7 @@ void Instance::start() {
 
   FuseConfig fuse;
   fuse.size_bytes = config_.size_bytes;
+  fuse.max_write = fuse_max_request_bytes();
   try {
     mount_ = std::make_unique<FuseMount>(config_.swap_file(), fuse);
   } catch (const std::system_error& e) {
