@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "uzswap/common/page.h"
+#include "uzswap/store/slot_table.h"
 
 namespace uzswap {
 
@@ -110,8 +111,8 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   }
   if (c.size_bytes % kPageSize != 0 || c.size_bytes < kMinSize)
     return std::unexpected("--size: must be a multiple of 4096 bytes and at least 1M");
-  if (c.size_bytes / kPageSize >= UINT32_MAX)
-    return std::unexpected("--size: at most 16T");
+  if (c.size_bytes / kPageSize > kMaxSlots)
+    return std::unexpected("--size: at most 8T");
   if (!c.backing_file.empty() && c.backing_file.front() != '/')
     return std::unexpected("--backing-file: must be an absolute path");
   return parsed;

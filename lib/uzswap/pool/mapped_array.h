@@ -39,6 +39,13 @@ class MappedArray {
     return *this;
   }
 
+  // Backs every page now (zeroed), so that using the array later never faults
+  // in fresh memory. Best effort: without MADV_POPULATE_WRITE pages come on
+  // first touch.
+  void populate() noexcept {
+    if (data_ != nullptr) madvise(data_, bytes(), 23 /* MADV_POPULATE_WRITE */);
+  }
+
   T& operator[](std::size_t i) noexcept { return data_[i]; }
   const T& operator[](std::size_t i) const noexcept { return data_[i]; }
   std::size_t capacity() const noexcept { return capacity_; }

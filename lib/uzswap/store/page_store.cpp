@@ -81,7 +81,6 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
     return std::unexpected(StoreError::out_of_range);
   }
   SlotEntry fresh{};
-  fresh.lru_prev = fresh.lru_next = kNoLink;
 
   if (const auto word = same_filled_word(page)) {
     fresh.state = static_cast<std::uint64_t>(SlotState::same_filled);
@@ -243,7 +242,6 @@ std::expected<std::uint64_t, LoadError> PageStore::invalidate(Slot first,
       old = {entry.slot_state(), entry.value, static_cast<std::uint32_t>(entry.length)};
       const std::uint64_t version = entry.version + 1;
       entry = SlotEntry{};
-      entry.lru_prev = entry.lru_next = kNoLink;
       entry.version = version;
     }
     account_removed(old);

@@ -1,6 +1,7 @@
 // The slot table: slot number -> entry (zswap's xarray of zswap_entry, zram's
-// table). One 24-byte entry per slot of the device, in one mapping sized at
-// start-up, so storing a page never allocates table memory.
+// table). One 16-byte entry per slot of the device, in one mapping sized at
+// start-up, so storing a page never allocates table memory. (The ListLru
+// keeps its 8-byte links per slot in its own array: 24 bytes per slot in all.)
 //
 // Locking. Entries are guarded by striped mutexes: slot s is guarded by
 // lock_for(s), shared by the kRun slots of its run. Every field of an entry is read and written only under that
@@ -25,28 +26,28 @@ enum class SlotState : std::uint8_t {
   writeback = 5,       // being written back; still served from the pool handle
 };
 
-inline constexpr std::uint32_t kNoLink = UINT32_MAX;
+// Slot numbers must fit the ListLru's 31-bit links.
+inline constexpr std::uint64_t kMaxSlots = (std::uint64_t{1} << 31) - 2;
 
 struct SlotEntry {
-  std::uint64_t value;      // pool handle or fill word, by state
-  std::uint32_t lru_prev;   // ListLru links (slot numbers), kNoLink when off-list
-  std::uint32_t lru_next;
-  std::uint64_t state : 3;       // SlotState
-  std::uint64_t codec : 2;       // Codec of a compressed page
-  std::uint64_t referenced : 1;  // second-chance bit for writeback
-  std::uint64_t length : 13;     // compressed length (bytes in the pool object)
-  std::uint64_t node : 6;        // NUMA node of the pool object
-  std::uint64_t cgroup : 16;     // index of the owning cgroup (0 = root)
-  std::uint64_t version : 23;    // bumped on every store, for writeback's re-check
+  std::uint64_t value;             // pool handle or fill word, by state
+  std::uint64_t state : 3;         // SlotState
+  std::uint64_t codec : 2;         // Codec of a compressed page
+  std::uint64_t length : 13;       // compressed length (bytes in the pool object)
+  std::uint64_t node : 6;          // NUMA node of the pool object, and of its LRU list
+  std::uint64_t cgroup : 16;       // owning cgroup id (0 = root), and of its LRU list
+  std::uint64_t file_write : 1;    // a write of this slot to the backing file is in flight
+  std::uint64_t version : 23;      // bumped on every store and invalidate, for writeback's re-check
 
   SlotState slot_state() const noexcept { return static_cast<SlotState>(state); }
+  // The entry holds a pool object (a writeback in flight still does).
   bool in_pool() const noexcept {
     const SlotState s = slot_state();
     return s == SlotState::compressed || s == SlotState::incompressible ||
            s == SlotState::writeback;
   }
 };
-static_assert(sizeof(SlotEntry) == 24, "slot entries must stay at 24 bytes");
+static_assert(sizeof(SlotEntry) == 16, "slot entries must stay at 16 bytes");
 
 class SlotTable {
  public:

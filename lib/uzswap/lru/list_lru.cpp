@@ -1,0 +1,213 @@
+#include "uzswap/lru/list_lru.h"
+
+#include <cassert>
+#include <stdexcept>
+
+namespace uzswap {
+
+namespace {
+
+// links: prev in bits 0-31, next in bits 32-62, referenced in bit 63.
+constexpr std::uint64_t kReferenced = std::uint64_t{1} << 63;
+constexpr std::uint64_t pack(std::uint32_t prev, std::uint32_t next, bool referenced) {
+  return prev | (std::uint64_t{next} << 32) | (referenced ? kReferenced : 0);
+}
+constexpr std::uint32_t prev_of(std::uint64_t l) { return static_cast<std::uint32_t>(l); }
+constexpr std::uint32_t next_of(std::uint64_t l) {
+  return static_cast<std::uint32_t>((l >> 32) & 0x7fffffffu);
+}
+
+}  // namespace
+
+struct ListLru::List {
+  std::mutex lock;
+  std::uint32_t head = kEnd;  // least recently added or rotated
+  std::uint32_t tail = kEnd;
+  std::atomic<std::uint64_t> count{0};  // written under lock, read without
+  std::atomic<bool> dead{false};        // spliced into the parent's list
+};
+
+struct ListLru::Cgroup {
+  CgroupId parent = kRootCgroup;
+  std::atomic<bool> live{true};
+  std::unique_ptr<List[]> lists;
+};
+
+ListLru::ListLru(std::uint32_t items, unsigned nodes)
+    : nodes_(nodes), links_(items), cgroups_(std::make_unique<std::atomic<Cgroup*>[]>(kMaxCgroups)) {
+  if (items > kMaxItems) throw std::invalid_argument("too many LRU items");
+  if (nodes == 0) throw std::invalid_argument("an LRU needs at least one node");
+  for (std::uint32_t i = 0; i < items; ++i) links_[i] = pack(kEnd, kOff, false);
+  auto* root = new Cgroup;
+  root->lists = std::make_unique<List[]>(nodes_);
+  cgroups_[kRootCgroup].store(root, std::memory_order_release);
+}
+
+ListLru::~ListLru() {
+  for (unsigned i = 0; i < kMaxCgroups; ++i) delete cgroups_[i].load(std::memory_order_relaxed);
+}
+
+bool ListLru::add_cgroup(CgroupId cgroup, CgroupId parent) {
+  std::lock_guard guard(cgroups_lock_);
+  if (cgroup == kRootCgroup) return false;
+  Cgroup* p = cgroups_[parent].load(std::memory_order_acquire);
+  if (p == nullptr || !p->live.load(std::memory_order_acquire)) return false;
+  if (Cgroup* existing = cgroups_[cgroup].load(std::memory_order_acquire)) {
+    // A removed id is never reused: entries may still carry it, and they
+    // must keep resolving to the lists their items were spliced into.
+    return existing->live.load(std::memory_order_acquire) && existing->parent == parent;
+  }
+  auto* c = new Cgroup;
+  c->parent = parent;
+  c->lists = std::make_unique<List[]>(nodes_);
+  cgroups_[cgroup].store(c, std::memory_order_release);
+  return true;
+}
+
+bool ListLru::remove_cgroup(CgroupId cgroup) {
+  std::lock_guard guard(cgroups_lock_);
+  if (cgroup == kRootCgroup) return false;
+  Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
+  if (c == nullptr || !c->live.load(std::memory_order_acquire)) return false;
+  const CgroupId target = resolve(c->parent);
+  Cgroup* parent = cgroups_[target].load(std::memory_order_acquire);
+  for (unsigned node = 0; node < nodes_; ++node) {
+    // Two list locks at once only here, under cgroups_lock_: child first.
+    List& from = c->lists[node];
+    List& to = parent->lists[node];
+    std::scoped_lock both(from.lock, to.lock);
+    if (from.head != kEnd) {
+      if (to.tail == kEnd) {
+        to.head = from.head;
+      } else {
+        links_[to.tail] = (links_[to.tail] & ~(std::uint64_t{0x7fffffffu} << 32)) |
+                          (std::uint64_t{from.head} << 32);
+        links_[from.head] = (links_[from.head] & ~std::uint64_t{0xffffffffu}) | to.tail;
+      }
+      to.tail = from.tail;
+      to.count.store(to.count.load(std::memory_order_relaxed) +
+                         from.count.load(std::memory_order_relaxed),
+                     std::memory_order_relaxed);
+    }
+    from.head = from.tail = kEnd;
+    from.count.store(0, std::memory_order_relaxed);
+    from.dead.store(true, std::memory_order_release);
+  }
+  c->live.store(false, std::memory_order_release);
+  return true;
+}
+
+bool ListLru::has_cgroup(CgroupId cgroup) const noexcept {
+  const Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
+  return c != nullptr && c->live.load(std::memory_order_acquire);
+}
+
+CgroupId ListLru::resolve(CgroupId cgroup) const noexcept {
+  for (;;) {
+    const Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
+    if (c == nullptr) return kRootCgroup;  // unknown ids live on the root's lists
+    if (c->live.load(std::memory_order_acquire)) return cgroup;
+    cgroup = c->parent;
+  }
+}
+
+ListLru::List* ListLru::list_for(CgroupId cgroup, unsigned node) const noexcept {
+  return &cgroups_[resolve(cgroup)].load(std::memory_order_acquire)->lists[node];
+}
+
+ListLru::List* ListLru::lock_list(CgroupId cgroup, unsigned node) noexcept {
+  assert(node < nodes_);
+  for (;;) {
+    List* list = list_for(cgroup, node);
+    list->lock.lock();
+    if (!list->dead.load(std::memory_order_acquire)) return list;
+    list->lock.unlock();  // reparented meanwhile: follow it
+  }
+}
+
+void ListLru::lock_list_raw(List& list) noexcept { list.lock.lock(); }
+void ListLru::unlock_list_raw(List& list) noexcept { list.lock.unlock(); }
+bool ListLru::list_dead(const List& list) noexcept {
+  return list.dead.load(std::memory_order_acquire);
+}
+
+std::uint32_t ListLru::head(const List& list) const noexcept { return list.head; }
+std::uint32_t ListLru::next(std::uint32_t item) const noexcept { return next_of(links_[item]); }
+
+void ListLru::unlink(List& list, std::uint32_t item) noexcept {
+  const std::uint64_t l = links_[item];
+  const std::uint32_t p = prev_of(l), n = next_of(l);
+  if (p == kEnd) list.head = n;
+  else links_[p] = (links_[p] & ~(std::uint64_t{0x7fffffffu} << 32)) | (std::uint64_t{n} << 32);
+  if (n == kEnd) list.tail = p;
+  else links_[n] = (links_[n] & ~std::uint64_t{0xffffffffu}) | p;
+  links_[item] = pack(kEnd, kOff, l & kReferenced);
+  list.count.store(list.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+}
+
+void ListLru::link_tail(List& list, std::uint32_t item) noexcept {
+  const bool referenced = links_[item] & kReferenced;
+  links_[item] = pack(list.tail, kEnd, referenced);
+  if (list.tail == kEnd) list.head = item;
+  else links_[list.tail] = (links_[list.tail] & ~(std::uint64_t{0x7fffffffu} << 32)) |
+                           (std::uint64_t{item} << 32);
+  list.tail = item;
+  list.count.store(list.count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+void ListLru::rotate(List& list, std::uint32_t item) noexcept {
+  if (list.tail == item) return;
+  unlink(list, item);
+  link_tail(list, item);
+}
+
+bool ListLru::add(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
+  List* list = lock_list(cgroup, node);
+  const bool off = next_of(links_[item]) == kOff;
+  if (off) {
+    links_[item] |= kReferenced;  // a new entry gets its second chance, as in zswap
+    link_tail(*list, item);
+  }
+  list->lock.unlock();
+  return off;
+}
+
+bool ListLru::del(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
+  List* list = lock_list(cgroup, node);
+  const bool on = next_of(links_[item]) != kOff;
+  if (on) unlink(*list, item);
+  list->lock.unlock();
+  return on;
+}
+
+bool ListLru::on_list(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
+  List* list = lock_list(cgroup, node);
+  const bool on = next_of(links_[item]) != kOff;
+  list->lock.unlock();
+  return on;
+}
+
+std::uint64_t ListLru::count(CgroupId cgroup, unsigned node) const noexcept {
+  return list_for(cgroup, node)->count.load(std::memory_order_relaxed);
+}
+
+bool ListLru::WalkedList::referenced(std::uint32_t item) const noexcept {
+  return lru_.links_[item] & kReferenced;
+}
+void ListLru::WalkedList::clear_referenced(std::uint32_t item) noexcept {
+  lru_.links_[item] &= ~kReferenced;
+}
+void ListLru::WalkedList::isolate(std::uint32_t item) noexcept { lru_.unlink(*list_, item); }
+void ListLru::WalkedList::unlock() noexcept {
+  assert(held_);
+  list_->lock.unlock();
+  held_ = false;
+  dropped_ = true;
+}
+void ListLru::WalkedList::lock() noexcept {
+  assert(!held_);
+  list_->lock.lock();
+  held_ = true;
+}
+
+}  // namespace uzswap

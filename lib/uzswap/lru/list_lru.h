@@ -1,0 +1,126 @@
+// ListLru: LRU lists per (cgroup, NUMA node), the userspace list_lru that
+// zswap_list_lru is built on.
+//
+// Items are numbers (slot numbers, for the page store); each item's links
+// and referenced bit live in one array indexed by item, 8 bytes per item, so
+// adding and removing never allocates. Lists are created when a cgroup is
+// added (its ancestors must exist, so reparenting always has a target); the
+// root cgroup (id 0) always exists. Removing a cgroup splices each of its
+// lists onto its parent's in O(1) and redirects its id to the parent, like
+// the kernel reparenting a memcg's list_lru and objcg.
+//
+// Locking. One mutex per list guards the list and the links and referenced
+// bit of every item on it. The cgroup table is guarded by cgroups_lock_;
+// list locks nest inside it only in remove_cgroup(). walk() calls the
+// isolate callback with the list lock held; see LruStatus for what the
+// callback may do with it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "uzswap/pool/mapped_array.h"
+
+namespace uzswap {
+
+using CgroupId = std::uint16_t;
+inline constexpr CgroupId kRootCgroup = 0;
+inline constexpr unsigned kMaxCgroups = 65536;
+
+// What an isolate callback did, and so what the walk does next
+// (list_lru_walk_cb's enum lru_status).
+enum class LruStatus {
+  removed,        // the callback isolated the item; the lock was held throughout
+  removed_retry,  // isolated it, and dropped and re-took the lock: restart from the head
+  rotate,         // move the item to the tail (most recent end); lock held throughout
+  skip,           // leave the item where it is; lock held throughout
+  retry,          // item not isolated, lock dropped and re-taken: restart from the head
+  stop,           // stop walking; lock held
+};
+
+class ListLru {
+  struct List;
+  struct Cgroup;
+
+ public:
+  // Items 0..items-1 on `nodes` NUMA nodes.
+  ListLru(std::uint32_t items, unsigned nodes);
+  ~ListLru();
+  ListLru(const ListLru&) = delete;
+  ListLru& operator=(const ListLru&) = delete;
+
+  static constexpr std::uint32_t kMaxItems = (std::uint32_t{1} << 31) - 2;
+  static constexpr std::uint32_t kEnd = kMaxItems;      // no next/previous item
+  static constexpr std::uint32_t kOff = kMaxItems + 1;  // "next" of an item on no list
+
+  // Creates the lists of `cgroup`, a child of `parent` (which must exist).
+  // Adding an existing live cgroup is a no-op. False if the parent does not
+  // exist or the id is the root.
+  bool add_cgroup(CgroupId cgroup, CgroupId parent);
+  // Splices the cgroup's lists onto its parent's and redirects its id there.
+  // Its live children must have been removed first. False for the root or
+  // an unknown id.
+  bool remove_cgroup(CgroupId cgroup);
+  bool has_cgroup(CgroupId cgroup) const noexcept;
+  // The live cgroup whose lists hold items added under `cgroup`.
+  CgroupId resolve(CgroupId cgroup) const noexcept;
+
+  // Adds `item` at the tail of (cgroup, node)'s list, referenced. False if
+  // the item is already on a list.
+  bool add(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
+  // Removes `item` from (cgroup, node)'s list. False if it is not on it.
+  bool del(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
+  bool on_list(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
+
+  std::uint64_t count(CgroupId cgroup, unsigned node) const noexcept;
+  unsigned nodes() const noexcept { return nodes_; }
+
+  // The list being walked, as the isolate callback sees it.
+  class WalkedList {
+   public:
+    bool referenced(std::uint32_t item) const noexcept;
+    void clear_referenced(std::uint32_t item) noexcept;
+    // Takes the item off the list (list_lru_isolate).
+    void isolate(std::uint32_t item) noexcept;
+    void unlock() noexcept;
+    void lock() noexcept;
+
+   private:
+    friend class ListLru;
+    WalkedList(ListLru& lru, List* list) : lru_(lru), list_(list) {}
+    ListLru& lru_;
+    List* list_;
+    bool dropped_ = false;  // the callback dropped the lock at some point
+    bool held_ = true;
+  };
+
+  // Walks (cgroup, node)'s list from its head (least recent end), calling
+  // isolate(item, list) -> LruStatus for at most nr_to_walk items;
+  // nr_to_walk is decremented before each call, so retries cannot loop
+  // forever. Returns how many items the callback isolated.
+  template <typename Isolate>
+  std::uint64_t walk(CgroupId cgroup, unsigned node, std::uint64_t& nr_to_walk, Isolate&& isolate);
+
+ private:
+  List* list_for(CgroupId cgroup, unsigned node) const noexcept;
+  List* lock_list(CgroupId cgroup, unsigned node) noexcept;  // locked, live
+  void unlink(List& list, std::uint32_t item) noexcept;
+  void link_tail(List& list, std::uint32_t item) noexcept;
+  std::uint32_t head(const List& list) const noexcept;
+  std::uint32_t next(std::uint32_t item) const noexcept;
+  void rotate(List& list, std::uint32_t item) noexcept;
+  static void lock_list_raw(List& list) noexcept;
+  static void unlock_list_raw(List& list) noexcept;
+  static bool list_dead(const List& list) noexcept;
+
+  unsigned nodes_;
+  MappedArray<std::uint64_t> links_;  // per item: prev:32 | next:31 | referenced:1
+  mutable std::mutex cgroups_lock_;
+  std::unique_ptr<std::atomic<Cgroup*>[]> cgroups_;
+};
+
+}  // namespace uzswap
+
+#include "uzswap/lru/list_lru_walk.h"
