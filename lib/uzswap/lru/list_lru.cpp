@@ -187,6 +187,12 @@ bool ListLru::on_list(std::uint32_t item, CgroupId cgroup, unsigned node) noexce
   return on;
 }
 
+void ListLru::mark_referenced(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
+  List* list = lock_list(cgroup, node);
+  if (next_of(links_[item]) != kOff) links_[item] |= kReferenced;
+  list->lock.unlock();
+}
+
 std::uint64_t ListLru::count(CgroupId cgroup, unsigned node) const noexcept {
   return list_for(cgroup, node)->count.load(std::memory_order_relaxed);
 }

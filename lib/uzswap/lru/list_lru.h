@@ -73,6 +73,8 @@ class ListLru {
   // Removes `item` from (cgroup, node)'s list. False if it is not on it.
   bool del(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
   bool on_list(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
+  // Sets the item's referenced bit if it is on the list (a second chance).
+  void mark_referenced(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
 
   std::uint64_t count(CgroupId cgroup, unsigned node) const noexcept;
   unsigned nodes() const noexcept { return nodes_; }

@@ -41,10 +41,19 @@ std::size_t resolve_threshold(const PageStoreOptions& options, const ZPool& pool
 
 void PageStore::prepare_thread() { thread_context(); }
 
+void PageStore::prepare_thread_with_backing() {
+  thread_context();
+  if (backing_ != nullptr) backing_->prepare_thread();
+}
+
 PageStore::PageStore(const PageStoreOptions& options)
     : options_(options),
       pool_(options.pool),
       table_(options.slots),
+      lru_(static_cast<std::uint32_t>(std::min<std::uint64_t>(options.slots, ListLru::kMaxItems)),
+           options.pool.nodes),
+      cgroup_counters_(std::make_unique<CgroupCounters[]>(kMaxCgroups)),
+      cgroups_{kRootCgroup},
       threshold_(resolve_threshold(options, pool_)),
       codec_(options.codec),
       level_(options.level),
@@ -100,6 +109,7 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
 
   if (!admit_to_pool()) {
     counters_.add(Counter::reject_pool_full);
+    if (backing_ != nullptr) return store_to_backing(slot, page);
     return std::unexpected(StoreError::pool_full);
   }
   const PoolHandle handle = pool_.alloc(length, node);
@@ -134,53 +144,89 @@ bool PageStore::admit_to_pool() noexcept {
   if (used < limit) return true;
   pool_full_.store(true, std::memory_order_relaxed);
   counters_.add(Counter::pool_limit_hits);
+  if (pool_full_hook_) pool_full_hook_();
   return false;
 }
 
-void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t length) noexcept {
+bool PageStore::above_accept_threshold() const noexcept {
+  const std::uint64_t limit = max_pool_bytes_.load(std::memory_order_relaxed);
+  if (limit == 0) return false;
+  return pool_.span_bytes() * 100 >=
+         limit * accept_threshold_percent_.load(std::memory_order_relaxed);
+}
+
+PageStore::Removed PageStore::detachLocked(Slot slot, const SlotEntry& entry) noexcept {
+  const Removed removed{entry.slot_state(), entry.value, static_cast<std::uint32_t>(entry.length),
+                        static_cast<CgroupId>(entry.cgroup)};
+  // An entry being written back was isolated already; del is then a no-op.
+  if (entry.in_pool())
+    lru_.del(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+  return removed;
+}
+
+void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
+  const SlotState state = entry.slot_state();
+  if (state == SlotState::empty) return;
+  CgroupCounters& cg = cgroup_counters_[entry.cgroup];
+  counters_.add(Counter::stores);
+  if (state == SlotState::written_back) {
+    counters_.add(Counter::written_back_pages);
+    cg.written_back_pages.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  counters_.add(Counter::stored_pages);
+  cg.stored_pages.fetch_add(1, std::memory_order_relaxed);
+  if (state == SlotState::same_filled) {
+    counters_.add(Counter::same_filled_pages);
+    return;
+  }
+  if (state == SlotState::incompressible) counters_.add(Counter::incompressible_pages);
+  counters_.add(Counter::compressed_bytes, entry.length);
+  cg.compressed_bytes.fetch_add(entry.length, std::memory_order_relaxed);
+  lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+}
+
+void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t) noexcept {
   Removed old;
   {
     std::lock_guard guard(table_.lock_for(slot));
     SlotEntry& entry = table_.entryLocked(slot);
-    old = {entry.slot_state(), entry.value, static_cast<std::uint32_t>(entry.length)};
+    old = detachLocked(slot, entry);
     const std::uint64_t version = entry.version + 1;
-    const std::uint64_t cgroup = entry.cgroup;  // kept until re-attributed
+    const std::uint64_t cgroup = entry.cgroup;      // kept until re-attributed
+    const std::uint64_t file_write = entry.file_write;  // an older write may be in flight
     entry = fresh;
     entry.version = version;
     entry.cgroup = cgroup;
-  }
-  counters_.add(Counter::stores);
-  counters_.add(Counter::stored_pages);
-  switch (fresh.slot_state()) {
-    case SlotState::same_filled:
-      counters_.add(Counter::same_filled_pages);
-      break;
-    case SlotState::incompressible:
-      counters_.add(Counter::incompressible_pages);
-      [[fallthrough]];
-    default:
-      counters_.add(Counter::compressed_bytes, length);
+    entry.file_write = file_write;
+    attachLocked(slot, entry);
   }
   account_removed(old);
 }
 
 void PageStore::account_removed(const Removed& removed) noexcept {
-  if (removed.state == SlotState::empty) return;
-  counters_.sub(Counter::stored_pages);
+  CgroupCounters& cg = cgroup_counters_[removed.cgroup];
   switch (removed.state) {
+    case SlotState::empty:
+      return;
+    case SlotState::written_back:
+      counters_.sub(Counter::written_back_pages);
+      cg.written_back_pages.fetch_sub(1, std::memory_order_relaxed);
+      return;
     case SlotState::same_filled:
+      counters_.sub(Counter::stored_pages);
+      cg.stored_pages.fetch_sub(1, std::memory_order_relaxed);
       counters_.sub(Counter::same_filled_pages);
       return;
     case SlotState::incompressible:
-      counters_.sub(Counter::incompressible_pages);
-      [[fallthrough]];
     case SlotState::compressed:
     case SlotState::writeback:
+      counters_.sub(Counter::stored_pages);
+      cg.stored_pages.fetch_sub(1, std::memory_order_relaxed);
+      if (removed.length == kPageSize) counters_.sub(Counter::incompressible_pages);
       counters_.sub(Counter::compressed_bytes, removed.length);
+      cg.compressed_bytes.fetch_sub(removed.length, std::memory_order_relaxed);
       pool_.free(removed.handle);
-      return;
-    case SlotState::empty:
-    case SlotState::written_back:
       return;
   }
 }
@@ -192,35 +238,51 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
   }
   counters_.add(Counter::loads);
   ThreadContext& ctx = thread_context();
-  SlotEntry entry;
+  SlotState state;
+  std::uint64_t value;
+  std::uint32_t length;
+  Codec codec;
   {
     std::lock_guard guard(table_.lock_for(slot));
-    entry = table_.entryLocked(slot);
-    // Copy pool bytes out under the lock: once it drops, a store or a
-    // compaction may free or move the object.
-    if (entry.slot_state() == SlotState::incompressible)
-      std::memcpy(out.data(), pool_.map(entry.value), kPageSize);
-    else if (entry.in_pool())
-      std::memcpy(ctx.buffer, pool_.map(entry.value), entry.length);
+    const SlotEntry& entry = table_.entryLocked(slot);
+    state = entry.slot_state();
+    value = entry.value;
+    length = static_cast<std::uint32_t>(entry.length);
+    codec = static_cast<Codec>(entry.codec);
+    // Copy pool bytes out under the lock: once it drops, a store, a
+    // writeback or a compaction may free or move the object.
+    if (entry.in_pool()) {
+      std::memcpy(length == kPageSize ? out.data() : ctx.buffer, pool_.map(entry.value), length);
+      // Used again: a second chance before writeback (the kernel may drop
+      // its clean copy and read this one later).
+      lru_.mark_referenced(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup),
+                           entry.node);
+    } else if (state == SlotState::written_back) {
+      // Under the slot lock: no write of this slot can start meanwhile.
+      counters_.add(Counter::backing_reads);
+      if (backing_ == nullptr || backing_->read(slot, out)) {
+        counters_.add(Counter::backing_read_errors);
+        return std::unexpected(LoadError::backing_io);
+      }
+    }
   }
-  switch (entry.slot_state()) {
+  switch (state) {
     case SlotState::empty:
       counters_.add(Counter::empty_loads);
       fill_page(out, 0);
       return LoadedFrom::empty;
     case SlotState::same_filled:
-      fill_page(out, entry.value);
+      fill_page(out, value);
       return LoadedFrom::same_filled;
+    case SlotState::written_back:
+      return LoadedFrom::backing;
     case SlotState::incompressible:
-      return LoadedFrom::pool;
     case SlotState::compressed:
     case SlotState::writeback:
-      if (ctx.compressors.get(static_cast<Codec>(entry.codec))
-              .decompress(std::span<const std::byte>(ctx.buffer, entry.length), out))
+      if (length == kPageSize) return LoadedFrom::pool;
+      if (ctx.compressors.get(codec).decompress(std::span<const std::byte>(ctx.buffer, length), out))
         return LoadedFrom::pool;
       break;
-    case SlotState::written_back:
-      break;  // no backing store yet: nothing can be in this state
   }
   counters_.add(Counter::load_errors);
   return std::unexpected(LoadError::corrupt);
@@ -239,15 +301,17 @@ std::expected<std::uint64_t, LoadError> PageStore::invalidate(Slot first,
       std::lock_guard guard(table_.lock_for(slot));
       SlotEntry& entry = table_.entryLocked(slot);
       if (entry.slot_state() == SlotState::empty) continue;
-      old = {entry.slot_state(), entry.value, static_cast<std::uint32_t>(entry.length)};
+      old = detachLocked(slot, entry);
       const std::uint64_t version = entry.version + 1;
+      const std::uint64_t file_write = entry.file_write;
       entry = SlotEntry{};
       entry.version = version;
+      entry.file_write = file_write;
     }
     account_removed(old);
     ++dropped;
   }
-  counters_.add(Counter::invalidations, dropped);
+  counters_.add(Counter::invalidations, static_cast<std::int64_t>(dropped));
   return dropped;
 }
 
@@ -309,6 +373,13 @@ PageStoreStats PageStore::stats() const noexcept {
   s.load_errors = counters_.sum(Counter::load_errors);
   s.pool_limit_hits = counters_.sum(Counter::pool_limit_hits);
   s.compactions = counters_.sum(Counter::compactions);
+  s.written_back_pages = counters_.sum(Counter::written_back_pages);
+  s.writebacks = counters_.sum(Counter::writebacks);
+  s.writeback_failures = counters_.sum(Counter::writeback_failures);
+  s.writeback_raced = counters_.sum(Counter::writeback_raced);
+  s.direct_writes = counters_.sum(Counter::direct_writes);
+  s.backing_reads = counters_.sum(Counter::backing_reads);
+  s.backing_read_errors = counters_.sum(Counter::backing_read_errors);
   s.compaction_moved = counters_.sum(Counter::compaction_moved);
   return s;
 }

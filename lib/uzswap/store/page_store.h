@@ -11,7 +11,21 @@
 // did not does it then). Compression runs before the slot lock is taken; the
 // lock covers only the entry swap and the copy of compressed bytes.
 //
-// Lock order: compaction_lock_ -> slot stripe -> pool class -> pool region.
+// Writeback (zswap's shrink_memcg and zswap_writeback_entry): entries that
+// hold pool memory sit on the ListLru of their (cgroup, node), added
+// referenced on store, marked referenced again on load. shrink_memcg() walks
+// a list with second chance, isolates cold entries, and writeback_isolated()
+// writes them to the backing store with check-lock-check: it records the
+// entry's version and marks it writeback under the slot lock, writes without
+// it, and after the write re-checks the version under the lock; a store or
+// invalidate that happened meanwhile wins and the written copy is ignored.
+// An entry's file_write bit stays set while any write of that slot to the
+// backing file is in flight, across re-stores, so two writes of one slot are
+// never in flight at once and a read of a written-back slot never races a
+// write.
+//
+// Lock order: compaction_lock_ -> slot stripe -> LRU list -> pool class ->
+// pool region. Reads of written-back slots run under the slot lock.
 #pragma once
 
 #include <atomic>
@@ -19,8 +33,15 @@
 #include <expected>
 #include <mutex>
 
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "uzswap/backing/backing_store.h"
 #include "uzswap/common/page.h"
 #include "uzswap/compress/compressor.h"
+#include "uzswap/lru/list_lru.h"
 #include "uzswap/pool/zpool.h"
 #include "uzswap/store/slot_table.h"
 #include "uzswap/store/store_stats.h"
@@ -42,8 +63,26 @@ struct PageStoreOptions {
   ZPoolOptions pool;
 };
 
-enum class StoredAs : std::uint8_t { same_filled, compressed, incompressible };
-enum class LoadedFrom : std::uint8_t { empty, same_filled, pool };
+enum class StoredAs : std::uint8_t { same_filled, compressed, incompressible, written_back };
+enum class LoadedFrom : std::uint8_t { empty, same_filled, pool, backing };
+
+// Per-cgroup policy, the userspace memory.zswap.writeback / memory.zswap.max.
+struct CgroupPolicy {
+  bool writeback = true;
+  std::uint64_t max_bytes = 0;  // compressed bytes; 0 = no maximum
+};
+
+struct CgroupStats {
+  std::uint64_t stored_pages = 0;
+  std::uint64_t compressed_bytes = 0;
+  std::uint64_t written_back_pages = 0;
+};
+
+struct WritebackResult {
+  std::uint64_t written = 0;  // pages now in the backing store
+  std::uint64_t raced = 0;    // a store or invalidate won; nothing to do
+  std::uint64_t failed = 0;   // the write failed; kept in RAM, back on the LRU
+};
 
 class PageStore {
  public:
@@ -65,6 +104,33 @@ class PageStore {
   // Moves objects out of sparse pool spans and returns empty spans to the
   // system. Runs alongside the request path; not itself a request-path call.
   CompactionStats compact();
+
+  // Where written-back pages go. Attach before serving; without one, a full
+  // pool refuses stores and nothing is written back.
+  void attach_backing(BackingStore* backing) noexcept { backing_ = backing; }
+  bool has_backing() const noexcept { return backing_ != nullptr; }
+  // Called (from a store) when the pool hits its limit: wakes the shrinker.
+  void set_pool_full_hook(std::function<void()> hook) { pool_full_hook_ = std::move(hook); }
+
+  // Cgroups (ids from the attribution; 0 is the root and always exists).
+  bool add_cgroup(CgroupId cgroup, CgroupId parent);
+  bool remove_cgroup(CgroupId cgroup);  // its entries go to the parent's lists
+  std::vector<CgroupId> cgroups() const;
+  void set_cgroup_policy(CgroupId cgroup, const CgroupPolicy& policy) noexcept;
+  CgroupPolicy cgroup_policy(CgroupId cgroup) const noexcept;
+  CgroupStats cgroup_stats(CgroupId cgroup) const noexcept;
+  // Moves a stored slot to `cgroup`'s accounting and lists (attribution).
+  bool set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept;
+
+  // zswap's shrink_memcg: walks `cgroup`'s lists, node by node, with second
+  // chance, and writes back up to `nr_pages` cold entries. Not on the request path.
+  WritebackResult shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages);
+  // Writes back entries already isolated from their LRU list.
+  WritebackResult writeback_isolated(std::span<const Slot> slots);
+  // Pages on `cgroup`'s LRU lists, all nodes (candidates for writeback).
+  std::uint64_t lru_pages(CgroupId cgroup) const noexcept;
+  // Pool RAM above the accept threshold of the limit: the shrinker's target.
+  bool above_accept_threshold() const noexcept;
 
   // Live settings; they apply to pages stored from now on.
   void set_codec(Codec codec, int level) noexcept;
@@ -91,7 +157,9 @@ class PageStore {
   unsigned nodes() const noexcept { return pool_.nodes(); }
   PageStoreStats stats() const noexcept;
 
-  // Creates the calling thread's compressors and buffers (allocates).
+  // Creates the calling thread's compressors and buffers (allocates), and
+  // its ring on the backing store if one is attached.
+  void prepare_thread_with_backing();
   static void prepare_thread();
 
  private:
@@ -99,15 +167,37 @@ class PageStore {
     SlotState state;
     PoolHandle handle;
     std::uint32_t length;
+    CgroupId cgroup;
   };
-  void install(Slot slot, const SlotEntry& fresh, std::uint32_t footprint) noexcept;
+  struct CgroupCounters {
+    std::atomic<std::int64_t> stored_pages{0};
+    std::atomic<std::int64_t> compressed_bytes{0};
+    std::atomic<std::int64_t> written_back_pages{0};
+    std::atomic<bool> writeback{true};
+    std::atomic<std::uint64_t> max_bytes{0};
+  };
+  // Swaps `fresh` into the slot (keeping cgroup and file_write), fixes LRU
+  // membership and counters, frees the old version. Takes the slot lock.
+  void install(Slot slot, const SlotEntry& fresh, std::uint32_t length) noexcept;
+  // LRU membership and counters of an entry leaving/entering the slot; the
+  // caller holds the slot lock.
+  Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept;
+  void attachLocked(Slot slot, const SlotEntry& entry) noexcept;
   void account_removed(const Removed& removed) noexcept;
   unsigned current_node() const noexcept;
   bool admit_to_pool() noexcept;
+  std::expected<StoredAs, StoreError> store_to_backing(Slot slot, PageView page) noexcept;
 
   PageStoreOptions options_;
   ZPool pool_;
   SlotTable table_;
+  ListLru lru_;
+  BackingStore* backing_ = nullptr;
+  std::function<void()> pool_full_hook_;
+  std::unique_ptr<CgroupCounters[]> cgroup_counters_;
+  mutable std::mutex cgroups_lock_;
+  std::vector<CgroupId> cgroups_;  // live ids, guarded by cgroups_lock_
+
   std::size_t threshold_;
   std::atomic<Codec> codec_;
   std::atomic<int> level_;

@@ -10,14 +10,16 @@ namespace uzswap {
 
 // Why a store was refused (zswap's reject_* counters).
 enum class StoreError : std::uint8_t {
-  out_of_range,  // slot beyond the device
-  pool_full,     // the pool is at its limit
-  alloc_failed,  // the pool could not get memory from the system
+  out_of_range,    // slot beyond the device
+  pool_full,       // the pool is at its limit (and no backing store took the page)
+  alloc_failed,    // the pool could not get memory from the system
+  backing_failed,  // the pool was full and the write to the backing store failed
 };
 
 enum class LoadError : std::uint8_t {
   out_of_range,  // slot beyond the device
   corrupt,       // stored data did not decompress: a bug, never expected
+  backing_io,    // reading a written-back page from the backing store failed
 };
 
 struct PageStoreStats {
@@ -25,6 +27,7 @@ struct PageStoreStats {
   std::uint64_t stored_pages = 0;        // all non-empty slots
   std::uint64_t same_filled_pages = 0;
   std::uint64_t incompressible_pages = 0;
+  std::uint64_t written_back_pages = 0;  // in the backing store, not in RAM
   std::uint64_t orig_bytes = 0;          // stored_pages * page size
   std::uint64_t compressed_bytes = 0;    // sum of object lengths in the pool
   std::uint64_t pool_bytes = 0;          // RAM held by the pool, its metadata included
@@ -41,6 +44,12 @@ struct PageStoreStats {
   std::uint64_t load_errors = 0;         // corrupt data found on load
   std::uint64_t compactions = 0;
   std::uint64_t compaction_moved = 0;    // objects migrated by compaction
+  std::uint64_t writebacks = 0;          // pages written back by the shrinker
+  std::uint64_t writeback_failures = 0;  // writes that failed (page kept in RAM)
+  std::uint64_t writeback_raced = 0;     // writebacks a store or invalidate overtook
+  std::uint64_t direct_writes = 0;       // stores sent to the backing store (pool full)
+  std::uint64_t backing_reads = 0;       // loads served from the backing store
+  std::uint64_t backing_read_errors = 0;
   ZPoolStats pool;
 };
 
@@ -61,6 +70,13 @@ enum class Counter : unsigned {
   load_errors,
   compactions,
   compaction_moved,
+  written_back_pages,
+  writebacks,
+  writeback_failures,
+  writeback_raced,
+  direct_writes,
+  backing_reads,
+  backing_read_errors,
   count_,
 };
 

@@ -1,0 +1,111 @@
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "uzswap/backing/backing_store.h"
+#include "uzswap/backing/io_ring.h"
+
+namespace uzswap {
+
+namespace {
+
+std::atomic<std::uint64_t> g_next_id{1};
+
+// The calling thread's ring, for the store it was made for.
+struct ThreadRing {
+  std::uint64_t owner = 0;
+  std::unique_ptr<IoRing> ring;
+};
+thread_local ThreadRing t_ring;
+
+}  // namespace
+
+BackingFile::BackingFile(const std::string& path, std::uint64_t bytes)
+    : path_(path), bytes_(bytes), id_(g_next_id.fetch_add(1)) {
+  fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+  if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "open backing file " + path);
+  if (fallocate(fd_, 0, 0, static_cast<off_t>(bytes)) != 0) {
+    const int err = errno;
+    close(fd_);
+    throw std::system_error(err, std::generic_category(),
+                            "preallocate " + std::to_string(bytes) + " bytes for " + path);
+  }
+}
+
+BackingFile::~BackingFile() {
+  if (fd_ >= 0) close(fd_);
+}
+
+IoRing& BackingFile::ring() {
+  if (t_ring.owner != id_ || !t_ring.ring) {
+    t_ring.ring.reset();
+    t_ring.ring = std::make_unique<IoRing>(fd_, kBatchPages, kBatchPages);
+    t_ring.owner = id_;
+  }
+  return *t_ring.ring;
+}
+
+void BackingFile::prepare_thread() { ring(); }
+
+void BackingFile::write(std::span<PageWrite> pages) noexcept {
+  IoRing* r;
+  try {
+    r = &ring();
+  } catch (const std::exception&) {
+    for (PageWrite& p : pages) p.result = -ENOMEM;
+    return;
+  }
+  while (!pages.empty()) {
+    const std::size_t n = std::min(pages.size(), r->buffer_pages());
+    std::span<PageWrite> batch = pages.first(n);
+    // Sorted by slot, adjacent slots sit in adjacent buffer pages and go out
+    // as one write.
+    std::sort(batch.begin(), batch.end(),
+              [](const PageWrite& a, const PageWrite& b) { return a.slot < b.slot; });
+    IoOp ops[kBatchPages];
+    std::size_t op_of[kBatchPages];
+    std::size_t nops = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::memcpy(r->buffer(i), batch[i].page, kPageSize);
+      if (i > 0 && batch[i].slot == batch[i - 1].slot + 1) {
+        ++ops[nops - 1].pages;
+      } else {
+        ops[nops++] = IoOp{batch[i].slot * kPageSize, static_cast<std::uint32_t>(i), 1, true, 0};
+      }
+      op_of[i] = nops - 1;
+    }
+    r->run(std::span(ops, nops));
+    for (std::size_t i = 0; i < n; ++i) {
+      const int res = ops[op_of[i]].result;
+      batch[i].result = res < 0 ? res : 0;
+    }
+    pages = pages.subspan(n);
+  }
+}
+
+std::error_code BackingFile::read(Slot slot, PageBuffer out) noexcept {
+  IoRing* r;
+  try {
+    r = &ring();
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+  IoOp op{slot * kPageSize, 0, 1, false, 0};
+  r->run(std::span(&op, 1));
+  if (op.result < 0) return {-op.result, std::generic_category()};
+  std::memcpy(out.data(), r->buffer(0), kPageSize);
+  return {};
+}
+
+std::error_code BackingFile::punch(Slot first, std::uint64_t count) noexcept {
+  if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(first * kPageSize),
+                static_cast<off_t>(count * kPageSize)) != 0)
+    return {errno, std::generic_category()};
+  return {};
+}
+
+}  // namespace uzswap

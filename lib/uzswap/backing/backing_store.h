@@ -1,0 +1,66 @@
+// The backing store: where written-back pages live. Slot N is at offset
+// N * 4096 (an identity mapping, as zswap writes a page to its own swap slot).
+//
+// BackingStore is an interface so tests can inject faults; BackingFile is the
+// real one: a preallocated file opened O_DIRECT, driven by io_uring. Each
+// thread that calls it gets its own ring (made on its first call, or by
+// prepare_thread()).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include "uzswap/common/page.h"
+
+namespace uzswap {
+
+struct PageWrite {
+  Slot slot;
+  const std::byte* page;  // kPageSize bytes
+  int result = 0;         // filled in: 0 or -errno
+};
+
+class BackingStore {
+ public:
+  virtual ~BackingStore() = default;
+  // Writes each page to its slot; adjacent slots become one I/O. Sets each
+  // op's result.
+  virtual void write(std::span<PageWrite> pages) noexcept = 0;
+  virtual std::error_code read(Slot slot, PageBuffer out) noexcept = 0;
+  // Gives the disk space of [first, first + count) back (optional).
+  virtual std::error_code punch(Slot first, std::uint64_t count) noexcept = 0;
+  // Pages one write() call takes at most.
+  virtual std::size_t max_batch() const noexcept = 0;
+  virtual void prepare_thread() = 0;
+};
+
+class BackingFile final : public BackingStore {
+ public:
+  static constexpr unsigned kBatchPages = 64;
+
+  // Creates or opens `path`, preallocates `bytes` of disk, opens it O_DIRECT.
+  // Throws std::system_error with a message naming the path.
+  BackingFile(const std::string& path, std::uint64_t bytes);
+  ~BackingFile() override;
+
+  void write(std::span<PageWrite> pages) noexcept override;
+  std::error_code read(Slot slot, PageBuffer out) noexcept override;
+  std::error_code punch(Slot first, std::uint64_t count) noexcept override;
+  std::size_t max_batch() const noexcept override { return kBatchPages; }
+  void prepare_thread() override;
+
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  class IoRing& ring();
+
+  std::string path_;
+  std::uint64_t bytes_;
+  int fd_ = -1;
+  std::uint64_t id_;  // tells this store's per-thread rings from another's
+};
+
+}  // namespace uzswap

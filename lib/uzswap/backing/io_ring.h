@@ -1,0 +1,54 @@
+// IoRing: one io_uring, owned by one thread, over one registered file and one
+// registered buffer region of whole pages (O_DIRECT-aligned).
+//
+// run() carries a batch of page reads and writes to completion: a full
+// submission queue means submit and reap, short transfers are resubmitted
+// for the remainder, and each op gets its own result. user_data is the op's
+// index, so a completion is routed without a lookup. Nothing allocates after
+// construction.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace uzswap {
+
+struct IoOp {
+  std::uint64_t offset;    // file offset, page-aligned
+  std::uint32_t buf_page;  // first page of the ring's buffer region
+  std::uint32_t pages;     // contiguous pages in the file and in the buffer
+  bool write;
+  int result = 0;          // filled in: bytes transferred, or -errno
+};
+
+class IoRing {
+ public:
+  // Throws std::system_error (io_uring disabled, memlock limit...).
+  IoRing(int fd, unsigned depth, std::size_t buffer_pages);
+  ~IoRing();
+  IoRing(const IoRing&) = delete;
+  IoRing& operator=(const IoRing&) = delete;
+
+  std::byte* buffer(std::size_t page) noexcept { return buffers_ + page * 4096; }
+  std::size_t buffer_pages() const noexcept { return buffer_pages_; }
+  unsigned depth() const noexcept { return depth_; }
+
+  // Runs every op to completion (at most max_ops() of them).
+  void run(std::span<IoOp> ops) noexcept;
+  std::size_t max_ops() const noexcept { return queue_.size(); }
+
+ private:
+  io_uring ring_{};
+  unsigned depth_;
+  std::byte* buffers_ = nullptr;
+  std::size_t buffer_pages_;
+  std::vector<std::uint32_t> done_;   // bytes done per op
+  std::vector<std::uint32_t> queue_;  // ops waiting for a submission slot
+};
+
+}  // namespace uzswap

@@ -1,0 +1,273 @@
+// PageStore's writeback half: cgroups and their policy, shrink_memcg, the
+// check-lock-check writeback of isolated entries, and stores that go straight
+// to the backing store while the pool is full.
+#include <algorithm>
+#include <cstring>
+
+#include "uzswap/store/page_store.h"
+
+namespace uzswap {
+
+namespace {
+
+// A writeback batch: the pages decompressed for the backing store.
+struct WritebackBuffers {
+  CompressorSet compressors;
+  std::vector<std::byte> pages;
+  std::vector<PageWrite> writes;
+  struct Claim {
+    Slot slot;
+    std::uint64_t version;
+  };
+  std::vector<Claim> claims;
+  explicit WritebackBuffers(std::size_t batch)
+      : pages(batch * kPageSize), writes(batch), claims(batch) {}
+};
+
+}  // namespace
+
+bool PageStore::add_cgroup(CgroupId cgroup, CgroupId parent) {
+  if (!lru_.add_cgroup(cgroup, parent)) return false;
+  std::lock_guard guard(cgroups_lock_);
+  if (std::find(cgroups_.begin(), cgroups_.end(), cgroup) == cgroups_.end())
+    cgroups_.push_back(cgroup);
+  return true;
+}
+
+bool PageStore::remove_cgroup(CgroupId cgroup) {
+  if (!lru_.remove_cgroup(cgroup)) return false;
+  {
+    std::lock_guard guard(cgroups_lock_);
+    cgroups_.erase(std::remove(cgroups_.begin(), cgroups_.end(), cgroup), cgroups_.end());
+  }
+  // Its pages are the parent's now, in the statistics as on the lists. Their
+  // entries keep the old id, which resolves to the parent; their counters
+  // move once, here.
+  CgroupCounters& from = cgroup_counters_[cgroup];
+  CgroupCounters& to = cgroup_counters_[lru_.resolve(cgroup)];
+  for (auto member : {&CgroupCounters::stored_pages, &CgroupCounters::compressed_bytes,
+                      &CgroupCounters::written_back_pages}) {
+    const std::int64_t moved = (from.*member).exchange(0, std::memory_order_relaxed);
+    (to.*member).fetch_add(moved, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+std::vector<CgroupId> PageStore::cgroups() const {
+  std::lock_guard guard(cgroups_lock_);
+  return cgroups_;
+}
+
+void PageStore::set_cgroup_policy(CgroupId cgroup, const CgroupPolicy& policy) noexcept {
+  cgroup_counters_[cgroup].writeback.store(policy.writeback, std::memory_order_relaxed);
+  cgroup_counters_[cgroup].max_bytes.store(policy.max_bytes, std::memory_order_relaxed);
+}
+
+CgroupPolicy PageStore::cgroup_policy(CgroupId cgroup) const noexcept {
+  return {cgroup_counters_[cgroup].writeback.load(std::memory_order_relaxed),
+          cgroup_counters_[cgroup].max_bytes.load(std::memory_order_relaxed)};
+}
+
+CgroupStats PageStore::cgroup_stats(CgroupId cgroup) const noexcept {
+  const auto get = [](const std::atomic<std::int64_t>& v) {
+    const std::int64_t n = v.load(std::memory_order_relaxed);
+    return n > 0 ? static_cast<std::uint64_t>(n) : 0;
+  };
+  const CgroupCounters& c = cgroup_counters_[cgroup];
+  return {get(c.stored_pages), get(c.compressed_bytes), get(c.written_back_pages)};
+}
+
+bool PageStore::set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept {
+  if (slot >= table_.size() || !lru_.has_cgroup(cgroup)) return false;
+  Removed old;
+  {
+    std::lock_guard guard(table_.lock_for(slot));
+    SlotEntry& entry = table_.entryLocked(slot);
+    if (entry.slot_state() == SlotState::empty || entry.cgroup == cgroup) return entry.cgroup == cgroup;
+    // Leave the old cgroup's list and counters and join the new one's, as
+    // one step under the slot lock. Not a store: no version change.
+    old = detachLocked(slot, entry);
+    CgroupCounters& from = cgroup_counters_[old.cgroup];
+    CgroupCounters& to = cgroup_counters_[cgroup];
+    const bool stored = entry.slot_state() != SlotState::written_back;
+    (stored ? from.stored_pages : from.written_back_pages).fetch_sub(1, std::memory_order_relaxed);
+    (stored ? to.stored_pages : to.written_back_pages).fetch_add(1, std::memory_order_relaxed);
+    if (entry.in_pool()) {
+      from.compressed_bytes.fetch_sub(entry.length, std::memory_order_relaxed);
+      to.compressed_bytes.fetch_add(entry.length, std::memory_order_relaxed);
+    }
+    entry.cgroup = cgroup;
+    // An entry isolated for writeback stays off the lists until that ends.
+    if (entry.slot_state() == SlotState::compressed || entry.slot_state() == SlotState::incompressible)
+      lru_.add(static_cast<std::uint32_t>(slot), cgroup, entry.node);
+  }
+  return true;
+}
+
+std::uint64_t PageStore::lru_pages(CgroupId cgroup) const noexcept {
+  std::uint64_t total = 0;
+  for (unsigned node = 0; node < lru_.nodes(); ++node) total += lru_.count(cgroup, node);
+  return total;
+}
+
+WritebackResult PageStore::shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages) {
+  if (backing_ == nullptr || nr_pages == 0) return {};
+  if (!cgroup_counters_[lru_.resolve(cgroup)].writeback.load(std::memory_order_relaxed)) return {};
+  const std::uint64_t batch = std::min<std::uint64_t>(nr_pages, backing_->max_batch());
+  Slot isolated[BackingFile::kBatchPages > 256 ? BackingFile::kBatchPages : 256];
+  std::uint64_t count = 0;
+  // Node by node, like shrink_memcg's one walk per node; a referenced entry
+  // gets its second chance (rotate), so walk up to twice the batch.
+  for (unsigned node = 0; node < lru_.nodes() && count < batch; ++node) {
+    std::uint64_t budget = 2 * (batch - count);
+    lru_.walk(cgroup, node, budget, [&](std::uint32_t item, ListLru::WalkedList& list) {
+      if (count >= batch) return LruStatus::stop;
+      if (list.referenced(item)) {
+        list.clear_referenced(item);
+        return LruStatus::rotate;
+      }
+      list.isolate(item);
+      isolated[count++] = item;
+      return LruStatus::removed;
+    });
+  }
+  return writeback_isolated(std::span<const Slot>(isolated, count));
+}
+
+WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
+  WritebackResult result;
+  if (backing_ == nullptr || slots.empty()) return result;
+  thread_local std::unique_ptr<WritebackBuffers> t_buffers;
+  const std::size_t batch = backing_->max_batch();
+  if (!t_buffers || t_buffers->claims.size() < batch) t_buffers = std::make_unique<WritebackBuffers>(batch);
+  WritebackBuffers& b = *t_buffers;
+
+  while (!slots.empty()) {
+    const std::size_t n = std::min(slots.size(), batch);
+    std::size_t claimed = 0;
+    // Check: claim each entry under its lock, recording its version.
+    for (std::size_t i = 0; i < n; ++i) {
+      const Slot slot = slots[i];
+      std::lock_guard guard(table_.lock_for(slot));
+      SlotEntry& entry = table_.entryLocked(slot);
+      const SlotState state = entry.slot_state();
+      if (state != SlotState::compressed && state != SlotState::incompressible) {
+        ++result.raced;  // invalidated or re-stored since it was isolated
+        continue;
+      }
+      if (entry.file_write) {
+        // An older write of this slot is still in flight: try again later.
+        lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+        ++result.raced;
+        continue;
+      }
+      std::byte* page = b.pages.data() + claimed * kPageSize;
+      const std::byte* object = pool_.map(entry.value);
+      if (entry.length == kPageSize) {
+        std::memcpy(page, object, kPageSize);
+      } else if (!b.compressors.get(static_cast<Codec>(entry.codec))
+                      .decompress(std::span<const std::byte>(object, entry.length),
+                                  PageBuffer(page, kPageSize))) {
+        // Never expected; leave the page in RAM rather than write garbage.
+        lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+        ++result.failed;
+        continue;
+      }
+      entry.state = static_cast<std::uint64_t>(SlotState::writeback);
+      entry.file_write = 1;
+      b.claims[claimed] = {slot, entry.version};
+      b.writes[claimed] = {slot, page, 0};
+      ++claimed;
+    }
+
+    // Write without any slot lock.
+    backing_->write(std::span(b.writes.data(), claimed));
+
+    // Lock and check again: only an untouched entry becomes written back.
+    for (std::size_t i = 0; i < claimed; ++i) {
+      const PageWrite& w = b.writes[i];
+      const auto claim = std::find_if(b.claims.begin(), b.claims.begin() + claimed,
+                                      [&](const auto& c) { return c.slot == w.slot; });
+      const Slot slot = w.slot;
+      PoolHandle freed = kNullHandle;
+      std::uint32_t length = 0;
+      CgroupId cgroup = kRootCgroup;
+      {
+        std::lock_guard guard(table_.lock_for(slot));
+        SlotEntry& entry = table_.entryLocked(slot);
+        entry.file_write = 0;  // our write is over, whatever the entry is now
+        if (entry.version != claim->version || entry.slot_state() != SlotState::writeback) {
+          ++result.raced;
+          counters_.add(Counter::writeback_raced);
+          continue;
+        }
+        if (w.result != 0) {
+          // Nothing is dropped: back to RAM-only, back on the LRU.
+          entry.state = static_cast<std::uint64_t>(entry.length == kPageSize ? SlotState::incompressible
+                                                                              : SlotState::compressed);
+          lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+          ++result.failed;
+          counters_.add(Counter::writeback_failures);
+          continue;
+        }
+        freed = entry.value;
+        length = static_cast<std::uint32_t>(entry.length);
+        cgroup = static_cast<CgroupId>(entry.cgroup);
+        entry.state = static_cast<std::uint64_t>(SlotState::written_back);
+        entry.value = 0;
+        entry.length = 0;
+      }
+      // Counters as for a page leaving the pool and one entering the file.
+      CgroupCounters& cg = cgroup_counters_[cgroup];
+      counters_.sub(Counter::stored_pages);
+      cg.stored_pages.fetch_sub(1, std::memory_order_relaxed);
+      if (length == kPageSize) counters_.sub(Counter::incompressible_pages);
+      counters_.sub(Counter::compressed_bytes, length);
+      cg.compressed_bytes.fetch_sub(length, std::memory_order_relaxed);
+      counters_.add(Counter::written_back_pages);
+      cg.written_back_pages.fetch_add(1, std::memory_order_relaxed);
+      counters_.add(Counter::writebacks);
+      pool_.free(freed);
+      ++result.written;
+    }
+    slots = slots.subspan(n);
+  }
+  return result;
+}
+
+std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageView page) noexcept {
+  std::uint64_t version;
+  {
+    std::lock_guard guard(table_.lock_for(slot));
+    SlotEntry& entry = table_.entryLocked(slot);
+    // A write of this slot is already in flight: the kernel retries later.
+    if (entry.file_write) return std::unexpected(StoreError::pool_full);
+    entry.file_write = 1;
+    version = entry.version;
+  }
+  PageWrite write{slot, page.data(), 0};
+  backing_->write(std::span(&write, 1));
+
+  Removed old{SlotState::empty, 0, 0, kRootCgroup};
+  {
+    std::lock_guard guard(table_.lock_for(slot));
+    SlotEntry& entry = table_.entryLocked(slot);
+    entry.file_write = 0;
+    if (write.result != 0) return std::unexpected(StoreError::backing_failed);
+    // A store that overtook this one wins: this one is older.
+    if (entry.version == version) {
+      old = detachLocked(slot, entry);
+      SlotEntry fresh{};
+      fresh.state = static_cast<std::uint64_t>(SlotState::written_back);
+      fresh.version = entry.version + 1;
+      fresh.cgroup = entry.cgroup;
+      entry = fresh;
+      attachLocked(slot, entry);
+    }
+  }
+  account_removed(old);
+  counters_.add(Counter::direct_writes);
+  return StoredAs::written_back;
+}
+
+}  // namespace uzswap
