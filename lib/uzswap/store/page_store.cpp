@@ -167,7 +167,7 @@ PageStore::Removed PageStore::detachLocked(Slot slot, const SlotEntry& entry) no
 void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
   const SlotState state = entry.slot_state();
   if (state == SlotState::empty) return;
-  CgroupCounters& cg = cgroup_counters_[entry.cgroup];
+  CgroupCounters& cg = counters_of(static_cast<CgroupId>(entry.cgroup));
   counters_.add(Counter::stores);
   if (state == SlotState::written_back) {
     counters_.add(Counter::written_back_pages);
@@ -205,7 +205,7 @@ void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t) noexce
 }
 
 void PageStore::account_removed(const Removed& removed) noexcept {
-  CgroupCounters& cg = cgroup_counters_[removed.cgroup];
+  CgroupCounters& cg = counters_of(removed.cgroup);
   switch (removed.state) {
     case SlotState::empty:
       return;

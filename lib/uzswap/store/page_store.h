@@ -184,6 +184,8 @@ class PageStore {
   Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept;
   void attachLocked(Slot slot, const SlotEntry& entry) noexcept;
   void account_removed(const Removed& removed) noexcept;
+  // Counters of the live cgroup that `cgroup`'s pages belong to now.
+  CgroupCounters& counters_of(CgroupId cgroup) noexcept { return cgroup_counters_[lru_.resolve(cgroup)]; }
   unsigned current_node() const noexcept;
   bool admit_to_pool() noexcept;
   std::expected<StoredAs, StoreError> store_to_backing(Slot slot, PageView page) noexcept;

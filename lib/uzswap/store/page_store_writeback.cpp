@@ -87,8 +87,8 @@ bool PageStore::set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept {
     // Leave the old cgroup's list and counters and join the new one's, as
     // one step under the slot lock. Not a store: no version change.
     old = detachLocked(slot, entry);
-    CgroupCounters& from = cgroup_counters_[old.cgroup];
-    CgroupCounters& to = cgroup_counters_[cgroup];
+    CgroupCounters& from = counters_of(old.cgroup);
+    CgroupCounters& to = counters_of(cgroup);
     const bool stored = entry.slot_state() != SlotState::written_back;
     (stored ? from.stored_pages : from.written_back_pages).fetch_sub(1, std::memory_order_relaxed);
     (stored ? to.stored_pages : to.written_back_pages).fetch_add(1, std::memory_order_relaxed);
@@ -218,7 +218,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
         entry.length = 0;
       }
       // Counters as for a page leaving the pool and one entering the file.
-      CgroupCounters& cg = cgroup_counters_[cgroup];
+      CgroupCounters& cg = counters_of(cgroup);
       counters_.sub(Counter::stored_pages);
       cg.stored_pages.fetch_sub(1, std::memory_order_relaxed);
       if (length == kPageSize) counters_.sub(Counter::incompressible_pages);

@@ -1,0 +1,69 @@
+// A BackingStore for tests: forwards to a real one, and can fail writes
+// (EIO, ENOSPC, or the tail of a batch as a write that came up short) and
+// run a hook in the middle of a write, while no slot lock is held, to force
+// an interleaving with writeback's check-lock-check.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+
+#include "uzswap/backing/backing_store.h"
+
+namespace uzswap::testing {
+
+class FaultyBacking final : public BackingStore {
+ public:
+  explicit FaultyBacking(BackingStore& real) : real_(real) {}
+
+  // Every write fails with -error (0 = no failure).
+  void fail_writes(int error) { fail_error_.store(error); }
+  // Writes succeed for the first `pages` pages of each call, the rest fail
+  // with -EIO: a short write that could not be completed.
+  void short_writes(std::size_t pages) { short_after_.store(pages); }
+  void fail_reads(int error) { read_error_.store(error); }
+  // Runs once, inside the next write, before the data reaches the file.
+  void on_next_write(std::function<void()> hook) {
+    std::lock_guard guard(lock_);
+    hook_ = std::move(hook);
+  }
+
+  std::uint64_t writes() const { return writes_.load(); }
+
+  void write(std::span<PageWrite> pages) noexcept override {
+    std::function<void()> hook;
+    {
+      std::lock_guard guard(lock_);
+      hook.swap(hook_);
+    }
+    if (hook) hook();
+    writes_.fetch_add(pages.size());
+    if (const int error = fail_error_.load()) {
+      for (PageWrite& p : pages) p.result = -error;
+      return;
+    }
+    const std::size_t ok = std::min(pages.size(), short_after_.load());
+    real_.write(pages.first(ok));
+    for (PageWrite& p : pages.subspan(ok)) p.result = -EIO;
+  }
+  std::error_code read(Slot slot, PageBuffer out) noexcept override {
+    if (const int error = read_error_.load()) return {error, std::generic_category()};
+    return real_.read(slot, out);
+  }
+  std::error_code punch(Slot first, std::uint64_t count) noexcept override {
+    return real_.punch(first, count);
+  }
+  std::size_t max_batch() const noexcept override { return real_.max_batch(); }
+  void prepare_thread() override { real_.prepare_thread(); }
+
+ private:
+  BackingStore& real_;
+  std::atomic<int> fail_error_{0};
+  std::atomic<int> read_error_{0};
+  std::atomic<std::size_t> short_after_{SIZE_MAX};
+  std::atomic<std::uint64_t> writes_{0};
+  std::mutex lock_;
+  std::function<void()> hook_;
+};
+
+}  // namespace uzswap::testing

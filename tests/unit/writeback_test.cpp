@@ -1,0 +1,317 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <filesystem>
+#include <thread>
+
+#include "uzswap/backing/backing_store.h"
+#include "uzswap/store/page_store.h"
+#include "uzswap/testing/faulty_backing.h"
+#include "uzswap/testing/page_mix.h"
+
+namespace uzswap {
+namespace {
+
+using testing::PageKind;
+using Page = std::array<std::byte, kPageSize>;
+constexpr std::uint64_t kSlots = 1024;
+
+Page page_of(std::uint64_t seed) {
+  Page p;
+  testing::make_page(seed % 2 ? PageKind::text : PageKind::binary, seed, p);
+  return p;
+}
+
+// A real O_DIRECT file on the test machine's disk, wrapped for faults.
+class WritebackTest : public ::testing::Test {
+ protected:
+  WritebackTest()
+      : path_("/var/tmp/uzswap-wb-test-" + std::to_string(getpid()) + "-" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name()),
+        file_(path_, kSlots * kPageSize),
+        faulty_(file_),
+        store_(options()) {
+    store_.attach_backing(&faulty_);
+  }
+  ~WritebackTest() override { std::filesystem::remove(path_); }
+
+  static PageStoreOptions options() {
+    PageStoreOptions o;
+    o.slots = kSlots;
+    o.pool.reserve_bytes_per_node = 64u << 20;
+    return o;
+  }
+
+  Page load(Slot slot, LoadedFrom* from = nullptr) {
+    Page p;
+    auto r = store_.load(slot, p);
+    EXPECT_TRUE(r.has_value()) << "slot " << slot;
+    if (from && r) *from = *r;
+    return p;
+  }
+
+  // Two walks, as a list of one fresh (referenced) entry needs: the walk ends
+  // when the rotated entry was the last.
+  WritebackResult shrink_all(std::uint64_t pages) {
+    WritebackResult total;
+    for (int pass = 0; pass < 2; ++pass) {
+      const auto r = store_.shrink_memcg(kRootCgroup, pages);
+      total.written += r.written;
+      total.raced += r.raced;
+      total.failed += r.failed;
+    }
+    return total;
+  }
+
+  std::string path_;
+  BackingFile file_;
+  testing::FaultyBacking faulty_;
+  PageStore store_;
+};
+
+TEST_F(WritebackTest, TheBackingFileKeepsPagesAtTheirSlots) {
+  std::array<Page, 4> pages = {page_of(1), page_of(2), page_of(3), page_of(4)};
+  std::array<PageWrite, 4> writes = {PageWrite{7, pages[0].data()}, PageWrite{5, pages[1].data()},
+                                     PageWrite{6, pages[2].data()}, PageWrite{100, pages[3].data()}};
+  file_.write(writes);
+  for (const PageWrite& w : writes) EXPECT_EQ(w.result, 0);
+  Page out;
+  ASSERT_FALSE(file_.read(5, out));
+  EXPECT_EQ(out, pages[1]);
+  ASSERT_FALSE(file_.read(7, out));
+  EXPECT_EQ(out, pages[0]);
+  ASSERT_FALSE(file_.read(100, out));
+  EXPECT_EQ(out, pages[3]);
+}
+
+TEST_F(WritebackTest, ColdPagesAreWrittenBackAndReadBackExactly) {
+  for (Slot s = 0; s < 100; ++s) ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
+  const auto before = store_.stats();
+  EXPECT_EQ(store_.lru_pages(kRootCgroup), 100u);
+  // A walk of twice the batch: 80 referenced entries only lose their second
+  // chance and move to the tail.
+  EXPECT_EQ(store_.shrink_memcg(kRootCgroup, 40).written, 0u);
+  // Now 80..99 (still referenced) come first, then 0..79: the oldest
+  // unreferenced ones, 0..39, go.
+  const auto r = store_.shrink_memcg(kRootCgroup, 40);
+  EXPECT_EQ(r.written, 40u);
+  const auto after = store_.stats();
+  EXPECT_EQ(after.written_back_pages, 40u);
+  EXPECT_EQ(after.stored_pages, 60u);
+  EXPECT_EQ(after.pool.objects, 60u);
+  EXPECT_LT(after.compressed_bytes, before.compressed_bytes);
+  EXPECT_EQ(store_.lru_pages(kRootCgroup), 60u);
+  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).written_back_pages, 40u);
+  for (Slot s = 0; s < 100; ++s) {
+    LoadedFrom from;
+    EXPECT_EQ(load(s, &from), page_of(s)) << s;
+    EXPECT_EQ(from, s < 40 ? LoadedFrom::backing : LoadedFrom::pool) << s;
+  }
+  EXPECT_EQ(store_.stats().backing_reads, 40u);
+}
+
+TEST_F(WritebackTest, ALoadGivesASecondChance) {
+  for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
+  ASSERT_EQ(store_.shrink_memcg(kRootCgroup, 2).written, 0u);  // a walk of 4: clears referenced
+  load(0);                                                     // slot 0 used again
+  const auto r = store_.shrink_memcg(kRootCgroup, 3);
+  EXPECT_EQ(r.written, 3u);
+  LoadedFrom from;
+  load(0, &from);
+  EXPECT_EQ(from, LoadedFrom::pool) << "the recently loaded page stayed in RAM";
+}
+
+TEST_F(WritebackTest, StoringOverAWrittenBackSlotReplacesIt) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  ASSERT_EQ(shrink_all(1).written, 1u);
+  ASSERT_TRUE(store_.store(3, page_of(2)).has_value());
+  LoadedFrom from;
+  EXPECT_EQ(load(3, &from), page_of(2));
+  EXPECT_EQ(from, LoadedFrom::pool);
+  EXPECT_EQ(store_.stats().written_back_pages, 0u);
+  EXPECT_EQ(store_.stats().stored_pages, 1u);
+}
+
+TEST_F(WritebackTest, InvalidatingAWrittenBackSlotEmptiesIt) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  ASSERT_EQ(shrink_all(1).written, 1u);
+  EXPECT_EQ(*store_.invalidate(3, 1), 1u);
+  LoadedFrom from;
+  EXPECT_EQ(load(3, &from), Page{});
+  EXPECT_EQ(from, LoadedFrom::empty);
+  EXPECT_EQ(store_.stats().written_back_pages, 0u);
+}
+
+TEST_F(WritebackTest, SameFilledPagesAreNeverWrittenBack) {
+  Page zero{};
+  ASSERT_TRUE(store_.store(1, zero).has_value());
+  EXPECT_EQ(store_.lru_pages(kRootCgroup), 0u);
+  EXPECT_EQ(shrink_all(10).written, 0u);
+}
+
+TEST_F(WritebackTest, FailedWritesLoseNothingAndAreRetriedLater) {
+  for (Slot s = 0; s < 20; ++s) ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
+  for (int error : {EIO, ENOSPC}) {
+    faulty_.fail_writes(error);
+    // One walk of 40: 20 second chances, then 20 attempts.
+    const auto r = store_.shrink_memcg(kRootCgroup, 20);
+    EXPECT_EQ(r.written, 0u);
+    EXPECT_EQ(r.failed, 20u);
+    EXPECT_EQ(store_.lru_pages(kRootCgroup), 20u) << "back on the LRU for a later try";
+    for (Slot s = 0; s < 20; ++s) EXPECT_EQ(load(s), page_of(s));
+  }
+  EXPECT_EQ(store_.stats().writeback_failures, 40u);
+  EXPECT_EQ(store_.stats().written_back_pages, 0u);
+  faulty_.fail_writes(0);
+  EXPECT_EQ(store_.shrink_memcg(kRootCgroup, 20).written, 20u) << "the retry succeeds";
+  for (Slot s = 0; s < 20; ++s) EXPECT_EQ(load(s), page_of(s));
+}
+
+TEST_F(WritebackTest, AShortWriteKeepsTheUnwrittenPagesInRam) {
+  for (Slot s = 0; s < 10; ++s) ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
+  faulty_.short_writes(4);
+  const auto r = store_.shrink_memcg(kRootCgroup, 10);
+  EXPECT_EQ(r.written, 4u);
+  EXPECT_EQ(r.failed, 6u);
+  for (Slot s = 0; s < 10; ++s) EXPECT_EQ(load(s), page_of(s));
+  EXPECT_EQ(store_.stats().written_back_pages, 4u);
+  EXPECT_EQ(store_.stats().stored_pages, 6u);
+}
+
+TEST_F(WritebackTest, AFailedReadIsAnErrorNotMadeUpData) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  ASSERT_EQ(shrink_all(1).written, 1u);
+  faulty_.fail_reads(EIO);
+  Page p;
+  EXPECT_EQ(store_.load(3, p).error(), LoadError::backing_io);
+  faulty_.fail_reads(0);
+  EXPECT_EQ(load(3), page_of(1));
+}
+
+// Interleavings forced inside the write, between check and re-check.
+
+TEST_F(WritebackTest, AStoreDuringWritebackWins) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  faulty_.on_next_write([&] { ASSERT_TRUE(store_.store(3, page_of(2)).has_value()); });
+  const auto r = shrink_all(1);
+  EXPECT_EQ(r.written, 0u);
+  EXPECT_EQ(r.raced, 1u);
+  LoadedFrom from;
+  EXPECT_EQ(load(3, &from), page_of(2));
+  EXPECT_EQ(from, LoadedFrom::pool);
+  EXPECT_EQ(store_.stats().written_back_pages, 0u);
+  EXPECT_EQ(store_.stats().pool.objects, 1u) << "the old version was freed once";
+}
+
+TEST_F(WritebackTest, AnInvalidateDuringWritebackWins) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  faulty_.on_next_write([&] { ASSERT_EQ(*store_.invalidate(3, 1), 1u); });
+  EXPECT_EQ(shrink_all(1).raced, 1u);
+  EXPECT_EQ(load(3), Page{});
+  EXPECT_EQ(store_.stats().written_back_pages, 0u);
+  EXPECT_EQ(store_.stats().pool.objects, 0u);
+}
+
+TEST_F(WritebackTest, ALoadDuringWritebackIsServedFromRam) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  faulty_.on_next_write([&] {
+    LoadedFrom from;
+    EXPECT_EQ(load(3, &from), page_of(1));
+    EXPECT_EQ(from, LoadedFrom::pool);
+  });
+  EXPECT_EQ(shrink_all(1).written, 1u);
+  EXPECT_EQ(load(3), page_of(1));
+}
+
+TEST_F(WritebackTest, ANewVersionIsNotWrittenWhileTheOldWriteIsInFlight) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  WritebackResult nested;
+  faulty_.on_next_write([&] {
+    ASSERT_TRUE(store_.store(3, page_of(2)).has_value());
+    // Another shrinker, on another thread, finds the new version.
+    std::thread other([&] {
+      store_.shrink_memcg(kRootCgroup, 1);
+      nested = store_.shrink_memcg(kRootCgroup, 1);
+    });
+    other.join();
+  });
+  shrink_all(1);
+  EXPECT_EQ(nested.written, 0u) << "two writes of one slot must never be in flight";
+  EXPECT_EQ(load(3), page_of(2));
+  // Once the first write is over, the new version can go.
+  EXPECT_EQ(shrink_all(1).written, 1u);
+  LoadedFrom from;
+  EXPECT_EQ(load(3, &from), page_of(2));
+  EXPECT_EQ(from, LoadedFrom::backing);
+}
+
+TEST_F(WritebackTest, AFullPoolSendsStoresStraightToTheBackingFile) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 64u << 10;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  bool hook_ran = false;
+  store.set_pool_full_hook([&] { hook_ran = true; });
+  std::uint64_t direct = 0;
+  for (Slot s = 0; s < 200; ++s) {
+    auto r = store.store(s, page_of(s));
+    ASSERT_TRUE(r.has_value());
+    direct += *r == StoredAs::written_back;
+  }
+  EXPECT_GT(direct, 0u);
+  EXPECT_TRUE(hook_ran);
+  EXPECT_EQ(store.stats().direct_writes, direct);
+  EXPECT_EQ(store.stats().reject_pool_full, direct) << "counted as rejected: pool full";
+  for (Slot s = 0; s < 200; ++s) {
+    Page p;
+    ASSERT_TRUE(store.load(s, p).has_value());
+    EXPECT_EQ(p, page_of(s)) << s;
+  }
+  // A failing backing file: the store is refused, the old version stays.
+  faulty_.fail_writes(EIO);
+  Page p = page_of(9999);
+  auto r = store.store(150, p);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error(), StoreError::backing_failed);
+  Page back;
+  ASSERT_TRUE(store.load(150, back).has_value());
+  EXPECT_EQ(back, page_of(150));
+}
+
+TEST_F(WritebackTest, ACgroupWithWritebackOffIsNeverWrittenBack) {
+  ASSERT_TRUE(store_.add_cgroup(5, kRootCgroup));
+  for (Slot s = 0; s < 10; ++s) {
+    ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
+    ASSERT_TRUE(store_.set_slot_cgroup(s, 5));
+  }
+  EXPECT_EQ(store_.cgroup_stats(5).stored_pages, 10u);
+  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 0u);
+  EXPECT_EQ(store_.lru_pages(5), 10u);
+  store_.set_cgroup_policy(5, {.writeback = false, .max_bytes = 0});
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(store_.shrink_memcg(5, 10).written, 0u);
+  store_.set_cgroup_policy(5, {.writeback = true, .max_bytes = 0});
+  EXPECT_EQ(store_.shrink_memcg(5, 10).written, 10u);
+  EXPECT_EQ(store_.cgroup_stats(5).written_back_pages, 10u);
+}
+
+TEST_F(WritebackTest, RemovingACgroupHandsItsPagesToTheParent) {
+  ASSERT_TRUE(store_.add_cgroup(5, kRootCgroup));
+  for (Slot s = 0; s < 10; ++s) {
+    ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
+    ASSERT_TRUE(store_.set_slot_cgroup(s, 5));
+  }
+  ASSERT_TRUE(store_.remove_cgroup(5));
+  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 10u);
+  EXPECT_EQ(store_.lru_pages(kRootCgroup), 10u);
+  EXPECT_EQ(shrink_all(10).written, 10u);
+  for (Slot s = 0; s < 10; ++s) EXPECT_EQ(load(s), page_of(s));
+  // Slots still carrying the removed id behave as the parent's.
+  ASSERT_TRUE(store_.store(0, page_of(77)).has_value());
+  EXPECT_EQ(load(0), page_of(77));
+  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+}
+
+}  // namespace
+}  // namespace uzswap
