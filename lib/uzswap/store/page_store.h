@@ -82,6 +82,7 @@ struct WritebackResult {
   std::uint64_t written = 0;  // pages now in the backing store
   std::uint64_t raced = 0;    // a store or invalidate won; nothing to do
   std::uint64_t failed = 0;   // the write failed; kept in RAM, back on the LRU
+  std::uint64_t rotated = 0;  // referenced entries given their second chance
 };
 
 class PageStore {

@@ -115,7 +115,7 @@ WritebackResult PageStore::shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages)
   if (!cgroup_counters_[lru_.resolve(cgroup)].writeback.load(std::memory_order_relaxed)) return {};
   const std::uint64_t batch = std::min<std::uint64_t>(nr_pages, backing_->max_batch());
   Slot isolated[BackingFile::kBatchPages > 256 ? BackingFile::kBatchPages : 256];
-  std::uint64_t count = 0;
+  std::uint64_t count = 0, rotated = 0;
   // Node by node, like shrink_memcg's one walk per node; a referenced entry
   // gets its second chance (rotate), so walk up to twice the batch.
   for (unsigned node = 0; node < lru_.nodes() && count < batch; ++node) {
@@ -124,6 +124,7 @@ WritebackResult PageStore::shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages)
       if (count >= batch) return LruStatus::stop;
       if (list.referenced(item)) {
         list.clear_referenced(item);
+        ++rotated;
         return LruStatus::rotate;
       }
       list.isolate(item);
@@ -131,7 +132,9 @@ WritebackResult PageStore::shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages)
       return LruStatus::removed;
     });
   }
-  return writeback_isolated(std::span<const Slot>(isolated, count));
+  WritebackResult result = writeback_isolated(std::span<const Slot>(isolated, count));
+  result.rotated = rotated;
+  return result;
 }
 
 WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
@@ -240,6 +243,9 @@ std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageV
   {
     std::lock_guard guard(table_.lock_for(slot));
     SlotEntry& entry = table_.entryLocked(slot);
+    // memory.zswap.writeback=0 forbids this too: the page stays with the kernel.
+    if (!counters_of(static_cast<CgroupId>(entry.cgroup)).writeback.load(std::memory_order_relaxed))
+      return std::unexpected(StoreError::pool_full);
     // A write of this slot is already in flight: the kernel retries later.
     if (entry.file_write) return std::unexpected(StoreError::pool_full);
     entry.file_write = 1;

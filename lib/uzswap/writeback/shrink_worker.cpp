@@ -1,0 +1,122 @@
+#include "uzswap/writeback/shrink_worker.h"
+
+namespace uzswap {
+
+ShrinkWorker::ShrinkWorker(PageStore& store, ShrinkWorkerOptions options)
+    : store_(store), options_(options) {
+  thread_ = Thread("uzswap-shrink", [this] { run(); });
+}
+
+ShrinkWorker::~ShrinkWorker() {
+  {
+    std::lock_guard guard(lock_);
+    stop_ = true;
+  }
+  wakeup_.notify_all();
+  thread_.join();
+}
+
+void ShrinkWorker::wake() noexcept {
+  {
+    std::lock_guard guard(lock_);
+    woken_ = true;
+  }
+  wakeup_.notify_one();
+}
+
+std::optional<CgroupId> ShrinkWorker::next_cgroup() {
+  std::lock_guard guard(cursor_lock_);
+  const std::vector<CgroupId> cgroups = store_.cgroups();
+  for (std::size_t tried = 0; tried < cgroups.size(); ++tried) {
+    const CgroupId cg = cgroups[cursor_++ % cgroups.size()];
+    if (store_.cgroup_policy(cg).writeback && store_.lru_pages(cg) > 0) return cg;
+  }
+  return std::nullopt;
+}
+
+void ShrinkWorker::shrink_over_max() {
+  for (const CgroupId cg : store_.cgroups()) {
+    const CgroupPolicy policy = store_.cgroup_policy(cg);
+    if (policy.max_bytes == 0 || !policy.writeback) continue;
+    unsigned empty = 0;
+    while (store_.cgroup_stats(cg).compressed_bytes > policy.max_bytes && empty < 2) {
+      over_max_runs_.fetch_add(1, std::memory_order_relaxed);
+      const auto r = store_.shrink_memcg(cg, options_.batch);
+      written_.fetch_add(r.written, std::memory_order_relaxed);
+      empty = r.written == 0 ? empty + 1 : 0;
+    }
+  }
+}
+
+void ShrinkWorker::shrink_to_threshold() {
+  if (!store_.above_accept_threshold()) return;
+  runs_.fetch_add(1, std::memory_order_relaxed);
+  unsigned failures = 0;
+  while (store_.above_accept_threshold()) {
+    {
+      std::lock_guard guard(lock_);
+      if (stop_) return;
+    }
+    const auto cg = next_cgroup();
+    const WritebackResult r = cg ? store_.shrink_memcg(*cg, options_.batch) : WritebackResult{};
+    written_.fetch_add(r.written, std::memory_order_relaxed);
+    // Taking second chances is progress too: the next pass can write.
+    if (r.written > 0 || r.rotated > 0) {
+      failures = 0;
+      continue;
+    }
+    if (++failures >= options_.max_failures || !cg) {
+      // Nothing gives: wait before trying again rather than spin.
+      backoffs_.fetch_add(1, std::memory_order_relaxed);
+      std::unique_lock guard(lock_);
+      wakeup_.wait_for(guard, options_.backoff, [this] { return stop_; });
+      return;
+    }
+  }
+}
+
+void ShrinkWorker::run() noexcept {
+  PageStore::prepare_thread();
+  std::unique_lock guard(lock_);
+  while (!stop_) {
+    wakeup_.wait_for(guard, options_.period, [this] { return woken_ || stop_; });
+    if (stop_) break;
+    if (woken_) wakeups_.fetch_add(1, std::memory_order_relaxed);
+    woken_ = false;
+    guard.unlock();
+    try {
+      shrink_over_max();
+      shrink_to_threshold();
+    } catch (const std::exception&) {
+      // Only allocation can throw here (the cgroup list); try again next period.
+    }
+    guard.lock();
+  }
+}
+
+WritebackResult ShrinkWorker::writeback_now(std::uint64_t pages, std::optional<CgroupId> cgroup) {
+  WritebackResult total;
+  unsigned empty = 0;
+  while (total.written < pages && empty < options_.max_failures) {
+    const auto cg = cgroup ? cgroup : next_cgroup();
+    if (!cg) break;
+    const auto r = store_.shrink_memcg(*cg, std::min(pages - total.written, options_.batch));
+    total.written += r.written;
+    total.raced += r.raced;
+    total.failed += r.failed;
+    total.rotated += r.rotated;
+    // Passes that only took second chances still make progress; a pass
+    // that did nothing at all means the lists are empty (or all failing).
+    empty = r.written == 0 && r.rotated == 0 ? empty + 1 : 0;
+  }
+  written_.fetch_add(total.written, std::memory_order_relaxed);
+  return total;
+}
+
+ShrinkWorkerStats ShrinkWorker::stats() const noexcept {
+  return {wakeups_.load(std::memory_order_relaxed), runs_.load(std::memory_order_relaxed),
+          written_.load(std::memory_order_relaxed), backoffs_.load(std::memory_order_relaxed),
+          over_max_runs_.load(std::memory_order_relaxed)};
+}
+
+}  // namespace uzswap
