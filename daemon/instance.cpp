@@ -104,6 +104,16 @@ void Instance::start() {
   options.pool.bind_nodes = options.pool.nodes > 1;
   options.pool.lock_memory = true;
   store_ = std::make_unique<PageStore>(options);
+  if (!config_.backing_file.empty()) {
+    try {
+      backing_ = std::make_unique<BackingFile>(config_.backing_file, config_.size_bytes);
+    } catch (const std::system_error& e) {
+      throw StartError(std::string("--backing-file: ") + e.what());
+    }
+    store_->attach_backing(backing_.get());
+    shrinker_ = std::make_unique<ShrinkWorker>(*store_, ShrinkWorkerOptions{});
+    store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
+  }
 
   // The swap signature is stored directly: the daemon never does I/O on its
   // own mount.
@@ -140,8 +150,8 @@ void Instance::start() {
       config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
   // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
   auto flusher_warned = std::make_shared<std::once_flag>();
-  workers_ = std::make_unique<FuseWorkers>(mount_->fd(), *server_, workers, [flusher_warned] {
-    PageStore::prepare_thread();
+  workers_ = std::make_unique<FuseWorkers>(mount_->fd(), *server_, workers, [this, flusher_warned] {
+    store_->prepare_thread_with_backing();
     if (auto ec = set_io_flusher())
       std::call_once(*flusher_warned, [&] {
         spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
@@ -266,6 +276,7 @@ void Instance::teardown() noexcept {
   mount_.reset();  // lazy detach if still mounted; ends the connection when unused
   workers_.reset();
   server_.reset();
+  shrinker_.reset();
   if (lock_) {
     // Only the instance holding the lock owns these paths: a second start
     // that was refused must not touch the running instance's files.
@@ -275,6 +286,7 @@ void Instance::teardown() noexcept {
     if (created_dir_) std::filesystem::remove(config_.instance_dir(), ignored);
   }
   store_.reset();
+  backing_.reset();
   lock_.reset();
 }
 
@@ -319,8 +331,23 @@ json Instance::status() const {
   j["compressed_bytes"] = s.compressed_bytes;
   j["pool_bytes"] = s.pool_bytes;
   j["table_bytes"] = s.table_bytes;
-  j["written_back_pages"] = 0;
+  j["written_back_pages"] = s.written_back_pages;
   j["backing_file"] = config_.backing_file;
+  const CgroupPolicy root_policy = store_->cgroup_policy(kRootCgroup);
+  json wb = {{"backing_file", config_.backing_file},
+             {"enabled", backing_ != nullptr && root_policy.writeback},
+             {"writebacks", s.writebacks},
+             {"failures", s.writeback_failures},
+             {"raced", s.writeback_raced},
+             {"direct_writes", s.direct_writes},
+             {"backing_reads", s.backing_reads},
+             {"backing_read_errors", s.backing_read_errors}};
+  if (shrinker_) {
+    const ShrinkWorkerStats w = shrinker_->stats();
+    wb["worker"] = {{"wakeups", w.wakeups}, {"runs", w.runs}, {"written", w.written},
+                    {"backoffs", w.backoffs}, {"over_max_runs", w.over_max_runs}};
+  }
+  j["writeback"] = wb;
   j["stores"] = s.stores;
   j["loads"] = s.loads;
   j["empty_loads"] = s.empty_loads;
@@ -335,14 +362,20 @@ json Instance::status() const {
   j["pool_limit_hits"] = s.pool_limit_hits;
   j["rejects"] = {{"pool_full", s.reject_pool_full}, {"alloc_failed", s.reject_alloc_failed}};
   j["compactions"] = s.compactions;
-  // Attribution to cgroups arrives with the reclaim engine: everything is
-  // the root cgroup's until then.
-  j["cgroups"] = json::array({{{"path", "/"},
-                               {"stored_pages", s.stored_pages},
-                               {"compressed_bytes", s.compressed_bytes},
-                               {"written_back_pages", 0},
-                               {"writeback", false},
-                               {"max_bytes", 0}}});
+  // Attribution to cgroups arrives with the reclaim engine: until then every
+  // page is the root cgroup's.
+  json cgroups = json::array();
+  for (const CgroupId id : store_->cgroups()) {
+    const CgroupStats c = store_->cgroup_stats(id);
+    const CgroupPolicy p = store_->cgroup_policy(id);
+    cgroups.push_back({{"path", id == kRootCgroup ? std::string("/") : std::to_string(id)},
+                       {"stored_pages", c.stored_pages},
+                       {"compressed_bytes", c.compressed_bytes},
+                       {"written_back_pages", c.written_back_pages},
+                       {"writeback", backing_ != nullptr && p.writeback},
+                       {"max_bytes", p.max_bytes}});
+  }
+  j["cgroups"] = cgroups;
   return j;
 }
 
@@ -373,6 +406,12 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     const auto v = number(1, 100);
     if (!v) return error_reply("accept-threshold-percent: '" + value + "' is not in 1..100");
     store_->set_accept_threshold_percent(*v);
+  } else if (key == "writeback") {
+    if (value != "on" && value != "off") return error_reply("writeback: '" + value + "' is not on or off");
+    if (!backing_) return error_reply("writeback: needs a backing file (--backing-file)");
+    CgroupPolicy policy = store_->cgroup_policy(kRootCgroup);
+    policy.writeback = value == "on";
+    store_->set_cgroup_policy(kRootCgroup, policy);
   } else if (key == "log-level") {
     const auto level = spdlog::level::from_str(value);
     if (level == spdlog::level::off && value != "off")
@@ -381,10 +420,28 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
   } else {
     return error_reply("unknown setting '" + key +
                        "' (settable: compressor, level, max-pool-percent, "
-                       "accept-threshold-percent, log-level)");
+                       "accept-threshold-percent, writeback, log-level)");
   }
   spdlog::info("set {} = {}", key, value);
   return {{"ok", true}, {"result", {{key, value}}}};
+}
+
+json Instance::writeback(const json& request) {
+  if (!shrinker_) return error_reply("writeback: needs a backing file (--backing-file)");
+  if (!request.contains("pages") || !request["pages"].is_number_unsigned() || request["pages"] == 0)
+    return error_reply("malformed request: writeback needs a positive \"pages\"");
+  std::optional<CgroupId> cgroup;
+  if (request.contains("cgroup")) {
+    if (!request["cgroup"].is_string() || request["cgroup"] != "/")
+      return error_reply("writeback: unknown cgroup (only \"/\" until cgroup attribution lands)");
+    cgroup = kRootCgroup;
+  }
+  if (!store_->cgroup_policy(kRootCgroup).writeback)
+    return error_reply("writeback: turned off (uzswapctl set writeback on)");
+  const WritebackResult r = shrinker_->writeback_now(request["pages"].get<std::uint64_t>(), cgroup);
+  spdlog::info("writeback on request: {} pages written, {} failed, {} raced", r.written, r.failed, r.raced);
+  return {{"ok", true},
+          {"result", {{"written", r.written}, {"failed", r.failed}, {"raced", r.raced}}}};
 }
 
 std::string Instance::handle_control(std::string_view request, Access access) {
@@ -401,8 +458,7 @@ std::string Instance::handle_control(std::string_view request, Access access) {
     return json{{"ok", true}, {"result", status()}}.dump();
   if (cmd == "set" || cmd == "writeback") {
     if (access != Access::admin) return error_reply("permission denied: '" + cmd + "' needs root").dump();
-    if (cmd == "writeback")
-      return error_reply("writeback is not available: this build has no writeback engine yet").dump();
+    if (cmd == "writeback") return writeback(req).dump();
     if (!req.contains("key") || !req["key"].is_string() || !req.contains("value") ||
         !req["value"].is_string())
       return error_reply("malformed request: set needs string \"key\" and \"value\"").dump();

@@ -15,7 +15,9 @@
 #include "uzswap/device/loop_device.h"
 #include "uzswap/fuse/fuse_server.h"
 #include "uzswap/fuse/fuse_session.h"
+#include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_worker.h"
 
 namespace uzswap {
 
@@ -37,13 +39,16 @@ class Instance {
   std::string handle_control(std::string_view request, Access access);
   nlohmann::json status() const;
   nlohmann::json set_setting(const std::string& key, const std::string& value);
+  nlohmann::json writeback(const nlohmann::json& request);
   std::string summary() const;
 
   DaemonConfig config_;
   std::uint64_t ram_bytes_;
   std::chrono::steady_clock::time_point started_;
   std::unique_ptr<InstanceLock> lock_;
+  std::unique_ptr<BackingFile> backing_;  // outlives the store that writes to it
   std::unique_ptr<PageStore> store_;
+  std::unique_ptr<ShrinkWorker> shrinker_;
   std::unique_ptr<FuseServer> server_;
   std::unique_ptr<FuseMount> mount_;
   std::unique_ptr<FuseWorkers> workers_;

@@ -111,7 +111,9 @@ int main(int argc, char** argv) {
     if (!cgroup.empty()) request["cgroup"] = cgroup;
     const auto r = session.call(request);
     if (!r) return 1;
-    std::cout << r->dump() << "\n";
+    std::cout << r->value("written", std::uint64_t{0}) << " pages written back";
+    if (const auto failed = r->value("failed", std::uint64_t{0})) std::cout << ", " << failed << " failed (kept in RAM)";
+    std::cout << "\n";
   } else if (stats->parsed()) {
     const auto s = session.call({{"cmd", "stats"}});
     if (!s) return 1;

@@ -59,6 +59,9 @@ pct=$(status_field "['max_pool_percent']")
 [[ $pct == 20 ]] || fail "a refused set changed max_pool_percent to $pct"
 pass "garbage on the control socket: six clear errors, nothing changed, still serving"
 
+expect_refusal "writeback without a backing file" "backing file" "$UZSWAPCTL" --name "$NAME" writeback --pages 10
+expect_refusal "set writeback without a backing file" "backing file" "$UZSWAPCTL" --name "$NAME" set writeback on
+
 "$UZSWAPCTL" --name "$NAME" set compressor zstd >/dev/null || fail "set compressor"
 [[ $(status_field "['compressor']") == zstd ]] || fail "compressor not switched"
 pass "live setting applied"

@@ -4,8 +4,12 @@
 // memory-limited cgroup. Prints timings of both phases as JSON on stdout;
 // exits 1 on the first wrong byte.
 //
-//   uzswap-workload SIZE_MIB [--seed N] [--files DIR...]
+//   uzswap-workload SIZE_MIB [--seed N] [--pause-file PATH] [--files DIR...]
+//
+// --pause-file: after the fill, print "filled" and wait until PATH exists
+// before re-touching (a test acts on the swapped-out pages meanwhile).
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -56,9 +60,11 @@ int main(int argc, char** argv) {
   }
   const std::size_t pages = std::strtoull(argv[1], nullptr, 10) * (1u << 20) / kPage;
   std::uint64_t seed = 1;
+  std::string pause_file;
   std::vector<std::string> dirs;
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (std::strcmp(argv[i], "--pause-file") == 0 && i + 1 < argc) pause_file = argv[++i];
     else if (std::strcmp(argv[i], "--files") == 0)
       while (i + 1 < argc && argv[i + 1][0] != '-') dirs.emplace_back(argv[++i]);
   }
@@ -85,6 +91,11 @@ int main(int argc, char** argv) {
   }
   const auto t0 = Clock::now();
   for (std::size_t i = 0; i < pages; ++i) expected(i, mem + i * kPage);
+  if (!pause_file.empty()) {
+    std::printf("filled\n");
+    std::fflush(stdout);
+    while (!std::filesystem::exists(pause_file)) usleep(50000);
+  }
   const auto t1 = Clock::now();
 
   std::vector<std::size_t> order(pages);
