@@ -247,6 +247,23 @@ TEST_F(WritebackTest, ANewVersionIsNotWrittenWhileTheOldWriteIsInFlight) {
   EXPECT_EQ(from, LoadedFrom::backing);
 }
 
+// A slot isolated for writeback and re-stored before the writeback claims it:
+// the new version is back on its LRU list and must not be taken (the stress
+// test found this one: claiming it left a written-back entry on a list).
+TEST_F(WritebackTest, AVersionStoredAfterIsolationIsNotClaimed) {
+  ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
+  ASSERT_TRUE(store_.store(3, page_of(2)).has_value());  // on the list, as after a re-store
+  const Slot slots[] = {3};
+  const auto r = store_.writeback_isolated(slots);
+  EXPECT_EQ(r.written, 0u);
+  EXPECT_EQ(r.raced, 1u);
+  EXPECT_EQ(store_.lru_pages(kRootCgroup), 1u);
+  EXPECT_EQ(load(3), page_of(2));
+  EXPECT_EQ(shrink_all(1).written, 1u) << "the new version is written back the normal way";
+  EXPECT_EQ(store_.lru_pages(kRootCgroup), 0u);
+  EXPECT_EQ(load(3), page_of(2));
+}
+
 TEST_F(WritebackTest, AFullPoolSendsStoresStraightToTheBackingFile) {
   PageStoreOptions o = options();
   o.max_pool_bytes = 64u << 10;

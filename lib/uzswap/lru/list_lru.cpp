@@ -166,7 +166,9 @@ bool ListLru::add(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
   const bool off = next_of(links_[item]) == kOff;
   if (off) {
     links_[item] |= kReferenced;  // a new entry gets its second chance, as in zswap
+    const bool was_empty = list->head == kEnd;
     link_tail(*list, item);
+    if (was_empty && populated_) populated_(resolve(cgroup), node);
   }
   list->lock.unlock();
   return off;

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -79,6 +80,10 @@ class ListLru {
   std::uint64_t count(CgroupId cgroup, unsigned node) const noexcept;
   unsigned nodes() const noexcept { return nodes_; }
 
+  // Called, with the list lock held, when a list goes from empty to one item
+  // (where list_lru_add sets the shrinker bit). Set before items are added.
+  void set_populated_hook(std::function<void(CgroupId, unsigned)> hook) { populated_ = std::move(hook); }
+
   // The list being walked, as the isolate callback sees it.
   class WalkedList {
    public:
@@ -118,6 +123,7 @@ class ListLru {
   static bool list_dead(const List& list) noexcept;
 
   unsigned nodes_;
+  std::function<void(CgroupId, unsigned)> populated_;
   MappedArray<std::uint64_t> links_;  // per item: prev:32 | next:31 | referenced:1
   mutable std::mutex cgroups_lock_;
   std::unique_ptr<std::atomic<Cgroup*>[]> cgroups_;

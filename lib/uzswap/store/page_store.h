@@ -42,6 +42,7 @@
 #include "uzswap/common/page.h"
 #include "uzswap/compress/compressor.h"
 #include "uzswap/lru/list_lru.h"
+#include "uzswap/lru/shrinker.h"
 #include "uzswap/pool/zpool.h"
 #include "uzswap/store/slot_table.h"
 #include "uzswap/store/store_stats.h"
@@ -126,6 +127,16 @@ class PageStore {
   // zswap's shrink_memcg: walks `cgroup`'s lists, node by node, with second
   // chance, and writes back up to `nr_pages` cold entries. Not on the request path.
   WritebackResult shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages);
+  // The same on one node's list only (what a shrinker's scan does).
+  WritebackResult shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages);
+  std::uint64_t lru_count(CgroupId cgroup, unsigned node) const noexcept {
+    return lru_.count(cgroup, node);
+  }
+
+  // Registers the page store as a shrinker (count = pages on a list, scan =
+  // write back) and keeps the registry's bits and cgroups in step with its
+  // lists. Call before serving, at most once.
+  int register_shrinker(ShrinkerRegistry& registry);
   // Writes back entries already isolated from their LRU list.
   WritebackResult writeback_isolated(std::span<const Slot> slots);
   // Pages on `cgroup`'s LRU lists, all nodes (candidates for writeback).
@@ -196,6 +207,9 @@ class PageStore {
   SlotTable table_;
   ListLru lru_;
   BackingStore* backing_ = nullptr;
+  ShrinkerRegistry* registry_ = nullptr;
+  std::unique_ptr<Shrinker> shrinker_;
+  int shrinker_id_ = -1;
   std::function<void()> pool_full_hook_;
   std::unique_ptr<CgroupCounters[]> cgroup_counters_;
   mutable std::mutex cgroups_lock_;

@@ -26,7 +26,47 @@ struct WritebackBuffers {
 
 }  // namespace
 
+namespace {
+
+// The page store as seen by the shrinker registry: its objects are the pages
+// on a (cgroup, node) list, and scanning writes them back.
+class StoreShrinker final : public Shrinker {
+ public:
+  explicit StoreShrinker(PageStore& store) : store_(store) { batch = 64; }
+  std::uint64_t count(CgroupId cgroup, unsigned node) override {
+    if (!store_.has_backing() || !store_.cgroup_policy(cgroup).writeback) return 0;
+    return store_.lru_count(cgroup, node);
+  }
+  std::uint64_t scan(ShrinkControl& control) override {
+    const WritebackResult r = store_.shrink_list(control.cgroup, control.node, control.nr_to_scan);
+    control.nr_scanned = r.written + r.rotated + r.failed + r.raced;
+    return r.written;
+  }
+
+ private:
+  PageStore& store_;
+};
+
+}  // namespace
+
+int PageStore::register_shrinker(ShrinkerRegistry& registry) {
+  shrinker_ = std::make_unique<StoreShrinker>(*this);
+  shrinker_id_ = registry.add(*shrinker_);
+  if (shrinker_id_ < 0) return -1;
+  registry_ = &registry;
+  for (const CgroupId cg : cgroups()) registry.add_cgroup(cg);
+  lru_.set_populated_hook([this](CgroupId cgroup, unsigned node) {
+    registry_->set_bit(cgroup, node, shrinker_id_);
+  });
+  // Lists that already hold pages.
+  for (const CgroupId cg : cgroups())
+    for (unsigned node = 0; node < lru_.nodes(); ++node)
+      if (lru_.count(cg, node) > 0) registry.set_bit(cg, node, shrinker_id_);
+  return shrinker_id_;
+}
+
 bool PageStore::add_cgroup(CgroupId cgroup, CgroupId parent) {
+  if (registry_ != nullptr) registry_->add_cgroup(cgroup);
   if (!lru_.add_cgroup(cgroup, parent)) return false;
   std::lock_guard guard(cgroups_lock_);
   if (std::find(cgroups_.begin(), cgroups_.end(), cgroup) == cgroups_.end())
@@ -36,6 +76,7 @@ bool PageStore::add_cgroup(CgroupId cgroup, CgroupId parent) {
 
 bool PageStore::remove_cgroup(CgroupId cgroup) {
   if (!lru_.remove_cgroup(cgroup)) return false;
+  if (registry_ != nullptr) registry_->reparent(cgroup, lru_.resolve(cgroup));
   {
     std::lock_guard guard(cgroups_lock_);
     cgroups_.erase(std::remove(cgroups_.begin(), cgroups_.end(), cgroup), cgroups_.end());
@@ -111,27 +152,39 @@ std::uint64_t PageStore::lru_pages(CgroupId cgroup) const noexcept {
 }
 
 WritebackResult PageStore::shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages) {
-  if (backing_ == nullptr || nr_pages == 0) return {};
-  if (!cgroup_counters_[lru_.resolve(cgroup)].writeback.load(std::memory_order_relaxed)) return {};
-  const std::uint64_t batch = std::min<std::uint64_t>(nr_pages, backing_->max_batch());
-  Slot isolated[BackingFile::kBatchPages > 256 ? BackingFile::kBatchPages : 256];
-  std::uint64_t count = 0, rotated = 0;
-  // Node by node, like shrink_memcg's one walk per node; a referenced entry
-  // gets its second chance (rotate), so walk up to twice the batch.
-  for (unsigned node = 0; node < lru_.nodes() && count < batch; ++node) {
-    std::uint64_t budget = 2 * (batch - count);
-    lru_.walk(cgroup, node, budget, [&](std::uint32_t item, ListLru::WalkedList& list) {
-      if (count >= batch) return LruStatus::stop;
-      if (list.referenced(item)) {
-        list.clear_referenced(item);
-        ++rotated;
-        return LruStatus::rotate;
-      }
-      list.isolate(item);
-      isolated[count++] = item;
-      return LruStatus::removed;
-    });
+  // Node by node, like shrink_memcg's one walk per node.
+  WritebackResult total;
+  for (unsigned node = 0; node < lru_.nodes() && total.written < nr_pages; ++node) {
+    const WritebackResult r = shrink_list(cgroup, node, nr_pages - total.written);
+    total.written += r.written;
+    total.raced += r.raced;
+    total.failed += r.failed;
+    total.rotated += r.rotated;
   }
+  return total;
+}
+
+WritebackResult PageStore::shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages) {
+  if (backing_ == nullptr || nr_pages == 0 || node >= lru_.nodes()) return {};
+  if (!counters_of(cgroup).writeback.load(std::memory_order_relaxed)) return {};
+  constexpr std::uint64_t kMaxBatch = 256;
+  const std::uint64_t batch = std::min<std::uint64_t>({nr_pages, backing_->max_batch(), kMaxBatch});
+  Slot isolated[kMaxBatch];
+  std::uint64_t count = 0, rotated = 0;
+  // A referenced entry gets its second chance (rotate), so walk up to twice
+  // the batch.
+  std::uint64_t budget = 2 * batch;
+  lru_.walk(cgroup, node, budget, [&](std::uint32_t item, ListLru::WalkedList& list) {
+    if (count >= batch) return LruStatus::stop;
+    if (list.referenced(item)) {
+      list.clear_referenced(item);
+      ++rotated;
+      return LruStatus::rotate;
+    }
+    list.isolate(item);
+    isolated[count++] = item;
+    return LruStatus::removed;
+  });
   WritebackResult result = writeback_isolated(std::span<const Slot>(isolated, count));
   result.rotated = rotated;
   return result;
@@ -155,7 +208,15 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
       SlotEntry& entry = table_.entryLocked(slot);
       const SlotState state = entry.slot_state();
       if (state != SlotState::compressed && state != SlotState::incompressible) {
-        ++result.raced;  // invalidated or re-stored since it was isolated
+        ++result.raced;  // invalidated, or claimed by another shrinker, since it was isolated
+        continue;
+      }
+      // Re-stored since it was isolated: the new version went onto a list
+      // and is not ours to take (and claiming it would leave a written-back
+      // entry on an LRU list).
+      if (lru_.on_list(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup),
+                       entry.node)) {
+        ++result.raced;
         continue;
       }
       if (entry.file_write) {

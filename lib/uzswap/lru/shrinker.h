@@ -1,0 +1,86 @@
+// The shrinker registry: userspace mm/shrinker.c.
+//
+// A shrinker reports how many objects it could free for a (cgroup, node) and
+// frees some on request. The registry keeps, per (cgroup, node), a bitmap of
+// the shrinkers that have objects there (set when a list becomes non-empty,
+// cleared when a count comes back empty), so a reclaim pass skips empty
+// cgroups without asking; and the work a pass could not do (nr_deferred) is
+// carried to the next pass, and to the parent when the cgroup goes away.
+//
+// shrink_slab() follows do_shrink_slab(): delta = (freeable >> priority) * 4
+// / seeks, plus the deferred work >> priority, capped at twice the freeable
+// objects, scanned in batches; what was not scanned is deferred.
+//
+// Locking: bitmaps and deferred counts are atomics; the cgroup table is
+// guarded by lock_ for creation and reparenting only.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "uzswap/lru/list_lru.h"
+
+namespace uzswap {
+
+struct ShrinkControl {
+  CgroupId cgroup;
+  unsigned node;
+  std::uint64_t nr_to_scan;
+  std::uint64_t nr_scanned;  // the shrinker may say it scanned more or less
+};
+
+inline constexpr std::uint64_t kShrinkStop = UINT64_MAX;
+
+class Shrinker {
+ public:
+  virtual ~Shrinker() = default;
+  // Objects that could be freed in (cgroup, node); 0 = none.
+  virtual std::uint64_t count(CgroupId cgroup, unsigned node) = 0;
+  // Frees up to nr_to_scan objects; returns how many, or kShrinkStop.
+  virtual std::uint64_t scan(ShrinkControl& control) = 0;
+  unsigned seeks = 2;          // cost of recreating an object (DEFAULT_SEEKS)
+  std::uint64_t batch = 128;   // objects per scan call
+};
+
+class ShrinkerRegistry {
+ public:
+  static constexpr unsigned kMaxShrinkers = 8;
+  static constexpr int kDefaultPriority = 12;  // DEF_PRIORITY
+
+  explicit ShrinkerRegistry(unsigned nodes);
+  ~ShrinkerRegistry();
+
+  // Returns the shrinker's id, or -1 when the registry is full.
+  int add(Shrinker& shrinker);
+  void remove(int id);
+
+  // Creates the cgroup's bitmaps and deferred counts (root always exists).
+  void add_cgroup(CgroupId cgroup);
+  // Moves the cgroup's bits and deferred work to `parent` (reparent_shrinker_deferred).
+  void reparent(CgroupId cgroup, CgroupId parent);
+
+  // Shrinker `id` has objects in (cgroup, node) (set_shrinker_bit). Cheap
+  // when the bit is already set: callable from the store path.
+  void set_bit(CgroupId cgroup, unsigned node, int id) noexcept;
+  bool bit(CgroupId cgroup, unsigned node, int id) const noexcept;
+  std::uint64_t deferred(CgroupId cgroup, unsigned node, int id) const noexcept;
+
+  // One reclaim pass over the shrinkers with objects in (cgroup, node).
+  // Returns the objects freed.
+  std::uint64_t shrink_slab(CgroupId cgroup, unsigned node, int priority);
+
+ private:
+  struct CgroupInfo;
+  CgroupInfo* info(CgroupId cgroup) const noexcept;
+  std::uint64_t do_shrink(Shrinker& shrinker, int id, CgroupInfo& info, CgroupId cgroup,
+                          unsigned node, int priority);
+
+  unsigned nodes_;
+  std::mutex lock_;
+  Shrinker* shrinkers_[kMaxShrinkers] = {};
+  std::unique_ptr<std::atomic<CgroupInfo*>[]> cgroups_;
+};
+
+}  // namespace uzswap
