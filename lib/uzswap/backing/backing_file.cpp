@@ -15,10 +15,15 @@ namespace {
 
 std::atomic<std::uint64_t> g_next_id{1};
 
-// The calling thread's ring, for the store it was made for.
+// The calling thread's ring, for the store it was made for, and the batch
+// between begin_write() and end_write().
 struct ThreadRing {
   std::uint64_t owner = 0;
   std::unique_ptr<IoRing> ring;
+  std::span<PageWrite> pending;
+  IoOp ops[BackingFile::kBatchPages];
+  std::size_t op_of[BackingFile::kBatchPages];
+  bool failed = false;
 };
 thread_local ThreadRing t_ring;
 
@@ -51,38 +56,55 @@ IoRing& BackingFile::ring() {
 
 void BackingFile::prepare_thread() { ring(); }
 
-void BackingFile::write(std::span<PageWrite> pages) noexcept {
+void BackingFile::begin_write(std::span<PageWrite> batch) noexcept {
+  ThreadRing& t = t_ring;
   IoRing* r;
   try {
     r = &ring();
   } catch (const std::exception&) {
-    for (PageWrite& p : pages) p.result = -ENOMEM;
+    t.pending = batch;
+    t.failed = true;
     return;
   }
+  t.failed = false;
+  const std::size_t n = std::min(batch.size(), r->buffer_pages());
+  t.pending = batch.first(n);
+  // Sorted by slot, adjacent slots sit in adjacent buffer pages and go out
+  // as one write.
+  std::sort(t.pending.begin(), t.pending.end(),
+            [](const PageWrite& a, const PageWrite& b) { return a.slot < b.slot; });
+  std::size_t nops = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::memcpy(r->buffer(i), t.pending[i].page, kPageSize);
+    if (i > 0 && t.pending[i].slot == t.pending[i - 1].slot + 1) {
+      ++t.ops[nops - 1].pages;
+    } else {
+      t.ops[nops++] = IoOp{t.pending[i].slot * kPageSize, static_cast<std::uint32_t>(i), 1, true, 0};
+    }
+    t.op_of[i] = nops - 1;
+  }
+  r->start(std::span(t.ops, nops));
+}
+
+void BackingFile::end_write() noexcept {
+  ThreadRing& t = t_ring;
+  if (t.failed) {
+    for (PageWrite& p : t.pending) p.result = -ENOMEM;
+  } else {
+    t.ring->finish();
+    for (std::size_t i = 0; i < t.pending.size(); ++i) {
+      const int res = t.ops[t.op_of[i]].result;
+      t.pending[i].result = res < 0 ? res : 0;
+    }
+  }
+  t.pending = {};
+}
+
+void BackingFile::write(std::span<PageWrite> pages) noexcept {
   while (!pages.empty()) {
-    const std::size_t n = std::min(pages.size(), r->buffer_pages());
-    std::span<PageWrite> batch = pages.first(n);
-    // Sorted by slot, adjacent slots sit in adjacent buffer pages and go out
-    // as one write.
-    std::sort(batch.begin(), batch.end(),
-              [](const PageWrite& a, const PageWrite& b) { return a.slot < b.slot; });
-    IoOp ops[kBatchPages];
-    std::size_t op_of[kBatchPages];
-    std::size_t nops = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      std::memcpy(r->buffer(i), batch[i].page, kPageSize);
-      if (i > 0 && batch[i].slot == batch[i - 1].slot + 1) {
-        ++ops[nops - 1].pages;
-      } else {
-        ops[nops++] = IoOp{batch[i].slot * kPageSize, static_cast<std::uint32_t>(i), 1, true, 0};
-      }
-      op_of[i] = nops - 1;
-    }
-    r->run(std::span(ops, nops));
-    for (std::size_t i = 0; i < n; ++i) {
-      const int res = ops[op_of[i]].result;
-      batch[i].result = res < 0 ? res : 0;
-    }
+    const std::size_t n = std::min<std::size_t>(pages.size(), kBatchPages);
+    begin_write(pages.first(n));
+    end_write();
     pages = pages.subspan(n);
   }
 }

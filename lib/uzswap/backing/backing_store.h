@@ -29,12 +29,25 @@ class BackingStore {
   // Writes each page to its slot; adjacent slots become one I/O. Sets each
   // op's result.
   virtual void write(std::span<PageWrite> pages) noexcept = 0;
+  // write() in two halves, so the caller can prepare the next batch while
+  // this one is in flight: begin_write() takes the pages (they may be reused
+  // on return) and starts; end_write() waits and sets the results. At most
+  // max_batch() pages, one batch at a time per thread. By default the whole
+  // write happens in end_write().
+  virtual void begin_write(std::span<PageWrite> pages) noexcept { pending_ = pages; }
+  virtual void end_write() noexcept {
+    write(pending_);
+    pending_ = {};
+  }
   virtual std::error_code read(Slot slot, PageBuffer out) noexcept = 0;
   // Gives the disk space of [first, first + count) back (optional).
   virtual std::error_code punch(Slot first, std::uint64_t count) noexcept = 0;
   // Pages one write() call takes at most.
   virtual std::size_t max_batch() const noexcept = 0;
   virtual void prepare_thread() = 0;
+
+ private:
+  std::span<PageWrite> pending_;
 };
 
 class BackingFile final : public BackingStore {
@@ -47,6 +60,8 @@ class BackingFile final : public BackingStore {
   ~BackingFile() override;
 
   void write(std::span<PageWrite> pages) noexcept override;
+  void begin_write(std::span<PageWrite> pages) noexcept override;
+  void end_write() noexcept override;
   std::error_code read(Slot slot, PageBuffer out) noexcept override;
   std::error_code punch(Slot first, std::uint64_t count) noexcept override;
   std::size_t max_batch() const noexcept override { return kBatchPages; }

@@ -39,7 +39,15 @@ class IoRing {
   unsigned depth() const noexcept { return depth_; }
 
   // Runs every op to completion (at most max_ops() of them).
-  void run(std::span<IoOp> ops) noexcept;
+  void run(std::span<IoOp> ops) noexcept {
+    start(ops);
+    finish();
+  }
+  // The same in two halves, so the caller can work while the I/O is in
+  // flight: start() submits and returns, finish() waits for every op. One
+  // start() at a time; `ops` must live until finish().
+  void start(std::span<IoOp> ops) noexcept;
+  void finish() noexcept;
   std::size_t max_ops() const noexcept { return queue_.size(); }
 
  private:
@@ -49,6 +57,10 @@ class IoRing {
   std::size_t buffer_pages_;
   std::vector<std::uint32_t> done_;   // bytes done per op
   std::vector<std::uint32_t> queue_;  // ops waiting for a submission slot
+  std::span<IoOp> ops_;               // the batch between start() and finish()
+  std::size_t head_ = 0, tail_ = 0, completed_ = 0;
+
+  void submit_queued(bool wait) noexcept;
 };
 
 }  // namespace uzswap

@@ -10,18 +10,23 @@ namespace uzswap {
 
 namespace {
 
-// A writeback batch: the pages decompressed for the backing store.
-struct WritebackBuffers {
-  CompressorSet compressors;
+// Writeback batches, two of them: one is prepared (claimed, decompressed)
+// while the other's write is in flight.
+struct WritebackBatch {
   std::vector<std::byte> pages;
   std::vector<PageWrite> writes;
-  struct Claim {
-    Slot slot;
-    std::uint64_t version;
-  };
-  std::vector<Claim> claims;
-  explicit WritebackBuffers(std::size_t batch)
-      : pages(batch * kPageSize), writes(batch), claims(batch) {}
+  std::vector<std::uint64_t> versions;  // by slot order of `writes` at claim time
+  std::vector<Slot> slots;
+  std::size_t count = 0;
+  explicit WritebackBatch(std::size_t batch)
+      : pages(batch * kPageSize), writes(batch), versions(batch), slots(batch) {}
+};
+
+struct WritebackBuffers {
+  CompressorSet compressors;
+  WritebackBatch batches[2];
+  explicit WritebackBuffers(std::size_t batch) : batches{WritebackBatch(batch), WritebackBatch(batch)} {}
+  std::size_t capacity() const { return batches[0].writes.size(); }
 };
 
 }  // namespace
@@ -167,9 +172,12 @@ WritebackResult PageStore::shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages)
 WritebackResult PageStore::shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages) {
   if (backing_ == nullptr || nr_pages == 0 || node >= lru_.nodes()) return {};
   if (!counters_of(cgroup).writeback.load(std::memory_order_relaxed)) return {};
-  constexpr std::uint64_t kMaxBatch = 256;
-  const std::uint64_t batch = std::min<std::uint64_t>({nr_pages, backing_->max_batch(), kMaxBatch});
-  Slot isolated[kMaxBatch];
+  // Up to four backing-store batches per walk, so that writeback_isolated()
+  // can prepare one while another is being written.
+  constexpr std::uint64_t kMaxIsolated = 1024;
+  const std::uint64_t batch =
+      std::min<std::uint64_t>({nr_pages, 4 * backing_->max_batch(), kMaxIsolated});
+  Slot isolated[kMaxIsolated];
   std::uint64_t count = 0, rotated = 0;
   // A referenced entry gets its second chance (rotate), so walk up to twice
   // the batch.
@@ -195,37 +203,37 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
   if (backing_ == nullptr || slots.empty()) return result;
   thread_local std::unique_ptr<WritebackBuffers> t_buffers;
   const std::size_t batch = backing_->max_batch();
-  if (!t_buffers || t_buffers->claims.size() < batch) t_buffers = std::make_unique<WritebackBuffers>(batch);
+  if (!t_buffers || t_buffers->capacity() < batch) t_buffers = std::make_unique<WritebackBuffers>(batch);
   WritebackBuffers& b = *t_buffers;
 
-  while (!slots.empty()) {
-    const std::size_t n = std::min(slots.size(), batch);
-    std::size_t claimed = 0;
-    // Check: claim each entry under its lock, recording its version.
-    for (std::size_t i = 0; i < n; ++i) {
-      const Slot slot = slots[i];
+  // Check: claim each entry under its lock, recording its version, and
+  // decompress it for the file.
+  const auto claim = [&](std::span<const Slot> chunk, WritebackBatch& out) {
+    out.count = 0;
+    for (const Slot slot : chunk) {
       std::lock_guard guard(table_.lock_for(slot));
       SlotEntry& entry = table_.entryLocked(slot);
       const SlotState state = entry.slot_state();
+      const auto item = static_cast<std::uint32_t>(slot);
+      const auto cgroup = static_cast<CgroupId>(entry.cgroup);
       if (state != SlotState::compressed && state != SlotState::incompressible) {
         ++result.raced;  // invalidated, or claimed by another shrinker, since it was isolated
         continue;
       }
       // Re-stored since it was isolated: the new version went onto a list
-      // and is not ours to take (and claiming it would leave a written-back
+      // and is not ours to take (claiming it would leave a written-back
       // entry on an LRU list).
-      if (lru_.on_list(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup),
-                       entry.node)) {
+      if (lru_.on_list(item, cgroup, entry.node)) {
         ++result.raced;
         continue;
       }
       if (entry.file_write) {
         // An older write of this slot is still in flight: try again later.
-        lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+        lru_.add(item, cgroup, entry.node);
         ++result.raced;
         continue;
       }
-      std::byte* page = b.pages.data() + claimed * kPageSize;
+      std::byte* page = out.pages.data() + out.count * kPageSize;
       const std::byte* object = pool_.map(entry.value);
       if (entry.length == kPageSize) {
         std::memcpy(page, object, kPageSize);
@@ -233,25 +241,25 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
                       .decompress(std::span<const std::byte>(object, entry.length),
                                   PageBuffer(page, kPageSize))) {
         // Never expected; leave the page in RAM rather than write garbage.
-        lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+        lru_.add(item, cgroup, entry.node);
         ++result.failed;
         continue;
       }
       entry.state = static_cast<std::uint64_t>(SlotState::writeback);
       entry.file_write = 1;
-      b.claims[claimed] = {slot, entry.version};
-      b.writes[claimed] = {slot, page, 0};
-      ++claimed;
+      out.slots[out.count] = slot;
+      out.versions[out.count] = entry.version;
+      out.writes[out.count] = {slot, page, 0};
+      ++out.count;
     }
+  };
 
-    // Write without any slot lock.
-    backing_->write(std::span(b.writes.data(), claimed));
-
-    // Lock and check again: only an untouched entry becomes written back.
-    for (std::size_t i = 0; i < claimed; ++i) {
-      const PageWrite& w = b.writes[i];
-      const auto claim = std::find_if(b.claims.begin(), b.claims.begin() + claimed,
-                                      [&](const auto& c) { return c.slot == w.slot; });
+  // Lock and check again: only an untouched entry becomes written back.
+  const auto complete = [&](WritebackBatch& done) {
+    for (std::size_t i = 0; i < done.count; ++i) {
+      const PageWrite& w = done.writes[i];  // sorted by the store: find its version
+      const std::size_t at = static_cast<std::size_t>(
+          std::find(done.slots.begin(), done.slots.begin() + done.count, w.slot) - done.slots.begin());
       const Slot slot = w.slot;
       PoolHandle freed = kNullHandle;
       std::uint32_t length = 0;
@@ -260,7 +268,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
         std::lock_guard guard(table_.lock_for(slot));
         SlotEntry& entry = table_.entryLocked(slot);
         entry.file_write = 0;  // our write is over, whatever the entry is now
-        if (entry.version != claim->version || entry.slot_state() != SlotState::writeback) {
+        if (entry.version != done.versions[at] || entry.slot_state() != SlotState::writeback) {
           ++result.raced;
           counters_.add(Counter::writeback_raced);
           continue;
@@ -294,7 +302,30 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
       pool_.free(freed);
       ++result.written;
     }
-    slots = slots.subspan(n);
+  };
+
+  // Pipelined: batch k is claimed and decompressed while batch k-1's write
+  // is in flight (without any slot lock held).
+  WritebackBatch* in_flight = nullptr;
+  unsigned next = 0;
+  while (!slots.empty() || in_flight != nullptr) {
+    WritebackBatch* prepared = nullptr;
+    if (!slots.empty()) {
+      const std::size_t n = std::min(slots.size(), batch);
+      prepared = &b.batches[next];
+      next ^= 1;
+      claim(slots.first(n), *prepared);
+      slots = slots.subspan(n);
+    }
+    if (in_flight != nullptr) {
+      backing_->end_write();
+      complete(*in_flight);
+      in_flight = nullptr;
+    }
+    if (prepared != nullptr && prepared->count > 0) {
+      backing_->begin_write(std::span(prepared->writes.data(), prepared->count));
+      in_flight = prepared;
+    }
   }
   return result;
 }

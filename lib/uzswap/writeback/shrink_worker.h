@@ -20,7 +20,7 @@
 namespace uzswap {
 
 struct ShrinkWorkerOptions {
-  std::uint64_t batch = 64;     // pages per shrink_memcg call
+  std::uint64_t batch = 256;    // pages per shrink_memcg call
   unsigned max_failures = 16;   // consecutive empty passes before backing off
   std::chrono::milliseconds backoff{1000};
   std::chrono::milliseconds period{1000};
