@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <system_error>
@@ -26,8 +27,22 @@ void* trampoline(void* arg) {
 
 }  // namespace
 
+namespace {
+
+// The sanitizers keep their own per-thread state at the top of a
+// caller-provided stack (TSan close to 1 MiB): give them room.
+std::size_t stack_size(std::size_t requested) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  return std::max<std::size_t>(requested, 8u << 20);
+#else
+  return requested;
+#endif
+}
+
+}  // namespace
+
 Thread::Thread(std::string name, std::function<void()> body, std::size_t stack_bytes)
-    : stack_bytes_(stack_bytes) {
+    : stack_bytes_(stack_size(stack_bytes)) {
   stack_ = mmap(nullptr, stack_bytes_, PROT_READ | PROT_WRITE,
                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_POPULATE, -1, 0);
   if (stack_ == MAP_FAILED) {
