@@ -305,7 +305,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
   };
 
   // Pipelined: batch k is claimed and decompressed while batch k-1's write
-  // is in flight (without any slot lock held).
+  // is in flight, and batch k-1 is completed while batch k's is.
   WritebackBatch* in_flight = nullptr;
   unsigned next = 0;
   while (!slots.empty() || in_flight != nullptr) {
@@ -317,15 +317,17 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
       claim(slots.first(n), *prepared);
       slots = slots.subspan(n);
     }
+    WritebackBatch* written = nullptr;
     if (in_flight != nullptr) {
       backing_->end_write();
-      complete(*in_flight);
+      written = in_flight;
       in_flight = nullptr;
     }
     if (prepared != nullptr && prepared->count > 0) {
       backing_->begin_write(std::span(prepared->writes.data(), prepared->count));
       in_flight = prepared;
     }
+    if (written != nullptr) complete(*written);
   }
   return result;
 }
