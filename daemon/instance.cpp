@@ -348,6 +348,12 @@ json Instance::status() const {
                     {"backoffs", w.backoffs}, {"over_max_runs", w.over_max_runs}};
   }
   j["writeback"] = wb;
+  json nodes = json::array();
+  for (unsigned node = 0; node < store_->nodes(); ++node) {
+    const PageStore::NodeStats n = store_->node_stats(node);
+    nodes.push_back({{"node", node}, {"lru_pages", n.lru_pages}, {"writebacks", n.writebacks}});
+  }
+  j["nodes"] = nodes;
   j["stores"] = s.stores;
   j["loads"] = s.loads;
   j["empty_loads"] = s.empty_loads;

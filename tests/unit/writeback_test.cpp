@@ -104,6 +104,8 @@ TEST_F(WritebackTest, ColdPagesAreWrittenBackAndReadBackExactly) {
   EXPECT_LT(after.compressed_bytes, before.compressed_bytes);
   EXPECT_EQ(store_.lru_pages(kRootCgroup), 60u);
   EXPECT_EQ(store_.cgroup_stats(kRootCgroup).written_back_pages, 40u);
+  EXPECT_EQ(store_.node_stats(0).writebacks, 40u);
+  EXPECT_EQ(store_.node_stats(0).lru_pages, 60u);
   for (Slot s = 0; s < 100; ++s) {
     LoadedFrom from;
     EXPECT_EQ(load(s, &from), page_of(s)) << s;

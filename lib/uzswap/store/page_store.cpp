@@ -53,6 +53,7 @@ PageStore::PageStore(const PageStoreOptions& options)
       lru_(static_cast<std::uint32_t>(std::min<std::uint64_t>(options.slots, ListLru::kMaxItems)),
            options.pool.nodes),
       cgroup_counters_(std::make_unique<CgroupCounters[]>(kMaxCgroups)),
+      node_writebacks_(std::make_unique<std::atomic<std::uint64_t>[]>(options.pool.nodes)),
       cgroups_{kRootCgroup},
       threshold_(resolve_threshold(options, pool_)),
       codec_(options.codec),

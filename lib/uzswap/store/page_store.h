@@ -141,6 +141,12 @@ class PageStore {
   WritebackResult writeback_isolated(std::span<const Slot> slots);
   // Pages on `cgroup`'s LRU lists, all nodes (candidates for writeback).
   std::uint64_t lru_pages(CgroupId cgroup) const noexcept;
+  // Per NUMA node: pages on the LRU lists (all cgroups) and pages written back.
+  struct NodeStats {
+    std::uint64_t lru_pages = 0;
+    std::uint64_t writebacks = 0;
+  };
+  NodeStats node_stats(unsigned node) const;
   // Pool RAM above the accept threshold of the limit: the shrinker's target.
   bool above_accept_threshold() const noexcept;
 
@@ -212,6 +218,7 @@ class PageStore {
   int shrinker_id_ = -1;
   std::function<void()> pool_full_hook_;
   std::unique_ptr<CgroupCounters[]> cgroup_counters_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> node_writebacks_;
   mutable std::mutex cgroups_lock_;
   std::vector<CgroupId> cgroups_;  // live ids, guarded by cgroups_lock_
 

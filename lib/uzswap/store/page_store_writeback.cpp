@@ -150,6 +150,14 @@ bool PageStore::set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept {
   return true;
 }
 
+PageStore::NodeStats PageStore::node_stats(unsigned node) const {
+  NodeStats s;
+  if (node >= lru_.nodes()) return s;
+  for (const CgroupId cg : cgroups()) s.lru_pages += lru_.count(cg, node);
+  s.writebacks = node_writebacks_[node].load(std::memory_order_relaxed);
+  return s;
+}
+
 std::uint64_t PageStore::lru_pages(CgroupId cgroup) const noexcept {
   std::uint64_t total = 0;
   for (unsigned node = 0; node < lru_.nodes(); ++node) total += lru_.count(cgroup, node);
@@ -264,6 +272,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
       PoolHandle freed = kNullHandle;
       std::uint32_t length = 0;
       CgroupId cgroup = kRootCgroup;
+      unsigned node = 0;
       {
         std::lock_guard guard(table_.lock_for(slot));
         SlotEntry& entry = table_.entryLocked(slot);
@@ -285,6 +294,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
         freed = entry.value;
         length = static_cast<std::uint32_t>(entry.length);
         cgroup = static_cast<CgroupId>(entry.cgroup);
+        node = entry.node;
         entry.state = static_cast<std::uint64_t>(SlotState::written_back);
         entry.value = 0;
         entry.length = 0;
@@ -299,6 +309,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
       counters_.add(Counter::written_back_pages);
       cg.written_back_pages.fetch_add(1, std::memory_order_relaxed);
       counters_.add(Counter::writebacks);
+      node_writebacks_[node].fetch_add(1, std::memory_order_relaxed);
       pool_.free(freed);
       ++result.written;
     }
