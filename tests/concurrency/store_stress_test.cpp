@@ -194,7 +194,9 @@ void run_stress(const Config& cfg) {
   // Zero pages stored count as stored though they read like empty ones.
   EXPECT_GE(s.stored_pages + s.written_back_pages, stored + shared_stored);
   EXPECT_EQ(s.load_errors, 0u);
-  if (!cfg.writeback) EXPECT_EQ(s.reject_pool_full, rejected.load());
+  if (!cfg.writeback) {
+    EXPECT_EQ(s.reject_pool_full, rejected.load());
+  }
   EXPECT_GT(loads_checked.load(), cfg.ops_per_thread);
   EXPECT_GT(s.compactions, 0u);
 

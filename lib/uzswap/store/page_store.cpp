@@ -95,7 +95,7 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   if (const auto word = same_filled_word(page)) {
     fresh.state = static_cast<std::uint64_t>(SlotState::same_filled);
     fresh.value = *word;
-    install(slot, fresh, 0);
+    install(slot, fresh);
     return StoredAs::same_filled;
   }
 
@@ -125,7 +125,7 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   fresh.length = length;
   fresh.codec = static_cast<std::uint64_t>(codec);
   fresh.node = node;
-  install(slot, fresh, static_cast<std::uint32_t>(length));
+  install(slot, fresh);
   return raw ? StoredAs::incompressible : StoredAs::compressed;
 }
 
@@ -187,7 +187,7 @@ void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
   lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
 }
 
-void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t) noexcept {
+void PageStore::install(Slot slot, const SlotEntry& fresh) noexcept {
   Removed old;
   {
     std::lock_guard guard(table_.lock_for(slot));

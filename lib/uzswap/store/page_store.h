@@ -196,7 +196,7 @@ class PageStore {
   };
   // Swaps `fresh` into the slot (keeping cgroup and file_write), fixes LRU
   // membership and counters, frees the old version. Takes the slot lock.
-  void install(Slot slot, const SlotEntry& fresh, std::uint32_t length) noexcept;
+  void install(Slot slot, const SlotEntry& fresh) noexcept;
   // LRU membership and counters of an entry leaving/entering the slot; the
   // caller holds the slot lock.
   Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept;
