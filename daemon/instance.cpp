@@ -22,6 +22,7 @@
 #include "uzswap/control/format.h"
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
+#include "uzswap/reclaim/swap_type.h"
 
 namespace uzswap {
 
@@ -188,11 +189,27 @@ void Instance::start() {
     if (auto ec = swap_on(loop_.path(), config_.swap_priority))
       throw StartError("swapon " + loop_.path() + " failed: " + ec.message());
     swap_on_ = true;
+    // Attribution reads swap entries from pagemap: find which type is ours.
+    swap_type_probe();
   }
   spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(),
                human_bytes(config_.size_bytes), workers, loop_.path(),
                swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
   sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
+}
+
+void Instance::swap_type_probe() {
+  auto type = probe_swap_type([this](std::uint64_t offset, PageView page) {
+    std::array<std::byte, kPageSize> stored;
+    return offset < store_->slots() && store_->load(offset, stored).has_value() &&
+           std::memcmp(stored.data(), page.data(), kPageSize) == 0;
+  });
+  if (type) {
+    swap_type_ = static_cast<int>(*type);
+    spdlog::info("the kernel knows this device as swap type {}", *type);
+  } else {
+    spdlog::warn("could not tell this device's swap type: {}", type.error());
+  }
 }
 
 void Instance::serve() {
@@ -315,6 +332,7 @@ json Instance::status() const {
                  {"size_bytes", config_.size_bytes},
                  {"slots", store_->slots()},
                  {"swap_on", swap_on_},
+                 {"swap_type", swap_type_},
                  {"priority", config_.swap_priority},
                  {"direct_io", true},
                  {"workers", workers_ ? workers_->count() : 0}};

@@ -34,6 +34,7 @@ class Instance {
   void start();
   void serve();
   bool try_stop();
+  void swap_type_probe();
   void teardown() noexcept;
 
   std::string handle_control(std::string_view request, Access access);
@@ -56,6 +57,7 @@ class Instance {
   LoopDevice loop_;
   std::unique_ptr<ControlServer> control_;
   bool swap_on_ = false;
+  int swap_type_ = -1;  // the kernel's index for our device; -1 = unknown
   bool created_dir_ = false;
 };
 

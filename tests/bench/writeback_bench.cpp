@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   const std::uint64_t pages = mib << 20 >> 12;
 
   BackingFile file(path, pages * kPageSize);
+  std::filesystem::remove(path);  // the open file outlives its name
   for (int rep = 0; rep < reps; ++rep) {
     PageStoreOptions o;
     o.slots = pages;
@@ -59,6 +60,5 @@ int main(int argc, char** argv) {
                 double(written) * kPageSize / seconds / 1e6);
     std::fflush(stdout);
   }
-  std::filesystem::remove(path);
   return 0;
 }

@@ -78,6 +78,7 @@ void run_stress(const Config& cfg) {
   std::unique_ptr<BackingFile> backing;
   if (cfg.writeback) {
     backing = std::make_unique<BackingFile>(backing_path, kSlots * kPageSize);
+    std::filesystem::remove(backing_path);  // the open file outlives its name
     store.attach_backing(backing.get());
   }
 
@@ -208,7 +209,6 @@ void run_stress(const Config& cfg) {
   EXPECT_EQ(empty.compressed_bytes, 0u);
   EXPECT_EQ(empty.pool.objects, 0u);
   EXPECT_EQ(empty.pool.spans, 0u);
-  if (cfg.writeback) std::filesystem::remove(backing_path);
 }
 
 TEST(StoreStress, ConcurrentStoreLoadInvalidateCompactMatchTheModel) {

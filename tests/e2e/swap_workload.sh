@@ -10,6 +10,12 @@ dev=$(readlink "$RUN_DIR/$NAME/device")
 grep -q "^$dev " /proc/swaps || fail "$dev is not in /proc/swaps"
 [[ $(cat "/sys/block/$(basename "$dev")/loop/dio") == 1 ]] || fail "loop device without direct I/O"
 pass "swap on $dev with direct I/O"
+# The kernel's swap type of the device, found by the daemon's probe, is its
+# index among the swap areas (this machine has no holes from swapoffs).
+type=$(status_field "['device']['swap_type']")
+index=$(awk -v d="$dev" 'NR > 1 { if ($1 == d) print NR - 2 }' /proc/swaps)
+[[ $type == "$index" ]] || fail "swap type $type, expected $index"
+pass "swap type $type"
 
 make_memcg $((128 << 20))
 outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)

@@ -37,8 +37,9 @@ class ShrinkWorkerTest : public ::testing::Test {
  protected:
   ShrinkWorkerTest()
       : path_("/var/tmp/uzswap-shrink-test-" + std::to_string(getpid())),
-        file_(path_, kSlots * kPageSize) {}
-  ~ShrinkWorkerTest() override { std::filesystem::remove(path_); }
+        file_(path_, kSlots * kPageSize) {
+    std::filesystem::remove(path_);  // the open file outlives its name
+  }
 
   static PageStoreOptions options(std::uint64_t max_pool_bytes) {
     PageStoreOptions o;

@@ -107,6 +107,7 @@ TEST(ShrinkerRegistry, TheRegistryHasRoomForEightShrinkers) {
 TEST(ShrinkerRegistry, ThePageStoreIsAShrinkerOfItsLists) {
   const std::string path = "/var/tmp/uzswap-shrinker-test-" + std::to_string(getpid());
   BackingFile file(path, 1024 * kPageSize);
+  std::filesystem::remove(path);  // the open file outlives its name
   PageStoreOptions o;
   o.slots = 1024;
   o.pool.nodes = 2;
@@ -143,7 +144,6 @@ TEST(ShrinkerRegistry, ThePageStoreIsAShrinkerOfItsLists) {
   EXPECT_TRUE(registry.bit(9, 0, id));
   ASSERT_TRUE(store.remove_cgroup(9));
   EXPECT_TRUE(registry.bit(kRootCgroup, 0, id));
-  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -1,0 +1,123 @@
+#include "uzswap/reclaim/swap_type.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include "uzswap/reclaim/kernel_files.h"
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+namespace uzswap {
+
+namespace {
+
+bool read_all(int fd, void* buf, std::size_t len) {
+  auto* p = static_cast<std::byte*>(buf);
+  while (len > 0) {
+    const ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    len -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// In the child: marker page out to swap, then its pagemap word to `out`;
+// waits for a byte on `release` before exiting (which frees the slot).
+[[noreturn]] void child(int out, int release) {
+  auto* page = static_cast<std::byte*>(
+      mmap(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  std::uint64_t word = 0;
+  std::array<std::byte, kPageSize> marker{};
+  if (page != MAP_FAILED && getrandom(marker.data(), marker.size(), 0) == kPageSize) {
+    munlockall();  // not inherited across fork, but be sure
+    std::memcpy(page, marker.data(), kPageSize);
+    for (int tries = 0; tries < 20; ++tries) {
+      madvise(page, kPageSize, MADV_PAGEOUT);
+      const int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        const off_t at = static_cast<off_t>(reinterpret_cast<std::uintptr_t>(page) / kPageSize * 8);
+        if (pread(fd, &word, sizeof(word), at) != sizeof(word)) word = 0;
+        close(fd);
+      }
+      if (decode_pagemap(word).swapped) break;
+      usleep(10000);
+    }
+  }
+  (void)!write(out, &word, sizeof(word));
+  (void)!write(out, marker.data(), marker.size());
+  char byte;
+  (void)!read(release, &byte, 1);
+  _exit(0);
+}
+
+// The page is unmapped (and its swap entry visible) before its write reaches
+// the device: give the write up to a second.
+bool eventually_holds(const std::function<bool(std::uint64_t, PageView)>& holds,
+                      std::uint64_t offset, PageView page) {
+  for (int i = 0; i < 100; ++i) {
+    if (holds(offset, page)) return true;
+    usleep(10000);
+  }
+  return false;
+}
+
+}  // namespace
+
+std::expected<unsigned, std::string> probe_swap_type(
+    const std::function<bool(std::uint64_t, PageView)>& holds, int attempts) {
+  std::string why = "no attempt made";
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    int to_parent[2], to_child[2];
+    if (pipe2(to_parent, O_CLOEXEC) != 0) return std::unexpected(std::string("pipe: ") + std::strerror(errno));
+    if (pipe2(to_child, O_CLOEXEC) != 0) {
+      close(to_parent[0]);
+      close(to_parent[1]);
+      return std::unexpected(std::string("pipe: ") + std::strerror(errno));
+    }
+    const pid_t pid = fork();
+    if (pid < 0) return std::unexpected(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      close(to_parent[0]);
+      close(to_child[1]);
+      child(to_parent[1], to_child[0]);
+    }
+    close(to_parent[1]);
+    close(to_child[0]);
+    std::uint64_t word = 0;
+    std::array<std::byte, kPageSize> marker;
+    const bool got = read_all(to_parent[0], &word, sizeof(word)) &&
+                     read_all(to_parent[0], marker.data(), marker.size());
+    std::expected<unsigned, std::string> result = std::unexpected(std::string());
+    const PagemapEntry e = decode_pagemap(word);
+    if (!got) {
+      why = "the probe process failed";
+    } else if (!e.swapped) {
+      why = "the probe page was not paged out (is swap on? MADV_PAGEOUT needs kernel 5.4)";
+    } else if (!eventually_holds(holds, e.swap_offset, PageView(marker))) {
+      why = "the probe page went to swap type " + std::to_string(e.swap_type) +
+            ", which is not this device (is its priority the highest?)";
+    } else {
+      result = e.swap_type;
+    }
+    (void)!write(to_child[1], "x", 1);  // let the child exit now
+    close(to_child[1]);
+    close(to_parent[0]);
+    waitpid(pid, nullptr, 0);
+    if (result) return result;
+    result = std::unexpected(why);
+  }
+  return std::unexpected(why);
+}
+
+}  // namespace uzswap
