@@ -207,9 +207,70 @@ void Instance::swap_type_probe() {
   if (type) {
     swap_type_ = static_cast<int>(*type);
     spdlog::info("the kernel knows this device as swap type {}", *type);
+    start_attribution();
   } else {
     spdlog::warn("could not tell this device's swap type: {}", type.error());
   }
+}
+
+void Instance::start_attribution() {
+  if (config_.attribution_interval == 0) return;
+  AttributionOptions options;
+  options.cgroup_root = config_.cgroup_root.empty() ? Attribution::default_root() : config_.cgroup_root;
+  options.swap_type = static_cast<unsigned>(swap_type_);
+  options.max_pages_per_pass = config_.attribution_budget;
+  if (!std::filesystem::exists(options.cgroup_root + "/cgroup.procs")) {
+    spdlog::warn("no cgroup v2 tree at {}: every page stays the root cgroup's", options.cgroup_root);
+    return;
+  }
+  attribution_ = std::make_unique<Attribution>(*store_, options);
+  spdlog::info("attributing pages to the cgroups under {} every {} s", options.cgroup_root,
+               config_.attribution_interval);
+  attribution_thread_ = Thread("uzswap-attrib", [this] {
+    std::unique_lock guard(attribution_lock_);
+    while (!attribution_stop_) {
+      last_pass_ = attribution_->scan();
+      attribution_wakeup_.wait_for(guard, std::chrono::seconds(config_.attribution_interval),
+                                   [this] { return attribution_stop_; });
+    }
+  });
+}
+
+void Instance::stop_attribution() noexcept {
+  {
+    std::lock_guard guard(attribution_lock_);
+    attribution_stop_ = true;
+  }
+  attribution_wakeup_.notify_all();
+  attribution_thread_.join();
+}
+
+json Instance::attribute_now() {
+  if (!attribution_) return error_reply("attribute: cgroup attribution is off or has no v2 tree");
+  std::lock_guard guard(attribution_lock_);
+  last_pass_ = attribution_->scan();
+  return {{"ok", true},
+          {"result", {{"cgroups", last_pass_.cgroups},
+                      {"processes", last_pass_.processes},
+                      {"pages_scanned", last_pass_.pages_scanned},
+                      {"attributed", last_pass_.attributed},
+                      {"complete", last_pass_.complete}}}};
+}
+
+std::optional<CgroupId> Instance::find_cgroup(const std::string& path) const {
+  if (path == "/") return kRootCgroup;
+  if (!attribution_) return std::nullopt;
+  std::lock_guard guard(attribution_lock_);
+  return attribution_->id_of(path);
+}
+
+std::string Instance::cgroup_path(CgroupId id) const {
+  if (id == kRootCgroup) return "/";
+  if (attribution_) {
+    std::lock_guard guard(attribution_lock_);
+    if (auto path = attribution_->path_of(id)) return *path;
+  }
+  return "#" + std::to_string(id);
 }
 
 void Instance::serve() {
@@ -265,6 +326,7 @@ bool Instance::try_stop() {
 
 void Instance::teardown() noexcept {
   control_.reset();
+  stop_attribution();
   if (swap_on_) {
     // Only on an error path after swapon: try once; if it fails the device
     // must stay served, so keep everything up and let the caller exit later.
@@ -392,7 +454,7 @@ json Instance::status() const {
   for (const CgroupId id : store_->cgroups()) {
     const CgroupStats c = store_->cgroup_stats(id);
     const CgroupPolicy p = store_->cgroup_policy(id);
-    cgroups.push_back({{"path", id == kRootCgroup ? std::string("/") : std::to_string(id)},
+    cgroups.push_back({{"path", cgroup_path(id)},
                        {"stored_pages", c.stored_pages},
                        {"compressed_bytes", c.compressed_bytes},
                        {"written_back_pages", c.written_back_pages},
@@ -436,6 +498,23 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     CgroupPolicy policy = store_->cgroup_policy(kRootCgroup);
     policy.writeback = value == "on";
     store_->set_cgroup_policy(kRootCgroup, policy);
+  } else if (key == "cgroup-writeback" || key == "cgroup-max") {
+    // VALUE is PATH=SETTING: the userspace memory.zswap.writeback / memory.zswap.max.
+    const auto eq = value.rfind('=');
+    const auto cgroup = eq == std::string::npos ? std::nullopt : find_cgroup(value.substr(0, eq));
+    if (!cgroup) return error_reply(key + ": '" + value + "' is not PATH=SETTING for a known cgroup");
+    CgroupPolicy policy = store_->cgroup_policy(*cgroup);
+    const std::string setting = value.substr(eq + 1);
+    if (key == "cgroup-writeback") {
+      if (setting != "on" && setting != "off") return error_reply(key + ": '" + setting + "' is not on or off");
+      policy.writeback = setting == "on";
+    } else {
+      const auto bytes = setting == "max" ? std::optional<std::uint64_t>(0) : parse_size(setting);
+      if (!bytes) return error_reply(key + ": '" + setting + "' is not a size or max");
+      policy.max_bytes = *bytes;
+    }
+    store_->set_cgroup_policy(*cgroup, policy);
+    if (shrinker_) shrinker_->wake();
   } else if (key == "log-level") {
     const auto level = spdlog::level::from_str(value);
     if (level == spdlog::level::off && value != "off")
@@ -444,7 +523,8 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
   } else {
     return error_reply("unknown setting '" + key +
                        "' (settable: compressor, level, max-pool-percent, "
-                       "accept-threshold-percent, writeback, log-level)");
+                       "accept-threshold-percent, writeback, cgroup-writeback, cgroup-max, "
+                       "log-level)");
   }
   spdlog::info("set {} = {}", key, value);
   return {{"ok", true}, {"result", {{key, value}}}};
@@ -456,9 +536,9 @@ json Instance::writeback(const json& request) {
     return error_reply("malformed request: writeback needs a positive \"pages\"");
   std::optional<CgroupId> cgroup;
   if (request.contains("cgroup")) {
-    if (!request["cgroup"].is_string() || request["cgroup"] != "/")
-      return error_reply("writeback: unknown cgroup (only \"/\" until cgroup attribution lands)");
-    cgroup = kRootCgroup;
+    if (!request["cgroup"].is_string()) return error_reply("malformed request: \"cgroup\" must be a path");
+    cgroup = find_cgroup(request["cgroup"]);
+    if (!cgroup) return error_reply("writeback: unknown cgroup " + request["cgroup"].get<std::string>());
   }
   if (!store_->cgroup_policy(kRootCgroup).writeback)
     return error_reply("writeback: turned off (uzswapctl set writeback on)");
@@ -480,9 +560,10 @@ std::string Instance::handle_control(std::string_view request, Access access) {
   const std::string cmd = req["cmd"];
   if (cmd == "status" || cmd == "cgroups" || cmd == "stats")
     return json{{"ok", true}, {"result", status()}}.dump();
-  if (cmd == "set" || cmd == "writeback") {
+  if (cmd == "set" || cmd == "writeback" || cmd == "attribute") {
     if (access != Access::admin) return error_reply("permission denied: '" + cmd + "' needs root").dump();
     if (cmd == "writeback") return writeback(req).dump();
+    if (cmd == "attribute") return attribute_now().dump();
     if (!req.contains("key") || !req["key"].is_string() || !req.contains("value") ||
         !req["value"].is_string())
       return error_reply("malformed request: set needs string \"key\" and \"value\"").dump();

@@ -17,7 +17,11 @@
 #include "uzswap/fuse/fuse_session.h"
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/reclaim/attribution.h"
 #include "uzswap/writeback/shrink_worker.h"
+
+#include <condition_variable>
+#include <mutex>
 
 namespace uzswap {
 
@@ -35,6 +39,11 @@ class Instance {
   void serve();
   bool try_stop();
   void swap_type_probe();
+  void start_attribution();
+  void stop_attribution() noexcept;
+  nlohmann::json attribute_now();
+  std::string cgroup_path(CgroupId id) const;
+  std::optional<CgroupId> find_cgroup(const std::string& path) const;
   void teardown() noexcept;
 
   std::string handle_control(std::string_view request, Access access);
@@ -56,6 +65,12 @@ class Instance {
   int file_fd_ = -1;
   LoopDevice loop_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<Attribution> attribution_;
+  mutable std::mutex attribution_lock_;  // one pass at a time; guards attribution_'s maps
+  std::condition_variable attribution_wakeup_;
+  bool attribution_stop_ = false;
+  AttributionPass last_pass_;
+  Thread attribution_thread_;
   bool swap_on_ = false;
   int swap_type_ = -1;  // the kernel's index for our device; -1 = unknown
   bool created_dir_ = false;

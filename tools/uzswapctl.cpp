@@ -67,7 +67,9 @@ int main(int argc, char** argv) {
 
   std::string key, value;
   auto* set = app.add_subcommand("set", "Change a live setting");
-  set->add_option("key", key, "compressor, level, max-pool-percent, accept-threshold-percent, log-level")
+  set->add_option("key", key,
+                  "compressor, level, max-pool-percent, accept-threshold-percent, writeback, "
+                  "cgroup-writeback (PATH=on|off), cgroup-max (PATH=SIZE|max), log-level")
       ->required();
   set->add_option("value", value)->required();
 
@@ -76,6 +78,8 @@ int main(int argc, char** argv) {
   auto* writeback = app.add_subcommand("writeback", "Write pages back to the backing file now");
   writeback->add_option("--pages", pages, "How many pages")->required();
   writeback->add_option("--cgroup", cgroup, "Only this cgroup's pages");
+
+  auto* attribute = app.add_subcommand("attribute", "Run a cgroup attribution pass now");
 
   bool prometheus = false;
   auto* stats = app.add_subcommand("stats", "Statistics for monitoring");
@@ -114,6 +118,13 @@ int main(int argc, char** argv) {
     std::cout << r->value("written", std::uint64_t{0}) << " pages written back";
     if (const auto failed = r->value("failed", std::uint64_t{0})) std::cout << ", " << failed << " failed (kept in RAM)";
     std::cout << "\n";
+  } else if (attribute->parsed()) {
+    const auto r = session.call({{"cmd", "attribute"}});
+    if (!r) return 1;
+    std::cout << r->value("attributed", std::uint64_t{0}) << " pages attributed, "
+              << r->value("pages_scanned", std::uint64_t{0}) << " pagemap entries read in "
+              << r->value("processes", std::uint64_t{0}) << " processes of "
+              << r->value("cgroups", std::uint64_t{0}) << " cgroups\n";
   } else if (stats->parsed()) {
     const auto s = session.call({{"cmd", "stats"}});
     if (!s) return 1;

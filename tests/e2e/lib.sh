@@ -10,6 +10,7 @@ RUN_DIR=/run/uzswap
 DAEMON_PID=
 DAEMON_LOG=$(mktemp /tmp/uzswap-e2e-log.XXXXXX)
 MEMCG=
+EXTRA_CGROUPS=()  # more cgroup directories to remove on exit, deepest last
 
 fail() {
   echo "FAIL: $*" >&2
@@ -53,6 +54,13 @@ cleanup() {
     while read -r p; do echo "$p" > "$(dirname "$MEMCG")/cgroup.procs" 2>/dev/null; done < "$MEMCG/cgroup.procs"
     rmdir "$MEMCG" 2>/dev/null || true
   fi
+  local cg i
+  for ((i = ${#EXTRA_CGROUPS[@]} - 1; i >= 0; i--)); do
+    cg=${EXTRA_CGROUPS[i]}
+    [[ -d $cg ]] || continue
+    while read -r p; do kill -KILL "$p" 2>/dev/null; done < "$cg/cgroup.procs"
+    for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+  done
   rm -f "$DAEMON_LOG"
   exit $status
 }
@@ -103,6 +111,19 @@ make_memcg() {
 # in_memcg CMD...: runs CMD inside MEMCG.
 in_memcg() {
   bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$MEMCG" "$@"
+}
+
+# v2_root: the cgroup v2 tree (pure v2, or the unified half of a hybrid).
+v2_root() {
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then echo /sys/fs/cgroup
+  elif [[ -f /sys/fs/cgroup/unified/cgroup.procs ]]; then echo /sys/fs/cgroup/unified
+  else return 1; fi
+}
+
+# new_cgroup DIR: makes a cgroup directory that is removed on exit.
+new_cgroup() {
+  mkdir "$1" || fail "cannot make $1"
+  EXTRA_CGROUPS+=("$1")
 }
 
 assert_clean() {

@@ -81,6 +81,13 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   app.add_option("--log-level", c.log_level, "Log level")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_option("--run-dir", c.run_dir, "Runtime directory");
+  app.add_option("--cgroup-root", c.cgroup_root, "The cgroup v2 tree (default: found at start)");
+  app.add_option("--attribution-interval", c.attribution_interval,
+                 "Seconds between cgroup attribution passes (0 = off)")
+      ->check(CLI::Range(0, 86400));
+  app.add_option("--attribution-budget", c.attribution_budget,
+                 "Pagemap entries one attribution pass may read (its CPU budget)")
+      ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40));
 
   std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);
   try {

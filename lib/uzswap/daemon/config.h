@@ -30,6 +30,9 @@ struct DaemonConfig {
   std::string stats_group;             // group that may read stats; empty = root only
   std::string log_level = "info";
   std::string run_dir = kDefaultRunDir;
+  std::string cgroup_root;                // empty = this machine's v2 tree
+  unsigned attribution_interval = 10;     // seconds between passes; 0 = off
+  std::uint64_t attribution_budget = 1u << 20;  // pagemap entries per pass
 
   // Paths under run_dir for this instance.
   std::string instance_dir() const { return run_dir + "/" + name; }

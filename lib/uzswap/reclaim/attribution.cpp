@@ -1,0 +1,145 @@
+#include "uzswap/reclaim/attribution.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "uzswap/reclaim/kernel_files.h"
+
+namespace uzswap {
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string Attribution::default_root() {
+  if (std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers")) return "/sys/fs/cgroup";
+  return "/sys/fs/cgroup/unified";
+}
+
+Attribution::Attribution(PageStore& store, AttributionOptions options)
+    : store_(store), options_(std::move(options)) {}
+
+std::optional<std::string> Attribution::path_of(CgroupId id) const {
+  if (id == kRootCgroup) return "/";
+  for (const auto& [ino, k] : known_)
+    if (k.id == id) return k.path;
+  return std::nullopt;
+}
+
+std::optional<CgroupId> Attribution::id_of(const std::string& path) const {
+  if (path == "/") return kRootCgroup;
+  for (const auto& [ino, k] : known_)
+    if (k.path == path) return k.id;
+  return std::nullopt;
+}
+
+void Attribution::sync_tree(AttributionPass& pass) {
+  namespace fs = std::filesystem;
+  std::map<ino_t, std::pair<std::string, ino_t>> seen;  // inode -> (path, parent inode)
+  struct stat root_st {};
+  if (stat(options_.cgroup_root.c_str(), &root_st) != 0) return;
+  std::error_code ec;
+  // Pre-order: a parent is always seen before its children.
+  for (auto it = fs::recursive_directory_iterator(options_.cgroup_root,
+                                                   fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_directory(ec) || it->is_symlink(ec)) continue;
+    struct stat st {}, parent_st {};
+    if (stat(it->path().c_str(), &st) != 0 || stat(it->path().parent_path().c_str(), &parent_st) != 0)
+      continue;  // vanished meanwhile
+    const std::string rel = "/" + fs::relative(it->path(), options_.cgroup_root, ec).string();
+    seen[st.st_ino] = {rel, parent_st.st_ino};
+    if (known_.contains(st.st_ino) || next_id_ >= kMaxCgroups) continue;
+    const CgroupId parent = parent_st.st_ino == root_st.st_ino ? kRootCgroup
+                            : known_.contains(parent_st.st_ino) ? known_[parent_st.st_ino].id
+                                                                : kRootCgroup;
+    const auto id = static_cast<CgroupId>(next_id_);
+    if (!store_.add_cgroup(id, parent)) continue;
+    ++next_id_;
+    known_[st.st_ino] = {id, rel};
+    ++pass.new_cgroups;
+    // The kernel's own per-cgroup zswap knobs, where it has them, are the defaults.
+    CgroupPolicy policy;
+    const std::string writeback = read_file(it->path().string() + "/memory.zswap.writeback");
+    if (!writeback.empty()) policy.writeback = writeback[0] != '0';
+    const std::string max = read_file(it->path().string() + "/memory.zswap.max");
+    if (!max.empty() && max.rfind("max", 0) != 0) policy.max_bytes = std::strtoull(max.c_str(), nullptr, 10);
+    store_.set_cgroup_policy(id, policy);
+  }
+  // Gone since the last pass: deepest first, so children go before parents.
+  std::vector<std::pair<std::size_t, ino_t>> gone;
+  for (const auto& [ino, k] : known_)
+    if (!seen.contains(ino)) gone.emplace_back(std::count(k.path.begin(), k.path.end(), '/'), ino);
+  std::sort(gone.rbegin(), gone.rend());
+  for (const auto& [depth, ino] : gone) {
+    store_.remove_cgroup(known_[ino].id);
+    known_.erase(ino);
+    ++pass.removed_cgroups;
+  }
+}
+
+void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pass) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  const std::vector<MappedRange> ranges = parse_maps(read_file(proc + "/maps"));
+  if (ranges.empty()) return;  // gone, or a kernel thread
+  const int fd = open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ++pass.processes;
+  constexpr std::size_t kChunk = 512;
+  std::uint64_t words[kChunk];
+  for (const MappedRange& r : ranges) {
+    for (std::uint64_t page = r.start / kPageSize; page < r.end / kPageSize;) {
+      if (pass.pages_scanned >= options_.max_pages_per_pass) break;
+      const std::size_t n = std::min<std::uint64_t>(kChunk, r.end / kPageSize - page);
+      const ssize_t got = pread(fd, words, n * sizeof(std::uint64_t), static_cast<off_t>(page * 8));
+      if (got <= 0) break;
+      const std::size_t count = static_cast<std::size_t>(got) / sizeof(std::uint64_t);
+      pass.pages_scanned += count;
+      for (std::size_t i = 0; i < count; ++i) {
+        const PagemapEntry e = decode_pagemap(words[i]);
+        if (e.swapped && e.swap_type == options_.swap_type && e.swap_offset < store_.slots() &&
+            store_.set_slot_cgroup(e.swap_offset, id))
+          ++pass.attributed;
+      }
+      page += count;
+    }
+  }
+  close(fd);
+}
+
+AttributionPass Attribution::scan() {
+  AttributionPass pass;
+  sync_tree(pass);
+  std::vector<std::pair<std::string, CgroupId>> cgroups;
+  for (const auto& [ino, k] : known_) cgroups.emplace_back(k.path, k.id);
+  std::sort(cgroups.begin(), cgroups.end());
+  pass.cgroups = cgroups.size();
+  if (cgroups.empty()) {
+    pass.complete = true;
+    return pass;
+  }
+  std::size_t done = 0;
+  for (; done < cgroups.size() && pass.pages_scanned < options_.max_pages_per_pass; ++done) {
+    const auto& [path, id] = cgroups[(cursor_ + done) % cgroups.size()];
+    for (const int pid : parse_cgroup_procs(read_file(options_.cgroup_root + path + "/cgroup.procs")))
+      attribute_process(pid, id, pass);
+  }
+  cursor_ = (cursor_ + done) % cgroups.size();
+  pass.complete = done == cgroups.size();
+  return pass;
+}
+
+}  // namespace uzswap
