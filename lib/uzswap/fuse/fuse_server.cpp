@@ -83,15 +83,20 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
     return reply_error(reply, unique, EINVAL);
   };
 
-  fuse_attr attr{};
-  attr.ino = FUSE_ROOT_ID;
-  attr.size = config_.size_bytes;
-  attr.blocks = config_.size_bytes / 512;
-  attr.mode = S_IFREG | 0600;
-  attr.nlink = 1;
-  attr.uid = config_.uid;
-  attr.gid = config_.gid;
-  attr.blksize = kPageSize;
+  // The one inode: the root, a regular file of the device's size.
+  const auto reply_attr = [&] {
+    fuse_attr_out out{};
+    out.attr_valid = kAttrTimeout;
+    out.attr.ino = FUSE_ROOT_ID;
+    out.attr.size = config_.size_bytes;
+    out.attr.blocks = config_.size_bytes / 512;
+    out.attr.mode = S_IFREG | 0600;
+    out.attr.nlink = 1;
+    out.attr.uid = config_.uid;
+    out.attr.gid = config_.gid;
+    out.attr.blksize = kPageSize;
+    return reply_body(reply, unique, out);
+  };
 
   switch (in.opcode) {
     case FUSE_INIT: {
@@ -126,10 +131,7 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       return 0;  // no reply, by protocol
     case FUSE_GETATTR: {
       if (in.nodeid != FUSE_ROOT_ID) return reply_error(reply, unique, ENOENT);
-      fuse_attr_out out{};
-      out.attr_valid = kAttrTimeout;
-      out.attr = attr;
-      return reply_body(reply, unique, out);
+      return reply_attr();
     }
     case FUSE_SETATTR: {
       fuse_setattr_in set;
@@ -137,10 +139,7 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       // The device has a fixed size; mode, owner and times are not stored.
       if ((set.valid & FATTR_SIZE) && set.size != config_.size_bytes)
         return reply_error(reply, unique, EPERM);
-      fuse_attr_out out{};
-      out.attr_valid = kAttrTimeout;
-      out.attr = attr;
-      return reply_body(reply, unique, out);
+      return reply_attr();
     }
     case FUSE_OPEN: {
       fuse_open_in open;
