@@ -17,7 +17,7 @@ else
 fi
 
 BACKING=/var/tmp/uzswap-e2e-$NAME.swap
-trap 'rm -f "$BACKING"' RETURN
+TEMP_FILES+=("$BACKING" /tmp/uzswap-$NAME-{A,B}.{go,out})
 start_daemon --size 1G --backing-file "$BACKING" --attribution-interval 1
 type=$(status_field "['device']['swap_type']")
 (( type >= 0 )) || fail "swap type unknown"

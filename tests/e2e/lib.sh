@@ -11,6 +11,7 @@ DAEMON_PID=
 DAEMON_LOG=$(mktemp /tmp/uzswap-e2e-log.XXXXXX)
 MEMCG=
 EXTRA_CGROUPS=()  # more cgroup directories to remove on exit, deepest last
+TEMP_FILES=()     # files to remove on exit
 
 fail() {
   echo "FAIL: $*" >&2
@@ -31,37 +32,54 @@ require_machine() {
   [[ -r /proc/swaps ]] || skip "no swap support"
 }
 
+# kill_cgroup_procs DIR: ends every process in a cgroup (test workloads).
+kill_cgroup_procs() {
+  [[ -f $1/cgroup.procs ]] || return 0
+  local p
+  while read -r p; do kill -KILL "$p" 2>/dev/null; done < "$1/cgroup.procs"
+}
+
 cleanup() {
   local status=$?
-  if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null
-    for _ in $(seq 1 300); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-  fi
-  # Whatever a crashed daemon left: swap, loop device, mount, files.
+  # Workloads first: their swapped-out pages must not outlive the daemon, and
+  # the daemon's swapoff needs the RAM they hold.
+  local cg i
+  for cg in "$MEMCG" "${EXTRA_CGROUPS[@]}"; do [[ -n $cg ]] && kill_cgroup_procs "$cg"; done
+  kill $(jobs -p) 2>/dev/null
+  wait 2>/dev/null
   local dev
   dev=$(readlink "$RUN_DIR/$NAME/device" 2>/dev/null || true)
-  if [[ -n "$dev" ]]; then
-    swapoff "$dev" 2>/dev/null || true
-    losetup -d "$dev" 2>/dev/null || true
-  fi
-  umount -l "$RUN_DIR/$NAME/swap" 2>/dev/null || true
   if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null
+    for _ in $(seq 1 1200); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
+  # Never kill a daemon whose device is still swap: the kernel would be left
+  # with pages nobody can read. Swap it off ourselves first, however long.
+  if [[ -n "$dev" ]] && grep -q "^$dev " /proc/swaps; then
+    timeout 300 swapoff "$dev" || echo "cleanup: swapoff $dev failed; leaving uzswapd $DAEMON_PID running" >&2
+  fi
+  if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null && ! { [[ -n "$dev" ]] && grep -q "^$dev " /proc/swaps; }; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$DAEMON_PID" 2>/dev/null
   fi
-  rm -rf "${RUN_DIR:?}/$NAME" "$RUN_DIR/$NAME.lock"
+  # Whatever a crashed daemon left: loop device, mount, files.
+  if [[ -n "$dev" ]] && ! grep -q "^$dev " /proc/swaps; then
+    losetup -d "$dev" 2>/dev/null || true
+    umount -l "$RUN_DIR/$NAME/swap" 2>/dev/null || true
+    rm -rf "${RUN_DIR:?}/$NAME" "$RUN_DIR/$NAME.lock"
+  fi
   if [[ -n "$MEMCG" && -d "$MEMCG" ]]; then
     # Move anything left to the parent before removing.
     while read -r p; do echo "$p" > "$(dirname "$MEMCG")/cgroup.procs" 2>/dev/null; done < "$MEMCG/cgroup.procs"
     rmdir "$MEMCG" 2>/dev/null || true
   fi
-  local cg i
   for ((i = ${#EXTRA_CGROUPS[@]} - 1; i >= 0; i--)); do
     cg=${EXTRA_CGROUPS[i]}
     [[ -d $cg ]] || continue
-    while read -r p; do kill -KILL "$p" 2>/dev/null; done < "$cg/cgroup.procs"
     for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
   done
-  rm -f "$DAEMON_LOG"
+  rm -f "$DAEMON_LOG" "${TEMP_FILES[@]}"
   exit $status
 }
 trap cleanup EXIT

@@ -9,7 +9,7 @@ command -v mkswap >/dev/null || skip "no mkswap"
 
 other=/var/tmp/uzswap-e2e-other-$NAME.swap
 cleanup_other() { swapoff "$other" 2>/dev/null; rm -f "$other"; }
-trap 'cleanup_other; cleanup' EXIT
+trap 'status=$?; cleanup_other; (exit $status); cleanup' EXIT  # keep the test's status
 fallocate -l 16M "$other" && chmod 600 "$other" && mkswap -q "$other" >/dev/null || fail "cannot make $other"
 swapon -p 1 "$other" || skip "swapon of a plain file failed"
 

@@ -19,6 +19,7 @@ pass "swap type $type"
 
 make_memcg $((128 << 20))
 outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
+TEMP_FILES+=("$outfile")
 in_memcg "$WORKLOAD" 256 >"$outfile" &
 workload=$!
 # While the pages are out: they are stored, and compressed.

@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 require_machine
 
 BACKING=/var/tmp/uzswap-e2e-$NAME.swap
-trap 'rm -f "$BACKING"' RETURN
+TEMP_FILES+=("$BACKING")
 start_daemon --size 1G --backing-file "$BACKING"
 [[ -f $BACKING && $(stat -c %s "$BACKING") -eq $((1 << 30)) ]] || fail "backing file not preallocated"
 pass "backing file preallocated"
@@ -14,6 +14,7 @@ pass "backing file preallocated"
 make_memcg $((128 << 20))
 gate=$(mktemp -u /tmp/uzswap-e2e-gate.XXXXXX)
 outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
+TEMP_FILES+=("$gate" "$outfile")
 in_memcg "$WORKLOAD" 256 --pause-file "$gate" >"$outfile" &
 workload=$!
 for _ in $(seq 1 600); do grep -q filled "$outfile" && break; sleep 0.1; done

@@ -48,6 +48,27 @@ TEST(Maps, ParsesCapturedText) {
   EXPECT_TRUE(parse_maps("").empty());
 }
 
+TEST(Smaps, EachRangeCarriesItsSwap) {
+  const char* text =
+      "55d4a0000000-55d4a0021000 rw-p 00000000 00:00 0                          [heap]\n"
+      "Size:                132 kB\n"
+      "Rss:                  64 kB\n"
+      "Swap:                 68 kB\n"
+      "SwapPss:              68 kB\n"
+      "VmFlags: rd wr mr mw me ac sd\n"
+      "600000000000-640000000000 rw-p 00000000 00:00 0 \n"
+      "Size:         1073741824 kB\n"
+      "Swap:                  0 kB\n"
+      "VmFlags: rd wr mr mw me nr sd\n";
+  const auto r = parse_smaps(text);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].path, "[heap]");
+  EXPECT_EQ(r[0].swap_kb, 68u);
+  EXPECT_EQ(r[1].start, 0x600000000000u);
+  EXPECT_EQ(r[1].swap_kb, 0u);
+  EXPECT_TRUE(parse_smaps("Swap: 4 kB\n").empty()) << "a field before any range is ignored";
+}
+
 TEST(MemoryEvents, KeysAreReadByName) {
   const auto e = parse_memory_events("low 0\nhigh 12\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\nnewkey 99\n");
   EXPECT_EQ(e.at("high"), 12u);

@@ -93,7 +93,9 @@ void Attribution::sync_tree(AttributionPass& pass) {
 
 void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pass) {
   const std::string proc = "/proc/" + std::to_string(pid);
-  const std::vector<MappedRange> ranges = parse_maps(read_file(proc + "/maps"));
+  // smaps says which mappings have anything swapped out: only those are
+  // read, so huge sparse reservations (sanitizer shadows, pools) cost nothing.
+  const std::vector<MappedRange> ranges = parse_smaps(read_file(proc + "/smaps"));
   if (ranges.empty()) return;  // gone, or a kernel thread
   const int fd = open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
@@ -101,6 +103,7 @@ void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pas
   constexpr std::size_t kChunk = 512;
   std::uint64_t words[kChunk];
   for (const MappedRange& r : ranges) {
+    if (r.swap_kb == 0) continue;
     for (std::uint64_t page = r.start / kPageSize; page < r.end / kPageSize;) {
       if (pass.pages_scanned >= options_.max_pages_per_pass) break;
       const std::size_t n = std::min<std::uint64_t>(kChunk, r.end / kPageSize - page);

@@ -38,32 +38,59 @@ PagemapEntry decode_pagemap(std::uint64_t word) noexcept {
   return e;
 }
 
+namespace {
+
+// One maps line: 7f0000000000-7f0000021000 rw-p 00000000 00:00 0      [heap]
+std::optional<MappedRange> parse_maps_line(std::string_view line) {
+  const auto dash = line.find('-');
+  const auto space = line.find(' ');
+  if (dash == std::string_view::npos || space == std::string_view::npos || dash > space) return std::nullopt;
+  MappedRange r;
+  if (!to_number(line.substr(0, dash), r.start, 16) ||
+      !to_number(line.substr(dash + 1, space - dash - 1), r.end, 16) || r.end <= r.start)
+    return std::nullopt;
+  const std::string_view perms = line.substr(space + 1, 4);
+  if (perms.size() < 4) return std::nullopt;
+  r.readable = perms[0] == 'r';
+  r.shared = perms[3] == 's';
+  // The path is the sixth field, and may contain spaces.
+  std::size_t pos = space + 1;
+  for (int field = 0; field < 4 && pos != std::string_view::npos; ++field) {
+    pos = line.find(' ', pos);
+    if (pos != std::string_view::npos) pos = line.find_first_not_of(' ', pos);
+  }
+  if (pos != std::string_view::npos) r.path = std::string(line.substr(pos));
+  return r;
+}
+
+}  // namespace
+
 std::vector<MappedRange> parse_maps(std::string_view text) {
   std::vector<MappedRange> ranges;
+  for (std::string_view line : lines(text))
+    if (auto r = parse_maps_line(line)) ranges.push_back(std::move(*r));
+  return ranges;
+}
+
+std::vector<MappedRange> parse_smaps(std::string_view text) {
+  std::vector<MappedRange> ranges;
   for (std::string_view line : lines(text)) {
-    // 7f0000000000-7f0000021000 rw-p 00000000 00:00 0      [heap]
-    const auto dash = line.find('-');
-    const auto space = line.find(' ');
-    if (dash == std::string_view::npos || space == std::string_view::npos || dash > space) continue;
-    MappedRange r;
-    if (!to_number(line.substr(0, dash), r.start, 16) ||
-        !to_number(line.substr(dash + 1, space - dash - 1), r.end, 16) || r.end <= r.start)
+    if (line.rfind("Swap:", 0) == 0) {
+      // "Swap:                 12 kB"
+      if (ranges.empty()) continue;
+      std::string_view v = line.substr(5);
+      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+      const auto end = v.find(' ');
+      std::uint64_t kb;
+      if (to_number(v.substr(0, end), kb)) ranges.back().swap_kb = kb;
       continue;
-    const std::string_view perms = line.substr(space + 1, 4);
-    if (perms.size() < 4) continue;
-    r.readable = perms[0] == 'r';
-    r.shared = perms[3] == 's';
-    // The path is the sixth field, and may contain spaces.
-    std::size_t pos = space + 1;
-    for (int field = 0; field < 4 && pos != std::string_view::npos; ++field) {
-      pos = line.find(' ', pos);
-      if (pos != std::string_view::npos) pos = line.find_first_not_of(' ', pos);
     }
-    if (pos != std::string_view::npos) r.path = std::string(line.substr(pos));
-    ranges.push_back(std::move(r));
+    // Field lines ("Size: ...", "VmFlags: ...") never parse as a range.
+    if (auto r = parse_maps_line(line)) ranges.push_back(std::move(*r));
   }
   return ranges;
 }
+
 
 std::map<std::string, std::uint64_t> parse_memory_events(std::string_view text) {
   std::map<std::string, std::uint64_t> events;

@@ -29,8 +29,11 @@ struct MappedRange {
   bool readable = false;
   bool shared = false;  // 's' rather than 'p'
   std::string path;     // may be empty, or [heap], [stack], ...
+  std::uint64_t swap_kb = 0;  // from smaps only: how much of it is swapped out
 };
 std::vector<MappedRange> parse_maps(std::string_view text);
+// /proc/PID/smaps: the maps lines, each with its "Swap:" size.
+std::vector<MappedRange> parse_smaps(std::string_view text);
 
 // memory.events (and memory.events.local): "key value" lines, read by name.
 std::map<std::string, std::uint64_t> parse_memory_events(std::string_view text);
