@@ -47,14 +47,19 @@ for w in A B; do
   for _ in $(seq 1 600); do grep -q filled "/tmp/uzswap-$NAME-$w.out" && break; sleep 0.1; done
   grep -q filled "/tmp/uzswap-$NAME-$w.out" || fail "workload $w did not fill"
 done
-"$UZSWAPCTL" --name "$NAME" attribute || fail "attribute"
-
 cg_field() {  # cg_field PATH KEY
   "$UZSWAPCTL" --name "$NAME" cgroups --json |
     python3 -c "import json,sys; print(next((c['$2'] for c in json.load(sys.stdin) if c['path'] == '$1'), 0))"
 }
-a_pages=$(cg_field "/uzswap-$NAME-A" stored_pages)
-b_pages=$(cg_field "/uzswap-$NAME-B" stored_pages)
+# A pass on request, then the periodic ones (each has a budget): wait until
+# both cgroups are seen.
+"$UZSWAPCTL" --name "$NAME" attribute || fail "attribute"
+for _ in $(seq 1 100); do
+  a_pages=$(cg_field "/uzswap-$NAME-A" stored_pages)
+  b_pages=$(cg_field "/uzswap-$NAME-B" stored_pages)
+  (( a_pages > 5000 && b_pages > 5000 )) && break
+  sleep 0.2
+done
 (( a_pages > 5000 && b_pages > 5000 )) || fail "attributed pages: A $a_pages, B $b_pages"
 pass "attributed: A $a_pages pages, B $b_pages pages"
 "$UZSWAPCTL" --name "$NAME" cgroups

@@ -95,8 +95,13 @@ void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pas
   const std::string proc = "/proc/" + std::to_string(pid);
   // smaps says which mappings have anything swapped out: only those are
   // read, so huge sparse reservations (sanitizer shadows, pools) cost nothing.
-  const std::vector<MappedRange> ranges = parse_smaps(read_file(proc + "/smaps"));
+  std::vector<MappedRange> ranges = parse_smaps(read_file(proc + "/smaps"));
   if (ranges.empty()) return;  // gone, or a kernel thread
+  // Small mappings first: a huge sparse one (a sanitizer's shadow) must not
+  // use up the budget before the heap is seen.
+  std::sort(ranges.begin(), ranges.end(), [](const MappedRange& a, const MappedRange& b) {
+    return a.end - a.start < b.end - b.start;
+  });
   const int fd = open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
   ++pass.processes;
@@ -104,7 +109,9 @@ void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pas
   std::uint64_t words[kChunk];
   for (const MappedRange& r : ranges) {
     if (r.swap_kb == 0) continue;
-    for (std::uint64_t page = r.start / kPageSize; page < r.end / kPageSize;) {
+    // smaps says how many pages of this mapping are out: stop once all are seen.
+    std::uint64_t left = r.swap_kb * 1024 / kPageSize;
+    for (std::uint64_t page = r.start / kPageSize; page < r.end / kPageSize && left > 0;) {
       if (pass.pages_scanned >= options_.max_pages_per_pass) break;
       const std::size_t n = std::min<std::uint64_t>(kChunk, r.end / kPageSize - page);
       const ssize_t got = pread(fd, words, n * sizeof(std::uint64_t), static_cast<off_t>(page * 8));
@@ -113,7 +120,9 @@ void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pas
       pass.pages_scanned += count;
       for (std::size_t i = 0; i < count; ++i) {
         const PagemapEntry e = decode_pagemap(words[i]);
-        if (e.swapped && e.swap_type == options_.swap_type && e.swap_offset < store_.slots() &&
+        if (!e.swapped) continue;
+        if (left > 0) --left;
+        if (e.swap_type == options_.swap_type && e.swap_offset < store_.slots() &&
             store_.set_slot_cgroup(e.swap_offset, id))
           ++pass.attributed;
       }
