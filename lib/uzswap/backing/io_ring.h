@@ -38,7 +38,7 @@ class IoRing {
   std::size_t buffer_pages() const noexcept { return buffer_pages_; }
   unsigned depth() const noexcept { return depth_; }
 
-  // Runs every op to completion (at most max_ops() of them).
+  // Runs every op to completion (at most buffer_pages() of them).
   void run(std::span<IoOp> ops) noexcept {
     start(ops);
     finish();
@@ -48,7 +48,6 @@ class IoRing {
   // start() at a time; `ops` must live until finish().
   void start(std::span<IoOp> ops) noexcept;
   void finish() noexcept;
-  std::size_t max_ops() const noexcept { return queue_.size(); }
 
  private:
   io_uring ring_{};

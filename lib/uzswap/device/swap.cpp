@@ -3,12 +3,13 @@
 #include <sys/swap.h>
 
 #include <cerrno>
-#include <fstream>
 #include <sstream>
 
 #ifndef SWAP_FLAG_DISCARD_PAGES
 #define SWAP_FLAG_DISCARD_PAGES 0x40000
 #endif
+
+#include "uzswap/common/text_file.h"
 
 namespace uzswap {
 
@@ -53,12 +54,7 @@ std::vector<SwapArea> parse_proc_swaps(std::string_view text) {
   return areas;
 }
 
-std::vector<SwapArea> read_proc_swaps() {
-  std::ifstream f("/proc/swaps");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_proc_swaps(ss.str());
-}
+std::vector<SwapArea> read_proc_swaps() { return parse_proc_swaps(read_text_file("/proc/swaps")); }
 
 std::optional<SwapArea> find_swap_area(std::string_view path) {
   for (SwapArea& a : read_proc_swaps())

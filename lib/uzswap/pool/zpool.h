@@ -90,10 +90,6 @@ class ZPool {
   static unsigned node_of(PoolHandle handle) noexcept;
   unsigned nodes() const noexcept { return static_cast<unsigned>(arenas_.size()); }
   const SizeClasses& classes() const noexcept { return classes_; }
-  // Bytes an object of `len` actually occupies (its class size).
-  std::size_t footprint(std::size_t len) const noexcept {
-    return classes_[classes_.index_for(len)].size;
-  }
 
   CompactionStats begin_compaction();
   bool needs_migration(PoolHandle handle) const noexcept;

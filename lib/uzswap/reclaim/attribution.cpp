@@ -6,23 +6,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
+#include "uzswap/common/text_file.h"
 #include "uzswap/reclaim/kernel_files.h"
 
 namespace uzswap {
-
-namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 std::string Attribution::default_root() {
   if (std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers")) return "/sys/fs/cgroup";
@@ -73,9 +61,9 @@ void Attribution::sync_tree(AttributionPass& pass) {
     ++pass.new_cgroups;
     // The kernel's own per-cgroup zswap knobs, where it has them, are the defaults.
     CgroupPolicy policy;
-    const std::string writeback = read_file(it->path().string() + "/memory.zswap.writeback");
+    const std::string writeback = read_text_file(it->path().string() + "/memory.zswap.writeback");
     if (!writeback.empty()) policy.writeback = writeback[0] != '0';
-    const std::string max = read_file(it->path().string() + "/memory.zswap.max");
+    const std::string max = read_text_file(it->path().string() + "/memory.zswap.max");
     if (!max.empty() && max.rfind("max", 0) != 0) policy.max_bytes = std::strtoull(max.c_str(), nullptr, 10);
     store_.set_cgroup_policy(id, policy);
   }
@@ -95,7 +83,7 @@ void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pas
   const std::string proc = "/proc/" + std::to_string(pid);
   // smaps says which mappings have anything swapped out: only those are
   // read, so huge sparse reservations (sanitizer shadows, pools) cost nothing.
-  std::vector<MappedRange> ranges = parse_smaps(read_file(proc + "/smaps"));
+  std::vector<MappedRange> ranges = parse_smaps(read_text_file(proc + "/smaps"));
   if (ranges.empty()) return;  // gone, or a kernel thread
   // Small mappings first: a huge sparse one (a sanitizer's shadow) must not
   // use up the budget before the heap is seen.
@@ -146,7 +134,7 @@ AttributionPass Attribution::scan() {
   std::size_t done = 0;
   for (; done < cgroups.size() && pass.pages_scanned < options_.max_pages_per_pass; ++done) {
     const auto& [path, id] = cgroups[(cursor_ + done) % cgroups.size()];
-    for (const int pid : parse_cgroup_procs(read_file(options_.cgroup_root + path + "/cgroup.procs")))
+    for (const int pid : parse_cgroup_procs(read_text_file(options_.cgroup_root + path + "/cgroup.procs")))
       attribute_process(pid, id, pass);
   }
   cursor_ = (cursor_ + done) % cgroups.size();

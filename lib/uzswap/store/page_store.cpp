@@ -47,8 +47,7 @@ void PageStore::prepare_thread_with_backing() {
 }
 
 PageStore::PageStore(const PageStoreOptions& options)
-    : options_(options),
-      pool_(options.pool),
+    : pool_(options.pool),
       table_(options.slots),
       lru_(static_cast<std::uint32_t>(std::min<std::uint64_t>(options.slots, ListLru::kMaxItems)),
            options.pool.nodes),

@@ -208,7 +208,6 @@ class PageStore {
   bool admit_to_pool() noexcept;
   std::expected<StoredAs, StoreError> store_to_backing(Slot slot, PageView page) noexcept;
 
-  PageStoreOptions options_;
   ZPool pool_;
   SlotTable table_;
   ListLru lru_;
