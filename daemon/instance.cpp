@@ -114,6 +114,7 @@ void Instance::start() {
     store_->attach_backing(backing_.get());
     shrinker_ = std::make_unique<ShrinkWorker>(*store_, ShrinkWorkerOptions{});
     store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
+    start_reclaim();
   }
 
   // The swap signature is stored directly: the daemon never does I/O on its
@@ -213,6 +214,50 @@ void Instance::swap_type_probe() {
   }
 }
 
+void Instance::start_reclaim() {
+  ReclaimOptions options;
+  options.kswapd.watermark_scale_factor = config_.watermark_scale_factor;
+  options.kswapd.idle_seconds = config_.idle_writeback_seconds;
+  options.pressure.stall_us = std::uint64_t{config_.psi_stall_ms} * 1000;
+  options.pressure.window_us = std::uint64_t{config_.psi_window_ms} * 1000;
+  options.pressure.cgroup_psi = config_.psi_reclaim_pages > 0;
+  if (config_.psi_reclaim_pages == 0) options.pressure.system_psi.clear();
+  options.psi_reclaim_pages = config_.psi_reclaim_pages;
+  options.events_reclaim_pages = config_.events_reclaim_pages;
+  try {
+    reclaimer_ = std::make_unique<Reclaimer>(*store_, options, [this] {
+      // Pressure: the pages now going out should be attributed soon.
+      attribution_kick_.store(true);
+      attribution_wakeup_.notify_all();
+    });
+  } catch (const std::system_error& e) {
+    throw StartError(std::string("reclaim threads: ") + e.what());
+  }
+  const auto psi = reclaimer_->pressure_status();
+  if (psi && psi->system_trigger && psi->fell_back)
+    spdlog::warn("PSI: without CAP_SYS_RESOURCE the kernel takes only 2 s windows: watching "
+                 "some {} ms in {} ms instead of {} ms in {} ms",
+                 psi->stall_us / 1000, psi->window_us / 1000, config_.psi_stall_ms, config_.psi_window_ms);
+  else if (psi && !psi->system_trigger && config_.psi_reclaim_pages > 0)
+    spdlog::warn("PSI: no memory pressure trigger ({}): reclaim runs on watermarks and "
+                 "memory.events only", psi->system_error);
+  spdlog::info("reclaim: {} node thread(s), watermark scale factor {}, idle writeback {}",
+               store_->nodes(), config_.watermark_scale_factor,
+               config_.idle_writeback_seconds == 0 ? std::string("off")
+                                                   : std::to_string(config_.idle_writeback_seconds) + " s");
+}
+
+void Instance::update_root_hold() {
+  if (!reclaimer_) return;
+  bool hold = false;
+  for (const CgroupId id : store_->cgroups())
+    if (id != kRootCgroup && !store_->cgroup_policy(id).writeback) hold = true;
+  if (hold != reclaimer_->hold_root())
+    spdlog::info(hold ? "a cgroup has writeback off: pages not yet attributed are written back on request only"
+                      : "no cgroup has writeback off: pressure reclaim takes unattributed pages too");
+  reclaimer_->set_hold_root(hold);
+}
+
 void Instance::start_attribution() {
   if (config_.attribution_interval == 0) return;
   AttributionOptions options;
@@ -227,11 +272,20 @@ void Instance::start_attribution() {
   spdlog::info("attributing pages to the cgroups under {} every {} s", options.cgroup_root,
                config_.attribution_interval);
   attribution_thread_ = Thread("uzswap-attrib", [this] {
+    // Passes come every interval, and after pressure events, but never
+    // closer than 2 s apart (the CPU budget applies to each).
+    constexpr auto kMinGap = std::chrono::seconds(2);
     std::unique_lock guard(attribution_lock_);
     while (!attribution_stop_) {
       last_pass_ = attribution_->scan();
-      attribution_wakeup_.wait_for(guard, std::chrono::seconds(config_.attribution_interval),
-                                   [this] { return attribution_stop_; });
+      if (reclaimer_) reclaimer_->track(attribution_->directories());
+      update_root_hold();
+      const auto next = std::chrono::steady_clock::now() + std::chrono::seconds(config_.attribution_interval);
+      attribution_wakeup_.wait_for(guard, kMinGap, [this] { return attribution_stop_; });
+      attribution_wakeup_.wait_until(guard, next, [this] {
+        return attribution_stop_ || attribution_kick_.load();
+      });
+      attribution_kick_.store(false);
     }
   });
 }
@@ -355,6 +409,7 @@ void Instance::teardown() noexcept {
   mount_.reset();  // lazy detach if still mounted; ends the connection when unused
   workers_.reset();
   server_.reset();
+  reclaimer_.reset();
   shrinker_.reset();
   if (lock_) {
     // Only the instance holding the lock owns these paths: a second start
@@ -434,6 +489,7 @@ json Instance::status() const {
     nodes.push_back({{"node", node}, {"lru_pages", n.lru_pages}, {"writebacks", n.writebacks}});
   }
   j["nodes"] = nodes;
+  j["reclaim"] = reclaim_status();
   j["stores"] = s.stores;
   j["loads"] = s.loads;
   j["empty_loads"] = s.empty_loads;
@@ -462,6 +518,48 @@ json Instance::status() const {
                        {"max_bytes", p.max_bytes}});
   }
   j["cgroups"] = cgroups;
+  return j;
+}
+
+json Instance::reclaim_status() const {
+  if (!reclaimer_) return {{"enabled", false}};
+  json nodes = json::array();
+  for (const KswapdStats& k : reclaimer_->node_stats()) {
+    json wakeups = json::object();
+    for (unsigned c = 0; c < kWakeCauses; ++c)
+      wakeups[wake_cause_name(static_cast<WakeCause>(c))] = k.wakeups[c];
+    nodes.push_back({{"node", k.node},
+                     {"pool_bytes", k.pool_bytes},
+                     {"share_bytes", k.watermarks.share},
+                     {"watermarks", {{"min", k.watermarks.min}, {"low", k.watermarks.low},
+                                     {"high", k.watermarks.high}}},
+                     {"wakeups", wakeups},
+                     {"balance_runs", k.balance_runs},
+                     {"scanned", k.scanned},
+                     {"written", k.written},
+                     {"idle_written", k.idle_written},
+                     {"min_wmark_hits", k.min_wmark_hits},
+                     {"low_wmark_hit_quickly", k.low_wmark_hit_quickly},
+                     {"high_wmark_hit_quickly", k.high_wmark_hit_quickly},
+                     {"giveups", k.giveups},
+                     {"given_up", k.given_up}});
+  }
+  json j = {{"enabled", true},
+            {"watermark_scale_factor", reclaimer_->watermark_scale_factor()},
+            {"idle_writeback_seconds", reclaimer_->idle_seconds()},
+            {"hold_unattributed", reclaimer_->hold_root()},
+            {"nodes", nodes}};
+  if (const auto p = reclaimer_->pressure_status())
+    j["pressure"] = {{"system_trigger", p->system_trigger},
+                     {"system_error", p->system_error},
+                     {"fell_back_to_2s", p->fell_back},
+                     {"stall_us", p->stall_us},
+                     {"window_us", p->window_us},
+                     {"cgroup_triggers", p->cgroup_triggers},
+                     {"memory_events_files", p->events_files},
+                     {"psi_events", p->psi_events},
+                     {"cgroup_psi_events", p->cgroup_psi_events},
+                     {"memory_events", p->memory_events}};
   return j;
 }
 
@@ -514,7 +612,20 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
       policy.max_bytes = *bytes;
     }
     store_->set_cgroup_policy(*cgroup, policy);
+    update_root_hold();
     if (shrinker_) shrinker_->wake();
+  } else if (key == "watermark-scale-factor" || key == "idle-writeback-seconds") {
+    const bool factor = key == "watermark-scale-factor";
+    const auto v = factor ? number(1, 3000) : number(0, 86400);
+    if (!v) return error_reply(key + ": '" + value + "' is not in " + (factor ? "1..3000" : "0..86400"));
+    if (!reclaimer_) return error_reply(key + ": needs a backing file (--backing-file)");
+    if (factor) {
+      config_.watermark_scale_factor = *v;
+      reclaimer_->set_watermark_scale_factor(*v);
+    } else {
+      config_.idle_writeback_seconds = *v;
+      reclaimer_->set_idle_seconds(*v);
+    }
   } else if (key == "log-level") {
     const auto level = spdlog::level::from_str(value);
     if (level == spdlog::level::off && value != "off")
@@ -524,14 +635,14 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     return error_reply("unknown setting '" + key +
                        "' (settable: compressor, level, max-pool-percent, "
                        "accept-threshold-percent, writeback, cgroup-writeback, cgroup-max, "
-                       "log-level)");
+                       "watermark-scale-factor, idle-writeback-seconds, log-level)");
   }
   spdlog::info("set {} = {}", key, value);
   return {{"ok", true}, {"result", {{key, value}}}};
 }
 
 json Instance::writeback(const json& request) {
-  if (!shrinker_) return error_reply("writeback: needs a backing file (--backing-file)");
+  if (!reclaimer_) return error_reply("writeback: needs a backing file (--backing-file)");
   if (!request.contains("pages") || !request["pages"].is_number_unsigned() || request["pages"] == 0)
     return error_reply("malformed request: writeback needs a positive \"pages\"");
   std::optional<CgroupId> cgroup;
@@ -542,7 +653,7 @@ json Instance::writeback(const json& request) {
   }
   if (!store_->cgroup_policy(kRootCgroup).writeback)
     return error_reply("writeback: turned off (uzswapctl set writeback on)");
-  const WritebackResult r = shrinker_->writeback_now(request["pages"].get<std::uint64_t>(), cgroup);
+  const WritebackResult r = reclaimer_->writeback(request["pages"].get<std::uint64_t>(), cgroup);
   spdlog::info("writeback on request: {} pages written, {} failed, {} raced", r.written, r.failed, r.raced);
   return {{"ok", true},
           {"result", {{"written", r.written}, {"failed", r.failed}, {"raced", r.raced}}}};

@@ -18,6 +18,7 @@
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/reclaim/attribution.h"
+#include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/writeback/shrink_worker.h"
 
 #include <condition_variable>
@@ -39,6 +40,9 @@ class Instance {
   void serve();
   bool try_stop();
   void swap_type_probe();
+  void start_reclaim();
+  void update_root_hold();
+  nlohmann::json reclaim_status() const;
   void start_attribution();
   void stop_attribution() noexcept;
   nlohmann::json attribute_now();
@@ -59,6 +63,7 @@ class Instance {
   std::unique_ptr<BackingFile> backing_;  // outlives the store that writes to it
   std::unique_ptr<PageStore> store_;
   std::unique_ptr<ShrinkWorker> shrinker_;
+  std::unique_ptr<Reclaimer> reclaimer_;
   std::unique_ptr<FuseServer> server_;
   std::unique_ptr<FuseMount> mount_;
   std::unique_ptr<FuseWorkers> workers_;
@@ -69,6 +74,7 @@ class Instance {
   mutable std::mutex attribution_lock_;  // one pass at a time; guards attribution_'s maps
   std::condition_variable attribution_wakeup_;
   bool attribution_stop_ = false;
+  std::atomic<bool> attribution_kick_{false};  // a pressure event asks for a pass
   AttributionPass last_pass_;
   Thread attribution_thread_;
   bool swap_on_ = false;

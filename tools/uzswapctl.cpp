@@ -101,7 +101,12 @@ int main(int argc, char** argv) {
   if (status->parsed()) {
     const auto s = session.call({{"cmd", "status"}});
     if (!s) return 1;
-    std::cout << (json_out ? s->dump(2) + "\n" : uzswap::format_status_table(*s));
+    if (json_out) {
+      std::cout << s->dump(2) << "\n";
+    } else {
+      std::cout << uzswap::format_status_table(*s);
+      if (const std::string r = uzswap::format_reclaim_table(*s); !r.empty()) std::cout << "\n" << r;
+    }
   } else if (cgroups->parsed()) {
     const auto s = session.call({{"cmd", "cgroups"}});
     if (!s) return 1;
@@ -145,7 +150,9 @@ int main(int argc, char** argv) {
                     uzswap::human_bytes(s->value("pool_bytes", std::uint64_t{0})).c_str(),
                     uzswap::human_bytes(s->value("max_pool_bytes", std::uint64_t{0})).c_str(),
                     s->value("pool_full", false) ? " (full)" : "");
-      std::cout << uzswap::format_cgroups_table(*s) << std::flush;
+      std::cout << uzswap::format_cgroups_table(*s);
+      if (const std::string r = uzswap::format_reclaim_table(*s); !r.empty()) std::cout << "\n" << r;
+      std::cout << std::flush;
       last_stores = stores;
       last_loads = loads;
     }

@@ -33,6 +33,13 @@ for w in A B; do
   fi
 done
 
+# A's writeback goes off before its workload runs: no page of A may ever
+# reach the file, even before attribution has found it (pressure reclaim
+# holds back unattributed pages while some cgroup has writeback off).
+"$UZSWAPCTL" --name "$NAME" attribute >/dev/null || fail "attribute"
+"$UZSWAPCTL" --name "$NAME" set cgroup-writeback "/uzswap-$NAME-A=off" >/dev/null || fail "cgroup-writeback"
+[[ $(status_field "['reclaim']['hold_unattributed']") == True ]] || fail "unattributed pages not held"
+
 start_workload() {  # start_workload A|B SEED: in both cgroups, paused after its fill
   local w=$1
   bash -c 'echo $$ > "$1/cgroup.procs" && { [[ -z "$2" ]] || echo $$ > "$2/cgroup.procs"; } && exec "$3" 192 --seed "$4" --pause-file "$5"' \
@@ -64,7 +71,6 @@ done
 pass "attributed: A $a_pages pages, B $b_pages pages"
 "$UZSWAPCTL" --name "$NAME" cgroups
 
-"$UZSWAPCTL" --name "$NAME" set cgroup-writeback "/uzswap-$NAME-A=off" >/dev/null || fail "cgroup-writeback"
 "$UZSWAPCTL" --name "$NAME" set cgroup-max "/uzswap-$NAME-B=1M" >/dev/null || fail "cgroup-max"
 for _ in $(seq 1 200); do
   (( $(cg_field "/uzswap-$NAME-B" compressed_bytes) <= (1 << 20) )) && break

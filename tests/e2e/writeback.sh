@@ -25,6 +25,9 @@ echo "$out"
 written=$(status_field "['written_back_pages']")
 (( written > 5000 )) || fail "only $written pages written back out of $stored stored"
 pass "$written of $stored stored pages written back on request"
+requests=$(status_field "['reclaim']['nodes'][0]['wakeups']['request']")
+(( requests >= 1 )) || fail "the request did not go through the node's reclaim thread"
+pass "the request woke the reclaim thread ($requests wakeup(s))"
 
 touch "$gate"
 wait $workload || { cat "$outfile"; rm -f "$outfile" "$gate"; fail "workload failed"; }

@@ -82,6 +82,28 @@ TEST(DaemonConfig, BadValuesAreRefusedNamingTheKey) {
   }
 }
 
+TEST(DaemonConfig, ReclaimSettingsAreCheckedNamingTheKey) {
+  auto p = parse({"--watermark-scale-factor", "1000", "--idle-writeback-seconds", "30", "--psi-stall-ms",
+                  "150", "--psi-window-ms", "2000", "--psi-reclaim-pages", "0", "--events-reclaim-pages", "64"});
+  ASSERT_TRUE(p.has_value()) << p.error();
+  EXPECT_EQ(p->config.watermark_scale_factor, 1000u);
+  EXPECT_EQ(p->config.idle_writeback_seconds, 30u);
+  EXPECT_EQ(p->config.psi_stall_ms, 150u);
+  EXPECT_EQ(p->config.psi_window_ms, 2000u);
+  EXPECT_EQ(p->config.psi_reclaim_pages, 0u);
+  EXPECT_EQ(p->config.events_reclaim_pages, 64u);
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--watermark-scale-factor", "0"}, {"--watermark-scale-factor", "5000"},
+           {"--idle-writeback-seconds", "-1"}, {"--psi-window-ms", "100"}, {"--psi-stall-ms", "abc"}}) {
+    p = parse({flag, value});
+    ASSERT_FALSE(p.has_value()) << flag << " " << value;
+    EXPECT_NE(p.error().find(flag), std::string::npos) << p.error();
+  }
+  p = parse({"--psi-stall-ms", "1000", "--psi-window-ms", "1000"});
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().find("--psi-stall-ms"), std::string::npos) << p.error();
+}
+
 TEST(DaemonConfig, TheConfigFileSetsKeysAndFlagsWin) {
   const std::string path = "/tmp/uzswap-config-test-" + std::to_string(getpid()) + ".conf";
   {

@@ -86,7 +86,12 @@ json sample_status() {
     "stored_pages": 1000, "same_filled_pages": 100, "incompressible_pages": 10,
     "orig_bytes": 4096000, "compressed_bytes": 1500000, "pool_bytes": 1600000,
     "written_back_pages": 0, "rejects": {"pool_full": 2, "alloc_failed": 1},
-    "cgroups": [{"path": "/", "stored_pages": 1000, "compressed_bytes": 1500000, "written_back_pages": 0}]
+    "cgroups": [{"path": "/", "stored_pages": 1000, "compressed_bytes": 1500000, "written_back_pages": 0}],
+    "reclaim": {"enabled": true, "nodes": [{"node": 0, "pool_bytes": 1600000, "share_bytes": 4000000,
+      "watermarks": {"min": 100000, "low": 300000, "high": 500000},
+      "wakeups": {"watermark": 3, "psi": 1, "memory_events": 0, "request": 2, "idle": 0},
+      "balance_runs": 4, "scanned": 900, "written": 700, "idle_written": 0,
+      "low_wmark_hit_quickly": 1, "high_wmark_hit_quickly": 0, "giveups": 0, "given_up": false}]}
   })");
 }
 
@@ -105,6 +110,17 @@ TEST(Format, PrometheusTextIsOpenMetrics) {
   EXPECT_NE(p.find("uzswap_stored_pages{name=\"uzswap\"} 1000"), std::string::npos);
   EXPECT_NE(p.find("uzswap_rejects_total{name=\"uzswap\",reason=\"pool_full\"} 2"), std::string::npos);
   EXPECT_EQ(p.substr(p.size() - 6), "# EOF\n");
+}
+
+TEST(Format, ReclaimTableHasARowPerNode) {
+  const std::string t = format_reclaim_table(sample_status());
+  EXPECT_NE(t.find("WAKE:WMARK"), std::string::npos) << t;
+  EXPECT_NE(t.find("700"), std::string::npos) << t;
+  EXPECT_TRUE(format_reclaim_table(json::object()).empty()) << "reclaim off: no table";
+  const std::string p = format_prometheus(sample_status());
+  EXPECT_NE(p.find("uzswap_reclaim_wakeups_total{name=\"uzswap\",node=\"0\",cause=\"psi\"} 1"),
+            std::string::npos) << p;
+  EXPECT_NE(p.find("uzswap_reclaim_written_total{name=\"uzswap\",node=\"0\"} 700"), std::string::npos);
 }
 
 TEST(Format, MissingFieldsDoNotCrash) {

@@ -112,17 +112,5 @@ TEST_F(ShrinkWorkerTest, ACgroupWithWritebackOffKeepsItsPagesUnderPressure) {
   EXPECT_EQ(store.stats().writebacks, 0u);
 }
 
-TEST_F(ShrinkWorkerTest, WritebackNowWritesWhatItIsAskedFor) {
-  PageStore store(options(0));
-  store.attach_backing(&file_);
-  ShrinkWorker worker(store, fast());
-  for (Slot s = 0; s < 300; ++s) ASSERT_TRUE(store.store(s, page_of(s)).has_value());
-  const auto r = worker.writeback_now(100, std::nullopt);
-  EXPECT_EQ(r.written, 100u);
-  EXPECT_EQ(store.stats().written_back_pages, 100u);
-  EXPECT_EQ(worker.writeback_now(1000, kRootCgroup).written, 200u);
-  EXPECT_EQ(store.stats().stored_pages, 0u);
-}
-
 }  // namespace
 }  // namespace uzswap

@@ -20,10 +20,12 @@ class FakeShrinker : public Shrinker {
   std::map<std::pair<CgroupId, unsigned>, std::uint64_t> objects;
   std::uint64_t count_calls = 0, scan_calls = 0, scanned = 0;
   bool stop = false;
+  bool unfreeable = false;  // objects there, none freeable: count 0
 
   std::uint64_t count(CgroupId cg, unsigned node) override {
     ++count_calls;
-    return objects[{cg, node}];
+    const std::uint64_t n = objects[{cg, node}];
+    return n == 0 && !unfreeable ? kShrinkEmpty : n;
   }
   std::uint64_t scan(ShrinkControl& c) override {
     ++scan_calls;
@@ -95,6 +97,17 @@ TEST(ShrinkerRegistry, ReparentingMovesBitsAndDeferredWork) {
   registry.reparent(4, kRootCgroup);
   EXPECT_TRUE(registry.bit(kRootCgroup, 0, id));
   EXPECT_EQ(registry.deferred(kRootCgroup, 0, id), owed);
+}
+
+TEST(ShrinkerRegistry, NothingFreeableNowKeepsTheBit) {
+  ShrinkerRegistry registry(1);
+  FakeShrinker a;
+  a.unfreeable = true;
+  const int id = registry.add(a);
+  registry.set_bit(kRootCgroup, 0, id);
+  EXPECT_EQ(registry.shrink_slab(kRootCgroup, 0, 0), 0u);
+  EXPECT_TRUE(registry.bit(kRootCgroup, 0, id)) << "found again once they can be freed";
+  EXPECT_EQ(a.scan_calls, 0u);
 }
 
 TEST(ShrinkerRegistry, TheRegistryHasRoomForEightShrinkers) {

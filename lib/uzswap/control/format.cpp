@@ -93,6 +93,32 @@ std::string format_cgroups_table(const nlohmann::json& s) {
   return table(rows);
 }
 
+std::string format_reclaim_table(const nlohmann::json& s) {
+  const nlohmann::json reclaim = s.value("reclaim", nlohmann::json::object());
+  if (!reclaim.value("enabled", false)) return {};
+  std::vector<std::vector<std::string>> rows = {
+      {"NODE", "POOL", "SHARE", "LOW", "HIGH", "WAKE:WMARK", "PSI", "EVENTS", "REQ", "IDLE", "RUNS",
+       "SCANNED", "WRITTEN", "IDLE-WB", "QUICK:LOW", "HIGH", "GIVEUPS"}};
+  for (const auto& n : reclaim.value("nodes", nlohmann::json::array())) {
+    const nlohmann::json w = n.value("watermarks", nlohmann::json::object());
+    const nlohmann::json wake = n.value("wakeups", nlohmann::json::object());
+    const std::uint64_t share = u64(n, "share_bytes");
+    rows.push_back({std::to_string(u64(n, "node")), human_bytes(u64(n, "pool_bytes")),
+                    share == 0 ? std::string("-") : human_bytes(share),
+                    share == 0 ? std::string("-") : human_bytes(share - u64(w, "low")),
+                    share == 0 ? std::string("-") : human_bytes(share - u64(w, "high")),
+                    std::to_string(u64(wake, "watermark")), std::to_string(u64(wake, "psi")),
+                    std::to_string(u64(wake, "memory_events")), std::to_string(u64(wake, "request")),
+                    std::to_string(u64(wake, "idle")), std::to_string(u64(n, "balance_runs")),
+                    std::to_string(u64(n, "scanned")), std::to_string(u64(n, "written")),
+                    std::to_string(u64(n, "idle_written")),
+                    std::to_string(u64(n, "low_wmark_hit_quickly")),
+                    std::to_string(u64(n, "high_wmark_hit_quickly")),
+                    std::to_string(u64(n, "giveups")) + (n.value("given_up", false) ? " (now)" : "")});
+  }
+  return table(rows);
+}
+
 std::string format_prometheus(const nlohmann::json& s) {
   std::ostringstream out;
   const std::string name = s.value("name", std::string("uzswap"));
@@ -124,6 +150,23 @@ std::string format_prometheus(const nlohmann::json& s) {
   for (const auto& cg : s.value("cgroups", nlohmann::json::array()))
     out << "uzswap_cgroup_stored_pages{name=\"" << name << "\",cgroup=\"" << str(cg, "path")
         << "\"} " << u64(cg, "stored_pages") << '\n';
+  const nlohmann::json reclaim = s.value("reclaim", nlohmann::json::object());
+  const nlohmann::json nodes = reclaim.value("nodes", nlohmann::json::array());
+  out << "# TYPE uzswap_reclaim_wakeups counter\n# HELP uzswap_reclaim_wakeups Reclaim thread wakeups, by node and cause.\n";
+  for (const auto& n : nodes) {
+    const auto wakeups = n.find("wakeups");
+    if (wakeups == n.end() || !wakeups->is_object()) continue;
+    for (auto it = wakeups->begin(); it != wakeups->end(); ++it)
+      out << "uzswap_reclaim_wakeups_total{name=\"" << name << "\",node=\"" << u64(n, "node")
+          << "\",cause=\"" << it.key() << "\"} " << u64(*wakeups, it.key().c_str()) << '\n';
+  }
+  for (const char* key : {"scanned", "written", "idle_written", "balance_runs"}) {
+    out << "# TYPE uzswap_reclaim_" << key << " counter\n# HELP uzswap_reclaim_" << key
+        << " Per-node reclaim thread counter.\n";
+    for (const auto& n : nodes)
+      out << "uzswap_reclaim_" << key << "_total{name=\"" << name << "\",node=\"" << u64(n, "node")
+          << "\"} " << u64(n, key) << '\n';
+  }
   out << "# EOF\n";
   return out.str();
 }

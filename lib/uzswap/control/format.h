@@ -13,6 +13,8 @@ std::string human_bytes(std::uint64_t bytes);
 
 std::string format_status_table(const nlohmann::json& status);
 std::string format_cgroups_table(const nlohmann::json& status);
+// One row per node's reclaim thread; empty when reclaim is off.
+std::string format_reclaim_table(const nlohmann::json& status);
 std::string format_prometheus(const nlohmann::json& status);
 
 }  // namespace uzswap

@@ -88,6 +88,23 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   app.add_option("--attribution-budget", c.attribution_budget,
                  "Pagemap entries one attribution pass may read (its CPU budget)")
       ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40));
+  app.add_option("--watermark-scale-factor", c.watermark_scale_factor,
+                 "Distance between a node's min, low and high reclaim marks, per 10,000 of its "
+                 "share of the pool limit")
+      ->check(CLI::Range(1, 3000));
+  app.add_option("--idle-writeback-seconds", c.idle_writeback_seconds,
+                 "Write back pages untouched for this long (0 = off)")
+      ->check(CLI::Range(0, 86400));
+  app.add_option("--psi-stall-ms", c.psi_stall_ms, "PSI trigger: memory stall that counts as pressure")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--psi-window-ms", c.psi_window_ms, "PSI trigger: window the stall is measured in")
+      ->check(CLI::Range(500, 10000));
+  app.add_option("--psi-reclaim-pages", c.psi_reclaim_pages,
+                 "Pages written back per memory pressure event (0 = ignore PSI)")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30));
+  app.add_option("--events-reclaim-pages", c.events_reclaim_pages,
+                 "Pages written back per high/max event in a cgroup's memory.events")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30));
 
   std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);
   try {
@@ -118,6 +135,9 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   }
   if (c.size_bytes % kPageSize != 0 || c.size_bytes < kMinSize)
     return std::unexpected("--size: must be a multiple of 4096 bytes and at least 1M");
+  if (c.psi_stall_ms >= c.psi_window_ms)
+    return std::unexpected("--psi-stall-ms: must be less than --psi-window-ms (" +
+                           std::to_string(c.psi_window_ms) + ")");
   if (c.size_bytes / kPageSize > kMaxSlots)
     return std::unexpected("--size: at most 8T");
   if (!c.backing_file.empty() && c.backing_file.front() != '/')

@@ -33,6 +33,12 @@ struct DaemonConfig {
   std::string cgroup_root;                // empty = this machine's v2 tree
   unsigned attribution_interval = 10;     // seconds between passes; 0 = off
   std::uint64_t attribution_budget = 1u << 20;  // pagemap entries per pass
+  unsigned watermark_scale_factor = 500;  // per 10,000 of a node's share of the pool limit
+  unsigned idle_writeback_seconds = 0;    // 0 = off
+  unsigned psi_stall_ms = 100;            // PSI trigger: "some <stall> <window>"
+  unsigned psi_window_ms = 1000;
+  std::uint64_t psi_reclaim_pages = 2048;     // written back per machine PSI event
+  std::uint64_t events_reclaim_pages = 128;   // per memory.events high/max increment
 
   // Paths under run_dir for this instance.
   std::string instance_dir() const { return run_dir + "/" + name; }

@@ -78,9 +78,10 @@ std::uint64_t ShrinkerRegistry::deferred(CgroupId cgroup, unsigned node, int id)
 }
 
 std::uint64_t ShrinkerRegistry::do_shrink(Shrinker& shrinker, int id, CgroupInfo& info,
-                                          CgroupId cgroup, unsigned node, int priority) {
+                                          CgroupId cgroup, unsigned node, int priority,
+                                          std::uint64_t max_freed, std::uint64_t& scanned_total) {
   const std::uint64_t freeable = shrinker.count(cgroup, node);
-  if (freeable == 0) return 0;
+  if (freeable == 0 || freeable == kShrinkEmpty) return 0;
   std::atomic<std::uint64_t>& deferred_slot = info.deferred[node * kMaxShrinkers + static_cast<unsigned>(id)];
   const std::uint64_t nr = deferred_slot.exchange(0, std::memory_order_relaxed);
   const std::uint64_t delta =
@@ -88,7 +89,12 @@ std::uint64_t ShrinkerRegistry::do_shrink(Shrinker& shrinker, int id, CgroupInfo
   std::uint64_t total_scan = std::min((nr >> priority) + delta, 2 * freeable);
   const std::uint64_t batch = shrinker.batch != 0 ? shrinker.batch : 128;
   std::uint64_t freed = 0, scanned = 0;
+  bool enough = false;
   while (total_scan >= batch || total_scan >= freeable) {
+    if (freed >= max_freed) {
+      enough = true;
+      break;
+    }
     ShrinkControl control{cgroup, node, std::min(batch, total_scan), 0};
     control.nr_scanned = control.nr_to_scan;
     const std::uint64_t got = shrinker.scan(control);
@@ -98,17 +104,21 @@ std::uint64_t ShrinkerRegistry::do_shrink(Shrinker& shrinker, int id, CgroupInfo
     scanned += control.nr_scanned;
     if (control.nr_scanned == 0) break;
   }
-  // What this pass was asked to do and did not is carried to the next one.
-  const std::uint64_t owed = nr + delta > scanned ? nr + delta - scanned : 0;
+  // What this pass was asked to do and did not is carried to the next one
+  // (not what the caller no longer needed).
+  const std::uint64_t asked = enough ? nr : nr + delta;
+  const std::uint64_t owed = asked > scanned ? asked - scanned : 0;
   deferred_slot.fetch_add(std::min(owed, 2 * freeable), std::memory_order_relaxed);
+  scanned_total += scanned;
   return freed;
 }
 
-std::uint64_t ShrinkerRegistry::shrink_slab(CgroupId cgroup, unsigned node, int priority) {
+std::uint64_t ShrinkerRegistry::shrink_slab(CgroupId cgroup, unsigned node, int priority,
+                                           std::uint64_t* scanned, std::uint64_t max_freed) {
   CgroupInfo* ci = info(cgroup);
   std::uint64_t bits = ci->bits[node].load(std::memory_order_acquire);
-  std::uint64_t freed = 0;
-  while (bits != 0) {
+  std::uint64_t freed = 0, scanned_here = 0;
+  while (bits != 0 && freed < max_freed) {
     const int id = __builtin_ctzll(bits);
     bits &= bits - 1;
     Shrinker* shrinker;
@@ -117,15 +127,16 @@ std::uint64_t ShrinkerRegistry::shrink_slab(CgroupId cgroup, unsigned node, int 
       shrinker = shrinkers_[id];
     }
     if (shrinker == nullptr) continue;
-    if (shrinker->count(cgroup, node) == 0) {
+    if (shrinker->count(cgroup, node) == kShrinkEmpty) {
       // Empty: clear the bit, then look again, so an object added meanwhile
       // (which set the bit before we cleared it) is not forgotten.
       ci->bits[node].fetch_and(~(std::uint64_t{1} << id), std::memory_order_acq_rel);
-      if (shrinker->count(cgroup, node) != 0) set_bit(cgroup, node, id);
+      if (shrinker->count(cgroup, node) != kShrinkEmpty) set_bit(cgroup, node, id);
       continue;
     }
-    freed += do_shrink(*shrinker, id, *ci, cgroup, node, priority);
+    freed += do_shrink(*shrinker, id, *ci, cgroup, node, priority, max_freed - freed, scanned_here);
   }
+  if (scanned != nullptr) *scanned += scanned_here;
   return freed;
 }
 

@@ -11,6 +11,9 @@
 // / seeks, plus the deferred work >> priority, capped at twice the freeable
 // objects, scanned in batches; what was not scanned is deferred.
 //
+// A count of kShrinkEmpty clears the bit; the shrinker sets it again when
+// objects appear.
+//
 // Locking: bitmaps and deferred counts are atomics; the cgroup table is
 // guarded by lock_ for creation and reparenting only.
 #pragma once
@@ -32,11 +35,16 @@ struct ShrinkControl {
 };
 
 inline constexpr std::uint64_t kShrinkStop = UINT64_MAX;
+// count(): nothing there at all (SHRINK_EMPTY); the registry clears the
+// bit. A count of 0 means "objects, but none freeable now" (writeback
+// turned off, say) and keeps the bit, so they are found again later.
+inline constexpr std::uint64_t kShrinkEmpty = UINT64_MAX - 1;
 
 class Shrinker {
  public:
   virtual ~Shrinker() = default;
-  // Objects that could be freed in (cgroup, node); 0 = none.
+  // Objects that could be freed in (cgroup, node): 0 = none now,
+  // kShrinkEmpty = none there.
   virtual std::uint64_t count(CgroupId cgroup, unsigned node) = 0;
   // Frees up to nr_to_scan objects; returns how many, or kShrinkStop.
   virtual std::uint64_t scan(ShrinkControl& control) = 0;
@@ -68,14 +76,20 @@ class ShrinkerRegistry {
   std::uint64_t deferred(CgroupId cgroup, unsigned node, int id) const noexcept;
 
   // One reclaim pass over the shrinkers with objects in (cgroup, node).
-  // Returns the objects freed.
-  std::uint64_t shrink_slab(CgroupId cgroup, unsigned node, int priority);
+  // Returns the objects freed; adds the objects scanned to `*scanned`. It
+  // stops once `max_freed` are freed (the caller's nr_to_reclaim, which the
+  // kernel checks in shrink_lruvec); work left for that reason is not
+  // deferred.
+  std::uint64_t shrink_slab(CgroupId cgroup, unsigned node, int priority,
+                            std::uint64_t* scanned = nullptr,
+                            std::uint64_t max_freed = UINT64_MAX);
 
  private:
   struct CgroupInfo;
   CgroupInfo* info(CgroupId cgroup) const noexcept;
   std::uint64_t do_shrink(Shrinker& shrinker, int id, CgroupInfo& info, CgroupId cgroup,
-                          unsigned node, int priority);
+                          unsigned node, int priority, std::uint64_t max_freed,
+                          std::uint64_t& scanned);
 
   unsigned nodes_;
   std::mutex lock_;

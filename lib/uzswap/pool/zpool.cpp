@@ -441,6 +441,10 @@ std::uint64_t ZPool::span_bytes() const noexcept {
   return total;
 }
 
+std::uint64_t ZPool::span_bytes(unsigned node) const noexcept {
+  return arenas_[node]->span_bytes.load(std::memory_order_relaxed);
+}
+
 ZPoolStats ZPool::stats() const noexcept {
   ZPoolStats s;
   for (const auto& arena_ptr : arenas_) {

@@ -104,6 +104,8 @@ class ZPool {
   ZPoolStats stats() const noexcept;
   // RAM in spans: a lock-free read for the store path's pool-limit check.
   std::uint64_t span_bytes() const noexcept;
+  // The same for one node's arena.
+  std::uint64_t span_bytes(unsigned node) const noexcept;
 
  private:
   struct SpanHeader;

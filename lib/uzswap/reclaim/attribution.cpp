@@ -34,6 +34,12 @@ std::optional<CgroupId> Attribution::id_of(const std::string& path) const {
   return std::nullopt;
 }
 
+std::vector<std::pair<CgroupId, std::string>> Attribution::directories() const {
+  std::vector<std::pair<CgroupId, std::string>> out;
+  for (const auto& [ino, k] : known_) out.emplace_back(k.id, options_.cgroup_root + k.path);
+  return out;
+}
+
 void Attribution::sync_tree(AttributionPass& pass) {
   namespace fs = std::filesystem;
   std::map<ino_t, std::pair<std::string, ino_t>> seen;  // inode -> (path, parent inode)

@@ -52,6 +52,8 @@ class Attribution {
   // The path (relative to the root, "/" for the root) of a known cgroup.
   std::optional<std::string> path_of(CgroupId id) const;
   std::optional<CgroupId> id_of(const std::string& path) const;
+  // Every known cgroup but the root: (id, absolute directory).
+  std::vector<std::pair<CgroupId, std::string>> directories() const;
   const AttributionOptions& options() const noexcept { return options_; }
 
   // The v2 tree of this machine: /sys/fs/cgroup on a pure v2 system, the

@@ -53,6 +53,7 @@ PageStore::PageStore(const PageStoreOptions& options)
            options.pool.nodes),
       cgroup_counters_(std::make_unique<CgroupCounters[]>(kMaxCgroups)),
       node_writebacks_(std::make_unique<std::atomic<std::uint64_t>[]>(options.pool.nodes)),
+      node_wake_bytes_(std::make_unique<std::atomic<std::uint64_t>[]>(options.pool.nodes)),
       cgroups_{kRootCgroup},
       threshold_(resolve_threshold(options, pool_)),
       codec_(options.codec),
@@ -125,6 +126,8 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   fresh.codec = static_cast<std::uint64_t>(codec);
   fresh.node = node;
   install(slot, fresh);
+  const std::uint64_t wake = node_wake_bytes_[node].load(std::memory_order_relaxed);
+  if (wake != 0 && pool_.span_bytes(node) > wake && node_hook_) node_hook_(node);
   return raw ? StoredAs::incompressible : StoredAs::compressed;
 }
 

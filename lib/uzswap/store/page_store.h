@@ -113,6 +113,15 @@ class PageStore {
   bool has_backing() const noexcept { return backing_ != nullptr; }
   // Called (from a store) when the pool hits its limit: wakes the shrinker.
   void set_pool_full_hook(std::function<void()> hook) { pool_full_hook_ = std::move(hook); }
+  // Called (from a store, so it must be cheap and noexcept) when the pool on
+  // a node has grown past that node's wake mark: kswapd's low watermark.
+  void set_node_hook(std::function<void(unsigned node)> hook) { node_hook_ = std::move(hook); }
+  // The node's wake mark in pool bytes; 0 = never wake.
+  void set_node_wake_bytes(unsigned node, std::uint64_t bytes) noexcept {
+    node_wake_bytes_[node].store(bytes, std::memory_order_relaxed);
+  }
+  // Pool RAM in spans on one node.
+  std::uint64_t node_pool_bytes(unsigned node) const noexcept { return pool_.span_bytes(node); }
 
   // Cgroups (ids from the attribution; 0 is the root and always exists).
   bool add_cgroup(CgroupId cgroup, CgroupId parent);
@@ -127,8 +136,11 @@ class PageStore {
   // zswap's shrink_memcg: walks `cgroup`'s lists, node by node, with second
   // chance, and writes back up to `nr_pages` cold entries. Not on the request path.
   WritebackResult shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages);
-  // The same on one node's list only (what a shrinker's scan does).
-  WritebackResult shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages);
+  // The same on one node's list only (what a shrinker's scan does), looking
+  // at no more than `max_walk` entries (0 = twice the batch, so that
+  // entries given a second chance can be passed over).
+  WritebackResult shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages,
+                              std::uint64_t max_walk = 0);
   std::uint64_t lru_count(CgroupId cgroup, unsigned node) const noexcept {
     return lru_.count(cgroup, node);
   }
@@ -216,8 +228,10 @@ class PageStore {
   std::unique_ptr<Shrinker> shrinker_;
   int shrinker_id_ = -1;
   std::function<void()> pool_full_hook_;
+  std::function<void(unsigned)> node_hook_;
   std::unique_ptr<CgroupCounters[]> cgroup_counters_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> node_writebacks_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> node_wake_bytes_;
   mutable std::mutex cgroups_lock_;
   std::vector<CgroupId> cgroups_;  // live ids, guarded by cgroups_lock_
 

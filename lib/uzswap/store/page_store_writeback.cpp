@@ -39,8 +39,10 @@ class StoreShrinker final : public Shrinker {
  public:
   explicit StoreShrinker(PageStore& store) : store_(store) { batch = 64; }
   std::uint64_t count(CgroupId cgroup, unsigned node) override {
+    const std::uint64_t on_list = store_.lru_count(cgroup, node);
+    if (on_list == 0) return kShrinkEmpty;
     if (!store_.has_backing() || !store_.cgroup_policy(cgroup).writeback) return 0;
-    return store_.lru_count(cgroup, node);
+    return on_list;
   }
   std::uint64_t scan(ShrinkControl& control) override {
     const WritebackResult r = store_.shrink_list(control.cgroup, control.node, control.nr_to_scan);
@@ -177,7 +179,8 @@ WritebackResult PageStore::shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages)
   return total;
 }
 
-WritebackResult PageStore::shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages) {
+WritebackResult PageStore::shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages,
+                                       std::uint64_t max_walk) {
   if (backing_ == nullptr || nr_pages == 0 || node >= lru_.nodes()) return {};
   if (!counters_of(cgroup).writeback.load(std::memory_order_relaxed)) return {};
   // Up to four backing-store batches per walk, so that writeback_isolated()
@@ -189,7 +192,7 @@ WritebackResult PageStore::shrink_list(CgroupId cgroup, unsigned node, std::uint
   std::uint64_t count = 0, rotated = 0;
   // A referenced entry gets its second chance (rotate), so walk up to twice
   // the batch.
-  std::uint64_t budget = 2 * batch;
+  std::uint64_t budget = max_walk != 0 ? max_walk : 2 * batch;
   lru_.walk(cgroup, node, budget, [&](std::uint32_t item, ListLru::WalkedList& list) {
     if (count >= batch) return LruStatus::stop;
     if (list.referenced(item)) {

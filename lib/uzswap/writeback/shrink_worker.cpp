@@ -25,7 +25,6 @@ void ShrinkWorker::wake() noexcept {
 }
 
 std::optional<CgroupId> ShrinkWorker::next_cgroup() {
-  std::lock_guard guard(cursor_lock_);
   const std::vector<CgroupId> cgroups = store_.cgroups();
   for (std::size_t tried = 0; tried < cgroups.size(); ++tried) {
     const CgroupId cg = cgroups[cursor_++ % cgroups.size()];
@@ -92,25 +91,6 @@ void ShrinkWorker::run() noexcept {
     }
     guard.lock();
   }
-}
-
-WritebackResult ShrinkWorker::writeback_now(std::uint64_t pages, std::optional<CgroupId> cgroup) {
-  WritebackResult total;
-  unsigned empty = 0;
-  while (total.written < pages && empty < options_.max_failures) {
-    const auto cg = cgroup ? cgroup : next_cgroup();
-    if (!cg) break;
-    const auto r = store_.shrink_memcg(*cg, std::min(pages - total.written, options_.batch));
-    total.written += r.written;
-    total.raced += r.raced;
-    total.failed += r.failed;
-    total.rotated += r.rotated;
-    // Passes that only took second chances still make progress; a pass
-    // that did nothing at all means the lists are empty (or all failing).
-    empty = r.written == 0 && r.rotated == 0 ? empty + 1 : 0;
-  }
-  written_.fetch_add(total.written, std::memory_order_relaxed);
-  return total;
 }
 
 ShrinkWorkerStats ShrinkWorker::stats() const noexcept {

@@ -45,10 +45,6 @@ class ShrinkWorker {
   // allocates.
   void wake() noexcept;
 
-  // Writes back up to `pages` now, from one cgroup or from all round robin
-  // (uzswapctl writeback). Returns what was done.
-  WritebackResult writeback_now(std::uint64_t pages, std::optional<CgroupId> cgroup);
-
   ShrinkWorkerStats stats() const noexcept;
 
  private:
@@ -63,8 +59,7 @@ class ShrinkWorker {
   std::condition_variable wakeup_;
   bool woken_ = false;  // guarded by lock_
   bool stop_ = false;   // guarded by lock_
-  std::size_t cursor_ = 0;  // only the worker thread and writeback_now (serialised) use it
-  std::mutex cursor_lock_;
+  std::size_t cursor_ = 0;  // the worker thread's own
   std::atomic<std::uint64_t> wakeups_{0}, runs_{0}, written_{0}, backoffs_{0}, over_max_runs_{0};
   Thread thread_;
 };

@@ -1,0 +1,128 @@
+#include "uzswap/reclaim/reclaimer.h"
+
+#include <system_error>
+
+namespace uzswap {
+
+Reclaimer::Reclaimer(PageStore& store, ReclaimOptions options, std::function<void()> pressure_hook)
+    : store_(store),
+      options_(std::move(options)),
+      pressure_hook_(std::move(pressure_hook)),
+      registry_(store.nodes()),
+      scale_factor_(options_.kswapd.watermark_scale_factor),
+      idle_seconds_(options_.kswapd.idle_seconds) {
+  if (store_.register_shrinker(registry_) < 0)
+    throw std::system_error(ENOSPC, std::generic_category(), "shrinker registry full");
+  for (unsigned node = 0; node < store_.nodes(); ++node)
+    kswapds_.push_back(std::make_unique<Kswapd>(store_, registry_, node, options_.kswapd));
+  store_.set_node_hook([this](unsigned node) { kswapds_[node]->wake_watermark(); });
+  if (options_.start_threads)
+    for (auto& k : kswapds_) k->start();
+  if (options_.watch_pressure) {
+    watcher_ = std::make_unique<PressureWatcher>(options_.pressure);
+    watcher_thread_ = Thread("uzswap-pressure", [this] { watch(); });
+  }
+}
+
+Reclaimer::~Reclaimer() {
+  stop_.store(true);
+  if (watcher_) {
+    watcher_->interrupt();
+    watcher_thread_.join();
+  }
+  store_.set_node_hook({});
+  for (unsigned node = 0; node < store_.nodes(); ++node) store_.set_node_wake_bytes(node, 0);
+  for (auto& k : kswapds_) k->stop();
+}
+
+void Reclaimer::watch() noexcept {
+  while (!stop_.load()) {
+    try {
+      for (const PressureEvent& event : watcher_->poll(1000)) handle(event);
+    } catch (const std::exception&) {
+      // Allocation only; the next poll tries again.
+    }
+  }
+}
+
+unsigned Reclaimer::post_split(WakeCause cause, std::optional<CgroupId> cgroup, std::uint64_t pages,
+                               ReclaimCompletion* completion) {
+  const unsigned nodes = store_.nodes();
+  std::vector<std::uint64_t> on_list(nodes);
+  std::uint64_t total = 0;
+  for (unsigned node = 0; node < nodes; ++node) {
+    on_list[node] = cgroup ? store_.lru_count(*cgroup, node) : store_.node_stats(node).lru_pages;
+    total += on_list[node];
+  }
+  if (total == 0 || pages == 0) return 0;
+  std::vector<std::uint64_t> share(nodes);
+  std::uint64_t given = 0;
+  unsigned largest = 0;
+  for (unsigned node = 0; node < nodes; ++node) {
+    share[node] = static_cast<std::uint64_t>(static_cast<double>(pages) * on_list[node] / total);
+    given += share[node];
+    if (on_list[node] > on_list[largest]) largest = node;
+  }
+  share[largest] += pages - std::min(pages, given);
+  unsigned posted = 0;
+  for (unsigned node = 0; node < nodes; ++node) posted += share[node] > 0;
+  if (completion != nullptr) {
+    std::lock_guard guard(completion->lock);
+    completion->pending = posted;
+  }
+  for (unsigned node = 0; node < nodes; ++node)
+    if (share[node] > 0) kswapds_[node]->post({cause, cgroup, share[node], completion});
+  return posted;
+}
+
+WritebackResult Reclaimer::writeback(std::uint64_t pages, std::optional<CgroupId> cgroup) {
+  ReclaimCompletion completion;
+  if (post_split(WakeCause::request, cgroup, pages, &completion) == 0) return {};
+  return completion.wait();
+}
+
+void Reclaimer::handle(const PressureEvent& event) {
+  if (event.kind == PressureEvent::Kind::psi && !event.cgroup) {
+    // The machine stalls on memory: every node gives back some of its pool.
+    const std::uint64_t per_node = std::max<std::uint64_t>(1, options_.psi_reclaim_pages / store_.nodes());
+    for (auto& k : kswapds_) k->post({WakeCause::psi, std::nullopt, per_node, nullptr});
+  } else if (event.kind == PressureEvent::Kind::psi) {
+    post_split(WakeCause::psi, event.cgroup, options_.psi_reclaim_pages, nullptr);
+  } else {
+    post_split(WakeCause::memory_events, event.cgroup, event.increment * options_.events_reclaim_pages,
+               nullptr);
+  }
+  if (pressure_hook_) pressure_hook_();
+}
+
+void Reclaimer::track(const std::vector<std::pair<CgroupId, std::string>>& cgroups) {
+  if (watcher_) watcher_->track(cgroups);
+}
+
+void Reclaimer::set_hold_root(bool hold) noexcept {
+  hold_root_.store(hold);
+  for (auto& k : kswapds_) k->set_hold_root(hold);
+}
+
+void Reclaimer::set_watermark_scale_factor(unsigned factor) noexcept {
+  scale_factor_.store(factor);
+  for (auto& k : kswapds_) k->set_watermark_scale_factor(factor);
+}
+
+void Reclaimer::set_idle_seconds(unsigned seconds) noexcept {
+  idle_seconds_.store(seconds);
+  for (auto& k : kswapds_) k->set_idle_seconds(seconds);
+}
+
+std::vector<KswapdStats> Reclaimer::node_stats() const {
+  std::vector<KswapdStats> out;
+  for (const auto& k : kswapds_) out.push_back(k->stats());
+  return out;
+}
+
+std::optional<PressureStatus> Reclaimer::pressure_status() const {
+  if (!watcher_) return std::nullopt;
+  return watcher_->status();
+}
+
+}  // namespace uzswap
