@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "uzswap/backing/backing_store.h"
+#include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/testing/page_mix.h"
 
@@ -64,6 +65,7 @@ struct Config {
   std::uint64_t ops_per_thread;
   std::uint64_t max_pool_bytes;
   bool writeback = false;  // a real backing file and a shrinker thread
+  bool kswapd = false;     // also the per-node reclaim threads, fed requests and PSI events
 };
 
 void run_stress(const Config& cfg) {
@@ -161,6 +163,22 @@ void run_stress(const Config& cfg) {
       std::this_thread::yield();
     }
   });
+  std::unique_ptr<Reclaimer> reclaimer;
+  if (cfg.kswapd) {
+    ReclaimOptions r;
+    r.watch_pressure = false;
+    r.kswapd.watermark_scale_factor = 3000;  // wide marks: the threads run often
+    r.psi_reclaim_pages = 64;
+    reclaimer = std::make_unique<Reclaimer>(store, r);
+  }
+  std::thread requester([&] {
+    if (!reclaimer) return;
+    for (unsigned i = 0; !stop.load(); ++i) {
+      if (i % 2) written_back += reclaimer->writeback(48, std::nullopt).written;
+      else reclaimer->handle({PressureEvent::Kind::psi, std::nullopt, 0});
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
   std::vector<std::thread> workers;
   for (unsigned t = 0; t < kThreads; ++t) workers.emplace_back(worker, t);
   for (auto& w : workers) w.join();
@@ -168,6 +186,19 @@ void run_stress(const Config& cfg) {
   compactor.join();
   switcher.join();
   shrinker.join();
+  requester.join();
+  if (reclaimer) {
+    std::uint64_t by_nodes = 0, watermark_wakeups = 0;
+    for (const KswapdStats& k : reclaimer->node_stats()) {
+      by_nodes += k.written;
+      watermark_wakeups += k.wakeups[static_cast<unsigned>(WakeCause::watermark)];
+    }
+    std::printf("reclaim threads: %llu pages written, %llu watermark wakeups\n",
+                static_cast<unsigned long long>(by_nodes),
+                static_cast<unsigned long long>(watermark_wakeups));
+    EXPECT_GT(by_nodes, 0u);
+    reclaimer.reset();  // threads stopped before the quiescent check
+  }
   if (cfg.writeback) {
     std::printf("written back by the shrinker: %llu, stored straight to the file: %llu\n",
                 static_cast<unsigned long long>(written_back.load()),
@@ -220,6 +251,13 @@ TEST(StoreStress, WritebackUnderATinyPoolLimitLosesNothing) {
   // run; the pool limit is so small that most stores go straight to the
   // backing file.
   run_stress({.ops_per_thread = 20000, .max_pool_bytes = 256u << 10, .writeback = true});
+}
+
+TEST(StoreStress, ReclaimThreadsWriteBackWhileEverythingElseRuns) {
+  // The per-node kswapd threads (woken by stores below their low marks, by
+  // requests and by PSI events) race the workers, the compactor, the codec
+  // switcher and the pool-limit shrinker.
+  run_stress({.ops_per_thread = 20000, .max_pool_bytes = 512u << 10, .writeback = true, .kswapd = true});
 }
 
 TEST(StoreStress, WritebackWithoutAPoolLimit) {
