@@ -46,6 +46,10 @@ std::uint32_t fuse_max_request_bytes() {
   return pages * static_cast<std::uint32_t>(kPageSize);
 }
 
+// Ring entries per FUSE queue: requests the kernel can hand over while one
+// is being served.
+constexpr unsigned kFuseRingDepth = 8;
+
 json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
 }  // namespace
@@ -141,6 +145,10 @@ void Instance::start() {
   FuseConfig fuse;
   fuse.size_bytes = config_.size_bytes;
   fuse.max_write = fuse_max_request_bytes();
+  if (config_.fuse_io_uring == "on" && !FuseUring::kernel_enabled())
+    throw StartError("--fuse-io-uring on: the kernel's FUSE io_uring support is off "
+                     "(echo Y > /sys/module/fuse/parameters/enable_uring, Linux 6.14+)");
+  fuse.over_io_uring = config_.fuse_io_uring != "off" && FuseUring::kernel_enabled();
   try {
     mount_ = std::make_unique<FuseMount>(config_.swap_file(), fuse);
   } catch (const std::system_error& e) {
@@ -152,14 +160,32 @@ void Instance::start() {
       config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
   // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
   auto flusher_warned = std::make_shared<std::once_flag>();
-  workers_ = std::make_unique<FuseWorkers>(mount_->fd(), *server_, workers, [this, flusher_warned] {
+  const auto worker_init = [this, flusher_warned] {
     store_->prepare_thread_with_backing();
     if (auto ec = set_io_flusher())
       std::call_once(*flusher_warned, [&] {
         spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
                      ec.message());
       });
-  });
+  };
+  workers_ = std::make_unique<FuseWorkers>(mount_->fd(), *server_, workers, worker_init);
+  if (fuse.over_io_uring) {
+    // The kernel sends INIT at mount; once it agreed on io_uring, requests
+    // wait until every queue has an entry.
+    for (int i = 0; i < 500 && !server_->stats().initialized; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (server_->over_io_uring()) {
+      try {
+        uring_ = std::make_unique<FuseUring>(mount_->fd(), *server_, workers, kFuseRingDepth, worker_init);
+      } catch (const std::system_error& e) {
+        throw StartError(std::string("FUSE over io_uring: ") + e.what() + " (try --fuse-io-uring off)");
+      }
+      spdlog::info("FUSE over io_uring: {} queue(s), {} thread(s), {} entries per queue", uring_->queues(),
+                   uring_->threads(), kFuseRingDepth);
+    } else if (config_.fuse_io_uring == "on") {
+      throw StartError("--fuse-io-uring on: the kernel did not offer io_uring at FUSE INIT");
+    }
+  }
 
   file_fd_ = open(config_.swap_file().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
   if (file_fd_ < 0)
@@ -407,6 +433,7 @@ void Instance::teardown() noexcept {
     if (ec) spdlog::warn("unmount {}: {}; detaching lazily", config_.swap_file(), ec.message());
   }
   mount_.reset();  // lazy detach if still mounted; ends the connection when unused
+  uring_.reset();
   workers_.reset();
   server_.reset();
   reclaimer_.reset();
@@ -452,7 +479,9 @@ json Instance::status() const {
                  {"swap_type", swap_type_},
                  {"priority", config_.swap_priority},
                  {"direct_io", true},
-                 {"workers", workers_ ? workers_->count() : 0}};
+                 {"workers", workers_ ? workers_->count() : 0},
+                 {"fuse_io_uring", uring_ != nullptr},
+                 {"ring_threads", uring_ ? uring_->threads() : 0}};
   j["compressor"] = std::string(codec_name(store_->codec()));
   j["level"] = store_->level();
   j["max_pool_percent"] = config_.max_pool_percent;

@@ -17,6 +17,7 @@
 #include "uzswap/fuse/fuse_session.h"
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/fuse/fuse_uring.h"
 #include "uzswap/reclaim/attribution.h"
 #include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/writeback/shrink_worker.h"
@@ -67,6 +68,7 @@ class Instance {
   std::unique_ptr<FuseServer> server_;
   std::unique_ptr<FuseMount> mount_;
   std::unique_ptr<FuseWorkers> workers_;
+  std::unique_ptr<FuseUring> uring_;  // FUSE-over-io_uring, when INIT agreed on it
   int file_fd_ = -1;
   LoopDevice loop_;
   std::unique_ptr<ControlServer> control_;

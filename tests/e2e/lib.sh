@@ -12,6 +12,7 @@ DAEMON_LOG=$(mktemp /tmp/uzswap-e2e-log.XXXXXX)
 MEMCG=
 EXTRA_CGROUPS=()  # more cgroup directories to remove on exit, deepest last
 TEMP_FILES=()     # files to remove on exit
+AFTER_CLEANUP=()  # commands run last on exit (restoring kernel settings)
 
 fail() {
   echo "FAIL: $*" >&2
@@ -80,6 +81,7 @@ cleanup() {
     for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
   done
   rm -f "$DAEMON_LOG" "${TEMP_FILES[@]}"
+  for cmd in "${AFTER_CLEANUP[@]}"; do eval "$cmd" || true; done
   exit $status
 }
 trap cleanup EXIT

@@ -28,11 +28,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kPage = uzswap::kPageSize;
 
-// Pages of real data: every file under the directories, read in page-sized
-// pieces, up to `limit` pages.
+// Pages of real data: the files under the directories, read in page-sized
+// pieces, up to `limit` pages, an equal share from each directory.
 std::vector<std::byte> real_pages(const std::vector<std::string>& dirs, std::size_t limit) {
   std::vector<std::byte> pages;
-  for (const auto& dir : dirs) {
+  for (std::size_t d = 0; d < dirs.size(); ++d) {
+    const std::string& dir = dirs[d];
+    const std::size_t quota = limit * (d + 1) / dirs.size();
     std::error_code ec;
     for (auto it = std::filesystem::recursive_directory_iterator(
              dir, std::filesystem::directory_options::skip_permission_denied, ec);
@@ -44,8 +46,9 @@ std::vector<std::byte> real_pages(const std::vector<std::string>& dirs, std::siz
       while (f.read(buf.data(), kPage)) {
         const auto* b = reinterpret_cast<const std::byte*>(buf.data());
         pages.insert(pages.end(), b, b + kPage);
-        if (pages.size() / kPage >= limit) return pages;
+        if (pages.size() / kPage >= quota) break;
       }
+      if (pages.size() / kPage >= quota) break;
     }
   }
   return pages;
@@ -91,18 +94,19 @@ int main(int argc, char** argv) {
   }
   const auto t0 = Clock::now();
   for (std::size_t i = 0; i < pages; ++i) expected(i, mem + i * kPage);
+  const auto filled = Clock::now();
   if (!pause_file.empty()) {
     std::printf("filled\n");
     std::fflush(stdout);
     while (!std::filesystem::exists(pause_file)) usleep(50000);
   }
-  const auto t1 = Clock::now();
 
   std::vector<std::size_t> order(pages);
   for (std::size_t i = 0; i < pages; ++i) order[i] = i;
   uzswap::testing::Rng rng(seed);
   for (std::size_t i = pages; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
   std::vector<std::byte> want(kPage);
+  const auto t1 = Clock::now();
   std::size_t wrong = 0;
   for (std::size_t i : order) {
     expected(i, want.data());
@@ -111,9 +115,9 @@ int main(int argc, char** argv) {
     }
   }
   const auto t2 = Clock::now();
-  const double fill = std::chrono::duration<double>(t1 - t0).count();
+  const double fill = std::chrono::duration<double>(filled - t0).count();
   const double retouch = std::chrono::duration<double>(t2 - t1).count();
-  std::printf("{\"pages\": %zu, \"fill_seconds\": %.3f, \"retouch_seconds\": %.3f, \"wrong_pages\": %zu}\n",
-              pages, fill, retouch, wrong);
+  std::printf("{\"pages\": %zu, \"source_pages\": %zu, \"fill_seconds\": %.3f, \"retouch_seconds\": %.3f, \"wrong_pages\": %zu}\n",
+              pages, source_pages, fill, retouch, wrong);
   return wrong == 0 ? 0 : 1;
 }

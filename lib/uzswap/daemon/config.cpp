@@ -74,6 +74,9 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   app.add_option("--swap-priority", c.swap_priority, "swapon priority (-1 = kernel default)")
       ->check(CLI::Range(-1, 32767));
   app.add_option("--frontend", c.frontend, "Front end")->check(CLI::IsMember({"fuse"}));
+  app.add_option("--fuse-io-uring", c.fuse_io_uring,
+                 "FUSE over io_uring: auto (when the kernel's fuse enable_uring is on), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_flag("--no-swapon{false}", c.swapon, "Serve the device but do not swapon it");
   app.add_option("--workers", c.workers, "FUSE worker threads (0 = one per CPU, at least 2)")
       ->check(CLI::Range(0, 256));

@@ -120,7 +120,12 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       out.max_write = config_.max_write;
       out.time_gran = 1;
       out.max_pages = static_cast<std::uint16_t>(config_.max_write / kPageSize);
-      initialized_.store(true, std::memory_order_relaxed);
+      if (config_.over_io_uring && (init.flags & FUSE_INIT_EXT) && (init.flags2 & kFuseOverIoUringFlags2)) {
+        out.flags |= FUSE_INIT_EXT;
+        out.flags2 = kFuseOverIoUringFlags2;
+        uring_.store(true, std::memory_order_release);
+      }
+      initialized_.store(true, std::memory_order_release);
       return reply_body(reply, unique, out);
     }
     case FUSE_DESTROY:

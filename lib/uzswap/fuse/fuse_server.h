@@ -27,7 +27,13 @@ struct FuseConfig {
   std::uint16_t max_background = 512;    // async direct I/O requests in flight
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
+  // Offer FUSE-over-io_uring in the INIT reply when the kernel offers it.
+  bool over_io_uring = false;
 };
+
+// FUSE_OVER_IO_URING (1 << 41), in the INIT reply's flags2 (Linux 6.14's
+// <linux/fuse.h>; Debian 12's header predates it).
+inline constexpr std::uint32_t kFuseOverIoUringFlags2 = 1u << (41 - 32);
 
 struct FuseStats {
   std::uint64_t requests = 0;
@@ -56,6 +62,9 @@ class FuseServer {
 
   FuseStats stats() const noexcept;
   const FuseConfig& config() const noexcept { return config_; }
+  // INIT agreed on FUSE-over-io_uring: requests arrive on ring entries
+  // (FuseUring) once every queue has one.
+  bool over_io_uring() const noexcept { return uring_.load(std::memory_order_acquire); }
 
  private:
   PageStore& store_;
@@ -64,6 +73,7 @@ class FuseServer {
       discarded_pages_{0}, discard_requests_{0}, write_errors_{0}, bad_requests_{0},
       unsupported_{0};
   std::atomic<bool> initialized_{false};
+  std::atomic<bool> uring_{false};
 };
 
 }  // namespace uzswap

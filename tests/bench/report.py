@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Summarises tests/bench/block and tests/bench/compare runs: markdown tables
+of medians with the runs behind them, ratios to zram, the targets of
+docs/benchmarks.md, and a PNG bar chart drawn by gnuplot.
+
+    report.py block   RESULTS.jsonl OUT_DIR MACHINE SECONDS REGION_MIB
+    report.py compare RESULTS.jsonl OUT_DIR MACHINE WORKLOAD_MIB LIMIT_MIB
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def med(rows, key):
+    values = [r[key] for r in rows]
+    return statistics.median(values) if values else float("nan")
+
+
+def runs(rows, key, fmt):
+    return ", ".join(fmt.format(r[key]) for r in rows)
+
+
+def plot(out_dir, name, title, ylabel, labels, series):
+    """series: [(legend, [value per label])]; draws a clustered bar chart."""
+    dat = os.path.join(out_dir, name + ".dat")
+    with open(dat, "w") as f:
+        f.write("label " + " ".join('"%s"' % s[0] for s in series) + "\n")
+        for i, label in enumerate(labels):
+            f.write('"%s" ' % label + " ".join("%g" % s[1][i] for s in series) + "\n")
+    png = os.path.join(out_dir, name + ".png")
+    cols = " , ".join("'%s' using %d:xtic(1) title columnheader(%d)" % (dat, i + 2, i + 2)
+                      for i in range(len(series)))
+    script = f"""
+set terminal pngcairo size 900,480 noenhanced
+set output '{png}'
+set title '{title}'
+set ylabel '{ylabel}'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set key top left
+set grid ytics
+set yrange [0:*]
+plot {cols}
+"""
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        os.remove(dat)
+        return png
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"(no plot: {e})", file=sys.stderr)
+        return None
+
+
+def block(rows, out_dir, machine, seconds, region):
+    targets = [t for t in ["uzswap", "zram", "loop"] if any(r["target"] == t for r in rows)]
+    cases = [(rw, qd) for rw in ["randread", "randwrite"] for qd in [1, 32]]
+    n = max(r["round"] for r in rows)
+    print(f"fio, 4 KiB, io_uring, O_DIRECT, one job, {seconds} s per run over a {region} MiB region "
+          f"written first with half-compressible data; medians of {n} rounds (target order rotated "
+          f"within each round).\n\nMachine: {machine}.\n")
+    print("| case | target | IOPS | mean latency (us) | p99 latency (us) | IOPS / zram | runs (IOPS) |")
+    print("|---|---|---|---|---|---|---|")
+    summary = {}
+    for rw, qd in cases:
+        zram = [r for r in rows if r["target"] == "zram" and r["rw"] == rw and r["qd"] == qd]
+        zram_iops = med(zram, "iops") if zram else None
+        for t in targets:
+            sel = [r for r in rows if r["target"] == t and r["rw"] == rw and r["qd"] == qd]
+            if not sel:
+                continue
+            iops, mean, p99 = med(sel, "iops"), med(sel, "mean_us"), med(sel, "p99_us")
+            summary[(t, rw, qd)] = (iops, mean, p99)
+            ratio = f"{iops / zram_iops:.2f}" if zram_iops else "-"
+            print(f"| {rw} QD{qd} | {t} | {iops:,.0f} | {mean:.1f} | {p99:.1f} | {ratio} | {runs(sel, 'iops', '{:,.0f}')} |")
+    u, z = summary.get(("uzswap", "randread", 1)), summary.get(("zram", "randread", 1))
+    u32 = summary.get(("uzswap", "randread", 32))
+    if u and z and u32:
+        print("\nTargets:")
+        print(f"- QD1 random-read mean latency <= 2x zram's: {u[1]:.1f} us vs {z[1]:.1f} us = "
+              f"{u[1] / z[1]:.2f}x ({'met' if u[1] <= 2 * z[1] else 'not met'})")
+        print(f"- QD32 random-read IOPS >= zram's QD1 IOPS: {u32[0]:,.0f} vs {z[0]:,.0f} "
+              f"({'met' if u32[0] >= z[0] else 'not met'})")
+    labels = [f"{rw} QD{qd}" for rw, qd in cases]
+    png = plot(out_dir, "block", "4 KiB random I/O, median IOPS", "IOPS", labels,
+               [(t, [summary.get((t, rw, qd), (0, 0, 0))[0] for rw, qd in cases]) for t in targets])
+    if png:
+        print(f"\nPlot: `{os.path.relpath(png)}`")
+
+
+def compare(rows, out_dir, machine, mib, limit):
+    tiers = [t for t in ["uzswap", "zram", "zswap", "disk"] if any(r["tier"] == t for r in rows)]
+    n = max(r["round"] for r in rows)
+    pages = rows[0]["pages"]
+    print(f"Workload: {mib} MiB ({pages:,} pages) of real file data in a cgroup limited to {limit} MiB: "
+          f"fill, then re-touch every page in random order and check it. Medians of {n} rounds; "
+          f"the tiers take turns within each round.\n\nMachine: {machine}.\n")
+    print("| tier | fill (s) | re-touch (s) | re-touch / zram | re-touch / disk | RAM held / data stored | runs (re-touch s) |")
+    print("|---|---|---|---|---|---|---|")
+    m = {}
+    for t in tiers:
+        sel = [r for r in rows if r["tier"] == t]
+        mem = [r["ram_bytes"] / r["orig_bytes"] for r in sel if r["orig_bytes"] > 0]
+        m[t] = (med(sel, "fill"), med(sel, "retouch"), statistics.median(mem) if mem else None)
+    for t in tiers:
+        fill, retouch, mem = m[t]
+        rz = f"{retouch / m['zram'][1]:.2f}" if "zram" in m else "-"
+        rd = f"{retouch / m['disk'][1]:.2f}" if "disk" in m else "-"
+        ms = f"{mem:.3f}" if mem else "-"
+        sel = [r for r in rows if r["tier"] == t]
+        print(f"| {t} | {fill:.2f} | {retouch:.2f} | {rz} | {rd} | {ms} | {runs(sel, 'retouch', '{:.2f}')} |")
+    if "uzswap" in m and "zram" in m and "disk" in m:
+        u, z, d = m["uzswap"], m["zram"], m["disk"]
+        print("\nTargets:")
+        print(f"- re-touch <= 1.5x zram's: {u[1] / z[1]:.2f}x ({'met' if u[1] <= 1.5 * z[1] else 'not met'})")
+        print(f"- re-touch <= 0.4x plain disk swap's: {u[1] / d[1]:.2f}x ({'met' if u[1] <= 0.4 * d[1] else 'not met'})")
+        if u[2] and z[2]:
+            print(f"- RAM per stored byte <= zram's: {u[2]:.3f} vs {z[2]:.3f} "
+                  f"({'met' if u[2] <= z[2] else 'not met'})")
+    png = plot(out_dir, "compare", f"{mib} MiB workload in {limit} MiB, median seconds", "seconds",
+               tiers, [("fill", [m[t][0] for t in tiers]), ("re-touch", [m[t][1] for t in tiers])])
+    if png:
+        print(f"\nPlot: `{os.path.relpath(png)}`")
+
+
+if __name__ == "__main__":
+    kind, path, out_dir, machine, a, b = sys.argv[1:7]
+    rows = load(path)
+    if not rows:
+        sys.exit("no results")
+    (block if kind == "block" else compare)(rows, out_dir, machine, a, b)
