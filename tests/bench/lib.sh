@@ -16,7 +16,7 @@ fi
 
 tools/install-deps --bench
 [[ -f build/build.ninja ]] || meson setup build --buildtype=debugoptimized >/dev/null
-meson compile -C build >/dev/null
+meson compile -C build >/dev/null || { meson compile -C build | tail -20 >&2; exit 1; }
 
 NAME=bench$$
 UZSWAPD=build/daemon/uzswapd
@@ -31,6 +31,8 @@ LOOP_DEV=
 ZSWAP=/sys/module/zswap/parameters
 saved_zswap_enabled=$(cat $ZSWAP/enabled 2>/dev/null || echo N)
 saved_zswap_compressor=$(cat $ZSWAP/compressor 2>/dev/null || echo lzo)
+FUSE_URING=/sys/module/fuse/parameters/enable_uring
+saved_fuse_uring=$(cat $FUSE_URING 2>/dev/null || echo N)
 
 bench_cleanup() {
   set +e
@@ -40,6 +42,7 @@ bench_cleanup() {
   stop_uzswap
   [[ -e /sys/block/zram0/reset ]] && echo 1 > /sys/block/zram0/reset 2>/dev/null
   [[ -n $LOOP_DEV ]] && losetup -d "$LOOP_DEV"
+  [[ -w $FUSE_URING ]] && echo "$saved_fuse_uring" > $FUSE_URING
   [[ -d $ZSWAP ]] && { echo "$saved_zswap_compressor" > $ZSWAP/compressor; echo "$saved_zswap_enabled" > $ZSWAP/enabled; } 2>/dev/null
   rm -f "$DISK_FILE" "$LOOP_FILE" "$BACKING" /tmp/uzswap-$NAME.*
 }
@@ -48,6 +51,19 @@ trap bench_cleanup EXIT
 # machine: one line describing where the figures come from.
 machine() {
   echo "$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(($(grep MemTotal /proc/meminfo | awk '{print $2}') / 1048576)) GiB RAM, kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME"), disk $(df -T /var/tmp | awk 'NR==2{print $2}') on $(df /var/tmp | awk 'NR==2{print $1}')"
+}
+
+# uzswap_transport TARGET: sets TRANSPORT, the flags for "uzswap" (/dev/fuse reads and
+# writes) or "uzswap-ring" (FUSE over io_uring, the kernel's switch turned on
+# for the run and restored after).
+uzswap_transport() {  # sets TRANSPORT
+  if [[ $1 == uzswap-ring ]]; then
+    [[ -w $FUSE_URING ]] || { echo "$0: this kernel has no FUSE over io_uring" >&2; exit 1; }
+    echo Y > $FUSE_URING
+    TRANSPORT=(--fuse-io-uring on)
+  else
+    TRANSPORT=(--fuse-io-uring off)
+  fi
 }
 
 # start_uzswap [flags]: uzswapd with swap on (or --no-swapon), waits for it.
@@ -73,7 +89,7 @@ uzswap_field() { "$UZSWAPCTL" --name "$NAME" status --json | python3 -c "import 
 
 # start_zram SIZE [swap]: /dev/zram0 with lz4, as swap if asked.
 start_zram() {
-  modprobe zram 2>/dev/null || true
+  modprobe zram 2>/dev/null || true  # built in, or no modprobe: fine if /dev/zram0 exists
   echo 1 > /sys/block/zram0/reset
   echo lz4 > /sys/block/zram0/comp_algorithm
   echo "$1" > /sys/block/zram0/disksize
@@ -87,7 +103,10 @@ start_disk_swap() {
     fallocate -l "$1" "$DISK_FILE" && chmod 600 "$DISK_FILE" && mkswap "$DISK_FILE" >/dev/null
   fi
   if [[ $2 == zswap ]]; then
-    echo lz4 > $ZSWAP/compressor
+    # lz4 when the kernel's crypto API has it (zram has its own backends;
+    # zswap does not), else lzo-rle, zram's default.
+    echo lz4 > $ZSWAP/compressor 2>/dev/null || echo lzo-rle > $ZSWAP/compressor
+    echo "zswap compressor: $(cat $ZSWAP/compressor)" >&2
     echo Y > $ZSWAP/enabled
   else
     echo N > $ZSWAP/enabled

@@ -60,11 +60,11 @@ plot {cols}
 
 
 def block(rows, out_dir, machine, seconds, region):
-    targets = [t for t in ["uzswap", "zram", "loop"] if any(r["target"] == t for r in rows)]
+    targets = [t for t in ["uzswap", "uzswap-ring", "zram", "loop"] if any(r["target"] == t for r in rows)]
     cases = [(rw, qd) for rw in ["randread", "randwrite"] for qd in [1, 32]]
     n = max(r["round"] for r in rows)
     print(f"fio, 4 KiB, io_uring, O_DIRECT, one job, {seconds} s per run over a {region} MiB region "
-          f"written first with half-compressible data; medians of {n} rounds (target order rotated "
+          f"written first with half-compressible data; medians of {n} rounds (the targets take turns "
           f"within each round).\n\nMachine: {machine}.\n")
     print("| case | target | IOPS | mean latency (us) | p99 latency (us) | IOPS / zram | runs (IOPS) |")
     print("|---|---|---|---|---|---|---|")
@@ -80,10 +80,12 @@ def block(rows, out_dir, machine, seconds, region):
             summary[(t, rw, qd)] = (iops, mean, p99)
             ratio = f"{iops / zram_iops:.2f}" if zram_iops else "-"
             print(f"| {rw} QD{qd} | {t} | {iops:,.0f} | {mean:.1f} | {p99:.1f} | {ratio} | {runs(sel, 'iops', '{:,.0f}')} |")
-    u, z = summary.get(("uzswap", "randread", 1)), summary.get(("zram", "randread", 1))
-    u32 = summary.get(("uzswap", "randread", 32))
-    if u and z and u32:
-        print("\nTargets:")
+    z = summary.get(("zram", "randread", 1))
+    for name in ["uzswap", "uzswap-ring"]:
+        u, u32 = summary.get((name, "randread", 1)), summary.get((name, "randread", 32))
+        if not (u and z and u32):
+            continue
+        print(f"\nTargets ({name}):")
         print(f"- QD1 random-read mean latency <= 2x zram's: {u[1]:.1f} us vs {z[1]:.1f} us = "
               f"{u[1] / z[1]:.2f}x ({'met' if u[1] <= 2 * z[1] else 'not met'})")
         print(f"- QD32 random-read IOPS >= zram's QD1 IOPS: {u32[0]:,.0f} vs {z[0]:,.0f} "
@@ -96,34 +98,40 @@ def block(rows, out_dir, machine, seconds, region):
 
 
 def compare(rows, out_dir, machine, mib, limit):
-    tiers = [t for t in ["uzswap", "zram", "zswap", "disk"] if any(r["tier"] == t for r in rows)]
+    tiers = [t for t in ["uzswap", "uzswap-ring", "zram", "zswap", "disk"] if any(r["tier"] == t for r in rows)]
     n = max(r["round"] for r in rows)
     pages = rows[0]["pages"]
     print(f"Workload: {mib} MiB ({pages:,} pages) of real file data in a cgroup limited to {limit} MiB: "
           f"fill, then re-touch every page in random order and check it. Medians of {n} rounds; "
           f"the tiers take turns within each round.\n\nMachine: {machine}.\n")
-    print("| tier | fill (s) | re-touch (s) | re-touch / zram | re-touch / disk | RAM held / data stored | runs (re-touch s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| tier | fill (s) | re-touch (s) | re-touch / zram | re-touch / disk | pool RAM / data | pool + table RAM / data | runs (re-touch s) |")
+    print("|---|---|---|---|---|---|---|---|")
     m = {}
     for t in tiers:
         sel = [r for r in rows if r["tier"] == t]
-        mem = [r["ram_bytes"] / r["orig_bytes"] for r in sel if r["orig_bytes"] > 0]
-        m[t] = (med(sel, "fill"), med(sel, "retouch"), statistics.median(mem) if mem else None)
+        pool = [r["pool_bytes"] / r["orig_bytes"] for r in sel if r["orig_bytes"] > 0]
+        full = [(r["pool_bytes"] + r["table_bytes"]) / r["orig_bytes"] for r in sel if r["orig_bytes"] > 0]
+        m[t] = (med(sel, "fill"), med(sel, "retouch"), statistics.median(pool) if pool else None,
+                statistics.median(full) if full else None)
     for t in tiers:
-        fill, retouch, mem = m[t]
+        fill, retouch, pool, full = m[t]
         rz = f"{retouch / m['zram'][1]:.2f}" if "zram" in m else "-"
         rd = f"{retouch / m['disk'][1]:.2f}" if "disk" in m else "-"
-        ms = f"{mem:.3f}" if mem else "-"
+        ps = f"{pool:.3f}" if pool else "-"
+        fs = f"{full:.3f}" if full and t != "zswap" else "-"
         sel = [r for r in rows if r["tier"] == t]
-        print(f"| {t} | {fill:.2f} | {retouch:.2f} | {rz} | {rd} | {ms} | {runs(sel, 'retouch', '{:.2f}')} |")
-    if "uzswap" in m and "zram" in m and "disk" in m:
-        u, z, d = m["uzswap"], m["zram"], m["disk"]
-        print("\nTargets:")
+        print(f"| {t} | {fill:.2f} | {retouch:.2f} | {rz} | {rd} | {ps} | {fs} | {runs(sel, 'retouch', '{:.2f}')} |")
+    for name in ["uzswap", "uzswap-ring"]:
+        if not (name in m and "zram" in m and "disk" in m):
+            continue
+        u, z, d = m[name], m["zram"], m["disk"]
+        print(f"\nTargets ({name}):")
         print(f"- re-touch <= 1.5x zram's: {u[1] / z[1]:.2f}x ({'met' if u[1] <= 1.5 * z[1] else 'not met'})")
         print(f"- re-touch <= 0.4x plain disk swap's: {u[1] / d[1]:.2f}x ({'met' if u[1] <= 0.4 * d[1] else 'not met'})")
         if u[2] and z[2]:
-            print(f"- RAM per stored byte <= zram's: {u[2]:.3f} vs {z[2]:.3f} "
-                  f"({'met' if u[2] <= z[2] else 'not met'})")
+            print(f"- RAM per stored byte <= zram's, pools: {u[2]:.3f} vs {z[2]:.3f} "
+                  f"({'met' if u[2] <= z[2] else 'not met'}); pools and tables: {u[3]:.3f} vs {z[3]:.3f} "
+                  f"({'met' if u[3] <= z[3] else 'not met'})")
     png = plot(out_dir, "compare", f"{mib} MiB workload in {limit} MiB, median seconds", "seconds",
                tiers, [("fill", [m[t][0] for t in tiers]), ("re-touch", [m[t][1] for t in tiers])])
     if png:

@@ -133,6 +133,29 @@ in_memcg() {
   bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$MEMCG" "$@"
 }
 
+# start_paused_workload MIB: in a 128 MiB memory cgroup, a workload of MIB
+# that fills its pages and waits (they are swapped out meanwhile). Sets
+# WORKLOAD_PID, GATE (touch it to let the workload re-touch and verify) and
+# WORKLOAD_OUT (its output).
+start_paused_workload() {
+  make_memcg $((128 << 20))
+  GATE=$(mktemp -u /tmp/uzswap-e2e-gate.XXXXXX)
+  WORKLOAD_OUT=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
+  TEMP_FILES+=("$GATE" "$WORKLOAD_OUT")
+  in_memcg "$WORKLOAD" "$1" --pause-file "$GATE" >"$WORKLOAD_OUT" &
+  WORKLOAD_PID=$!
+  for _ in $(seq 1 600); do grep -q filled "$WORKLOAD_OUT" && break; sleep 0.1; done
+  grep -q filled "$WORKLOAD_OUT" || fail "workload did not finish its fill"
+}
+
+# finish_workload: lets the paused workload verify every byte; fails on a wrong one.
+finish_workload() {
+  touch "$GATE"
+  wait "$WORKLOAD_PID" || { cat "$WORKLOAD_OUT"; fail "workload failed"; }
+  cat "$WORKLOAD_OUT"
+  grep -q '"wrong_pages": 0' "$WORKLOAD_OUT" || fail "workload saw wrong pages"
+}
+
 # v2_root: the cgroup v2 tree (pure v2, or the unified half of a hybrid).
 v2_root() {
   if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then echo /sys/fs/cgroup

@@ -23,14 +23,7 @@ if [[ -r /proc/pressure/memory ]]; then
   grep -q "only 2 s windows" "$DAEMON_LOG" && pass "the 2 s fallback was announced"
 fi
 
-make_memcg $((128 << 20))
-gate=$(mktemp -u /tmp/uzswap-e2e-gate.XXXXXX)
-outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
-TEMP_FILES+=("$gate" "$outfile")
-in_memcg "$WORKLOAD" 256 --pause-file "$gate" >"$outfile" &
-workload=$!
-for _ in $(seq 1 600); do grep -q filled "$outfile" && break; sleep 0.1; done
-grep -q filled "$outfile" || fail "workload did not finish its fill"
+start_paused_workload 256
 stored=$(status_field "['stored_pages']")
 
 idle_written() { status_field "['reclaim']['nodes']" | python3 -c "import sys,ast; print(sum(n['idle_written'] for n in ast.literal_eval(sys.stdin.read())))"; }
@@ -39,11 +32,7 @@ idle=$(idle_written)
 (( idle > stored / 2 )) || fail "idle writeback wrote only $idle of $stored stored pages in 30 s"
 pass "idle writeback: $idle of $stored pages written back while the workload slept"
 
-touch "$gate"
-wait $workload || { cat "$outfile"; fail "workload failed"; }
-out=$(cat "$outfile")
-echo "$out"
-[[ $out == *'"wrong_pages": 0'* ]] || fail "workload saw wrong pages"
+finish_workload
 pass "every byte verified after idle writeback"
 
 err=$("$UZSWAPCTL" --name "$NAME" set watermark-scale-factor 0 2>&1) && fail "factor 0 accepted"

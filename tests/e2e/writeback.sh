@@ -11,14 +11,7 @@ start_daemon --size 1G --backing-file "$BACKING"
 [[ -f $BACKING && $(stat -c %s "$BACKING") -eq $((1 << 30)) ]] || fail "backing file not preallocated"
 pass "backing file preallocated"
 
-make_memcg $((128 << 20))
-gate=$(mktemp -u /tmp/uzswap-e2e-gate.XXXXXX)
-outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
-TEMP_FILES+=("$gate" "$outfile")
-in_memcg "$WORKLOAD" 256 --pause-file "$gate" >"$outfile" &
-workload=$!
-for _ in $(seq 1 600); do grep -q filled "$outfile" && break; sleep 0.1; done
-grep -q filled "$outfile" || fail "workload did not finish its fill"
+start_paused_workload 256
 stored=$(status_field "['stored_pages']")
 out=$("$UZSWAPCTL" --name "$NAME" writeback --pages 20000) || fail "uzswapctl writeback: $out"
 echo "$out"
@@ -29,11 +22,7 @@ requests=$(status_field "['reclaim']['nodes'][0]['wakeups']['request']")
 (( requests >= 1 )) || fail "the request did not go through the node's reclaim thread"
 pass "the request woke the reclaim thread ($requests wakeup(s))"
 
-touch "$gate"
-wait $workload || { cat "$outfile"; rm -f "$outfile" "$gate"; fail "workload failed"; }
-out=$(cat "$outfile"); rm -f "$outfile" "$gate"
-echo "$out"
-[[ $out == *'"wrong_pages": 0'* ]] || fail "workload saw wrong pages"
+finish_workload
 reads=$(status_field "['writeback']['backing_reads']")
 errors=$(status_field "['writeback']['backing_read_errors']")
 (( reads > 0 )) || fail "no page was read back from the backing file"

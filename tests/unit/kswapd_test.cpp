@@ -67,6 +67,14 @@ class KswapdTest : public ::testing::Test {
     }
     return next_;
   }
+  // Arms the node's wake mark (a first step) and fills the node to just
+  // below its low mark.
+  Watermarks fill_to_low_mark(PageStore& store, Kswapd& k) {
+    k.step(t0_);
+    const Watermarks w = k.watermarks();
+    fill(store, k.node(), w.share - w.low);
+    return w;
+  }
   void verify(PageStore& store) {
     Page out;
     for (Slot s = 0; s < next_; ++s) {
@@ -151,9 +159,7 @@ TEST_F(KswapdTest, WakesDuringTheNapAndUnbalancedNodesAfterItAreCountedAsPrematu
   store.attach_backing(&file_);
   Reclaimer reclaimer(store, manual());
   Kswapd& k = reclaimer.kswapd(0);
-  k.step(t0_);
-  const Watermarks w = k.watermarks();
-  fill(store, 0, w.share - w.low);
+  const Watermarks w = fill_to_low_mark(store, k);
   // Woken, balances, naps until t0 + 1 s + 100 ms.
   const auto nap_end = k.step(t0_ + 1s);
   EXPECT_EQ(nap_end, t0_ + 1s + 100ms);
@@ -183,9 +189,7 @@ TEST_F(KswapdTest, GivesUpAfterRepeatedFailuresAndTriesAgainAfterTheBackoff) {
   store.attach_backing(&file_);
   Reclaimer reclaimer(store, manual());
   Kswapd& k = reclaimer.kswapd(0);
-  k.step(t0_);
-  const Watermarks w = k.watermarks();
-  fill(store, 0, w.share - w.low);
+  fill_to_low_mark(store, k);
   store.set_cgroup_policy(kRootCgroup, CgroupPolicy{.writeback = false});  // nothing can be reclaimed
 
   auto now = t0_ + 1s;
