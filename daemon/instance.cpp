@@ -570,6 +570,7 @@ json Instance::reclaim_status() const {
                      {"min_wmark_hits", k.min_wmark_hits},
                      {"low_wmark_hit_quickly", k.low_wmark_hit_quickly},
                      {"high_wmark_hit_quickly", k.high_wmark_hit_quickly},
+                     {"compactions", k.compactions},
                      {"giveups", k.giveups},
                      {"given_up", k.given_up}});
   }

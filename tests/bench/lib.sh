@@ -1,4 +1,4 @@
-# Shared by tests/bench/block and tests/bench/compare: builds, sets up one
+# Shared by tests/bench/block and tests/bench/tiers: builds, sets up one
 # swap tier at a time (uzswap, zram, zswap in front of a disk swap file,
 # plain disk swap) and undoes everything on exit, failure included. The
 # machine's zswap and zram settings are restored as they were.

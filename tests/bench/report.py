@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summarises tests/bench/block and tests/bench/compare runs: markdown tables
+"""Summarises tests/bench/block and tests/bench/tiers runs: markdown tables
 of medians with the runs behind them, ratios to zram, the targets of
 docs/benchmarks.md, and a PNG bar chart drawn by gnuplot.
 

@@ -136,6 +136,40 @@ TEST_F(KswapdTest, AStoreBelowTheLowMarkWakesItsNodeWhichReclaimsToTheHighMark) 
   verify(store);
 }
 
+TEST_F(KswapdTest, AFragmentedPoolIsCompactedBeforeAnythingIsWritten) {
+  PageStore store(options(1, 0));
+  store.attach_backing(&file_);
+  Reclaimer reclaimer(store, manual());
+  Kswapd& k = reclaimer.kswapd(0);
+  for (Slot s = 0; s < 6000; ++s) ASSERT_TRUE(store.store(s, page_of(s), 0).has_value());
+  next_ = 6000;
+  // Two pages in three go: the spans stay, a third full.
+  testing::Rng rng(7);
+  for (Slot s = 0; s < 6000; ++s) {
+    if (rng.below(3) != 0) {
+      ASSERT_TRUE(store.invalidate(s, 1).has_value());
+    }
+  }
+  const std::uint64_t before = store.node_pool_bytes(0);
+  // A limit that puts the node just below its low mark.
+  store.set_max_pool_bytes(before + before / 20);
+  ASSERT_FALSE(k.balanced());
+  k.step(t0_);
+  const KswapdStats st = k.stats();
+  EXPECT_EQ(st.compactions, 1u);
+  EXPECT_EQ(st.written, 0u) << "compaction alone balanced the node";
+  EXPECT_EQ(st.balance_runs, 0u);
+  EXPECT_TRUE(k.balanced());
+  EXPECT_LT(store.node_pool_bytes(0), before / 2);
+  // Pages that were invalidated read as zeros; the rest as stored.
+  rng = testing::Rng(7);
+  Page out, zero{};
+  for (Slot s = 0; s < 6000; ++s) {
+    ASSERT_TRUE(store.load(s, out).has_value());
+    ASSERT_EQ(out, rng.below(3) != 0 ? zero : page_of(s)) << "slot " << s;
+  }
+}
+
 TEST_F(KswapdTest, EachOfFourNodesWakesOnlyForItsOwnWatermark) {
   PageStore store(options(4, 8u << 20));
   store.attach_backing(&file_);

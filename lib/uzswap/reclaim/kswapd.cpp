@@ -275,6 +275,15 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
   if (w.share != 0 && free_bytes(w) < w.low) run = true;  // the timer's check
   if (given_up_.load()) run = false;
 
+  bool compacted = false;
+  if (run && store_.compact_if_fragmented()) {
+    compactions_.fetch_add(1, std::memory_order_relaxed);
+    if (balanced()) {
+      compacted = true;
+      run = false;
+      failures_ = 0;
+    }
+  }
   if (run) {
     ScanControl sc;
     const std::uint64_t free = free_bytes(w);
@@ -292,7 +301,7 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
     }
   }
 
-  if (woken || run) {
+  if (woken || run || compacted) {
     sleep_ = Sleep::nap;
     nap_until_ = now + options_.short_nap;
   }
@@ -330,6 +339,7 @@ KswapdStats Kswapd::stats() const noexcept {
   s.low_wmark_hit_quickly = low_quickly_.load(std::memory_order_relaxed);
   s.high_wmark_hit_quickly = high_quickly_.load(std::memory_order_relaxed);
   s.giveups = giveups_.load(std::memory_order_relaxed);
+  s.compactions = compactions_.load(std::memory_order_relaxed);
   s.given_up = given_up_.load(std::memory_order_relaxed);
   s.pool_bytes = store_.node_pool_bytes(node_);
   s.watermarks = watermarks();

@@ -10,7 +10,10 @@
 // memory.events increment, `uzswapctl writeback`. A timer drives idle
 // writeback and catches what no hook reported (a limit changed live).
 //
-// A watermark run mirrors balance_pgdat(): a ScanControl with nr_to_reclaim
+// A watermark run first compacts the pool if its spans are fragmented (RAM
+// back without I/O, like zsmalloc's shrinker); if that balances the node,
+// nothing is written. Otherwise it mirrors balance_pgdat(): a ScanControl
+// with nr_to_reclaim
 // (what it takes to reach the high mark) and a priority from 12 down to 1;
 // at each priority every cgroup, or the target, goes through the shrinker
 // registry's shrink_slab(), which scans about lru_pages >> priority; it
@@ -118,6 +121,7 @@ struct KswapdStats {
   std::uint64_t min_wmark_hits = 0;  // runs that found the node below min
   std::uint64_t low_wmark_hit_quickly = 0;
   std::uint64_t high_wmark_hit_quickly = 0;
+  std::uint64_t compactions = 0;   // runs that compacted the pool first
   std::uint64_t giveups = 0;       // times failures reached max_failures
   bool given_up = false;
   std::uint64_t pool_bytes = 0;
@@ -194,7 +198,7 @@ class Kswapd {
 
   std::array<std::atomic<std::uint64_t>, kWakeCauses> wakeups_{};
   std::atomic<std::uint64_t> balance_runs_{0}, scanned_{0}, written_{0}, idle_written_{0},
-      min_wmark_hits_{0}, low_quickly_{0}, high_quickly_{0}, giveups_{0};
+      min_wmark_hits_{0}, low_quickly_{0}, high_quickly_{0}, giveups_{0}, compactions_{0};
   Thread thread_;
 };
 

@@ -344,6 +344,14 @@ CompactionStats PageStore::compact() {
   return stats;
 }
 
+bool PageStore::compact_if_fragmented() {
+  const ZPoolStats s = pool_.stats();
+  const std::uint64_t needed = s.object_bytes + s.object_bytes / 10 + (1u << 20);
+  if (s.span_bytes <= needed) return false;
+  compact();
+  return true;
+}
+
 std::uint64_t StoreCounters::sum(Counter c) const noexcept {
   std::int64_t total = 0;
   for (const Shard& shard : shards_)

@@ -106,6 +106,10 @@ class PageStore {
   // Moves objects out of sparse pool spans and returns empty spans to the
   // system. Runs alongside the request path; not itself a request-path call.
   CompactionStats compact();
+  // Compacts when the pool's spans hold more than its objects need by over
+  // 10% and 1 MiB: RAM back without I/O, which reclaim tries before
+  // writeback (zsmalloc's shrinker does the same). True if it compacted.
+  bool compact_if_fragmented();
 
   // Where written-back pages go. Attach before serving; without one, a full
   // pool refuses stores and nothing is written back.

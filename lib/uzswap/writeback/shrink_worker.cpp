@@ -49,6 +49,8 @@ void ShrinkWorker::shrink_over_max() {
 
 void ShrinkWorker::shrink_to_threshold() {
   if (!store_.above_accept_threshold()) return;
+  // A fragmented pool gives RAM back without any writes.
+  if (store_.compact_if_fragmented() && !store_.above_accept_threshold()) return;
   runs_.fetch_add(1, std::memory_order_relaxed);
   unsigned failures = 0;
   while (store_.above_accept_threshold()) {
