@@ -118,6 +118,35 @@ TEST_F(FuseServerTest, InitNegotiatesLargeDirectIo) {
   EXPECT_TRUE(server_.stats().initialized);
 }
 
+TEST_F(FuseServerTest, InitAgreesOnIoUringOnlyWhenBothSidesWantIt) {
+  for (const bool ours : {false, true}) {
+    for (const bool kernels : {false, true}) {
+      FuseConfig c = config();
+      c.over_io_uring = ours;
+      FuseServer server(store_, c);
+      std::vector<std::byte> req(sizeof(fuse_in_header) + sizeof(fuse_init_in));
+      fuse_in_header in{};
+      in.len = static_cast<std::uint32_t>(req.size());
+      in.opcode = FUSE_INIT;
+      in.unique = 1;
+      fuse_init_in init{};
+      init.major = 7;
+      init.minor = 38;
+      init.flags = FUSE_INIT_EXT | FUSE_ASYNC_DIO | FUSE_MAX_PAGES;
+      init.flags2 = kernels ? kFuseOverIoUringFlags2 : 0;
+      std::memcpy(req.data(), &in, sizeof(in));
+      std::memcpy(req.data() + sizeof(in), &init, sizeof(init));
+      ASSERT_GT(server.handle(req, reply_), sizeof(fuse_out_header));
+      fuse_init_out out{};
+      std::memcpy(&out, reply_.data() + sizeof(fuse_out_header), sizeof(out));
+      const bool agreed = ours && kernels;
+      EXPECT_EQ((out.flags2 & kFuseOverIoUringFlags2) != 0, agreed) << ours << kernels;
+      EXPECT_EQ((out.flags & FUSE_INIT_EXT) != 0, agreed) << "flags2 is read only with INIT_EXT";
+      EXPECT_EQ(server.over_io_uring(), agreed);
+    }
+  }
+}
+
 TEST_F(FuseServerTest, InitFromANewerMajorAnswersOurMajorOnly) {
   fuse_init_in init{};
   init.major = 8;
