@@ -139,7 +139,7 @@ void Kswapd::shrink_node(ScanControl& sc) {
   const std::vector<CgroupId> cgroups =
       sc.target ? std::vector<CgroupId>{*sc.target} : store_.cgroups();
   for (const CgroupId cg : cgroups) {
-    if (cg == kRootCgroup && hold_root_.load(std::memory_order_relaxed)) continue;
+    if (held(cg)) continue;
     sc.nr_reclaimed += registry_.shrink_slab(cg, node_, sc.priority, &sc.nr_scanned,
                                              sc.nr_to_reclaim - sc.nr_reclaimed);
     if (sc.nr_reclaimed >= sc.nr_to_reclaim) return;
@@ -173,7 +173,7 @@ WritebackResult Kswapd::shrink_cgroup(CgroupId cgroup, std::uint64_t pages) {
 WritebackResult Kswapd::do_work(const ReclaimWork& work) {
   // Held root pages go only when a request names the root cgroup itself.
   if (work.cgroup) {
-    if (*work.cgroup == kRootCgroup && work.cause != WakeCause::request && hold_root_.load()) return {};
+    if (work.cause != WakeCause::request && held(*work.cgroup)) return {};
     return shrink_cgroup(*work.cgroup, work.pages);
   }
   if (work.cause != WakeCause::request) {
@@ -190,8 +190,7 @@ WritebackResult Kswapd::do_work(const ReclaimWork& work) {
   std::size_t idle_in_a_row = 0;
   while (total.written < work.pages && idle_in_a_row < cgroups.size()) {
     const CgroupId cg = cgroups[cursor_++ % cgroups.size()];
-    const bool held = cg == kRootCgroup && hold_root_.load(std::memory_order_relaxed);
-    const WritebackResult r = !held && store_.lru_count(cg, node_) > 0
+    const WritebackResult r = !held(cg) && store_.lru_count(cg, node_) > 0
                                   ? shrink_cgroup(cg, work.pages - total.written)
                                   : WritebackResult{};
     add(total, r);
@@ -202,7 +201,7 @@ WritebackResult Kswapd::do_work(const ReclaimWork& work) {
 
 void Kswapd::idle_writeback() {
   for (const CgroupId cg : store_.cgroups()) {
-    if (cg == kRootCgroup && hold_root_.load(std::memory_order_relaxed)) continue;
+    if (held(cg)) continue;
     const std::uint64_t on_list = store_.lru_count(cg, node_);
     std::uint64_t walked = 0;
     while (walked < on_list) {

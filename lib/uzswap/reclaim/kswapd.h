@@ -153,8 +153,11 @@ class Kswapd {
   // still on its lists: pages not yet attributed may belong to a cgroup
   // whose writeback is off.
   void set_hold_root(bool hold) noexcept { hold_root_.store(hold); }
+  bool hold_root() const noexcept { return hold_root_.load(); }
   void set_watermark_scale_factor(unsigned factor) noexcept { scale_factor_.store(factor); }
+  unsigned watermark_scale_factor() const noexcept { return scale_factor_.load(); }
   void set_idle_seconds(unsigned seconds) noexcept { idle_seconds_.store(seconds); }
+  unsigned idle_seconds() const noexcept { return idle_seconds_.load(); }
   unsigned node() const noexcept { return node_; }
   Watermarks watermarks() const noexcept;
   bool balanced() const noexcept;  // free >= high (always, without a limit)
@@ -171,6 +174,11 @@ class Kswapd {
   WritebackResult do_work(const ReclaimWork& work);
   void idle_writeback();
   void note_progress(std::uint64_t reclaimed, ReclaimClock::time_point now);
+  // The root cgroup's pages while they are held (set_hold_root): left to
+  // requests that name the root.
+  bool held(CgroupId cgroup) const noexcept {
+    return cgroup == kRootCgroup && hold_root_.load(std::memory_order_relaxed);
+  }
   void count(WritebackResult r, bool idle = false) noexcept;
 
   PageStore& store_;

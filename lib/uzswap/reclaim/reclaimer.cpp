@@ -8,9 +8,7 @@ Reclaimer::Reclaimer(PageStore& store, ReclaimOptions options, std::function<voi
     : store_(store),
       options_(std::move(options)),
       pressure_hook_(std::move(pressure_hook)),
-      registry_(store.nodes()),
-      scale_factor_(options_.kswapd.watermark_scale_factor),
-      idle_seconds_(options_.kswapd.idle_seconds) {
+      registry_(store.nodes()) {
   if (store_.register_shrinker(registry_) < 0)
     throw std::system_error(ENOSPC, std::generic_category(), "shrinker registry full");
   for (unsigned node = 0; node < store_.nodes(); ++node)
@@ -100,17 +98,14 @@ void Reclaimer::track(const std::vector<std::pair<CgroupId, std::string>>& cgrou
 }
 
 void Reclaimer::set_hold_root(bool hold) noexcept {
-  hold_root_.store(hold);
   for (auto& k : kswapds_) k->set_hold_root(hold);
 }
 
 void Reclaimer::set_watermark_scale_factor(unsigned factor) noexcept {
-  scale_factor_.store(factor);
   for (auto& k : kswapds_) k->set_watermark_scale_factor(factor);
 }
 
 void Reclaimer::set_idle_seconds(unsigned seconds) noexcept {
-  idle_seconds_.store(seconds);
   for (auto& k : kswapds_) k->set_idle_seconds(seconds);
 }
 

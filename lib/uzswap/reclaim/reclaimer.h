@@ -55,11 +55,11 @@ class Reclaimer {
 
   // Holds the root cgroup's pages back from pressure reclaim (Kswapd::set_hold_root).
   void set_hold_root(bool hold) noexcept;
-  bool hold_root() const noexcept { return hold_root_.load(); }
+  bool hold_root() const noexcept { return kswapds_.front()->hold_root(); }
   void set_watermark_scale_factor(unsigned factor) noexcept;
   void set_idle_seconds(unsigned seconds) noexcept;
-  unsigned watermark_scale_factor() const noexcept { return scale_factor_.load(); }
-  unsigned idle_seconds() const noexcept { return idle_seconds_.load(); }
+  unsigned watermark_scale_factor() const noexcept { return kswapds_.front()->watermark_scale_factor(); }
+  unsigned idle_seconds() const noexcept { return kswapds_.front()->idle_seconds(); }
 
   ShrinkerRegistry& registry() noexcept { return registry_; }
   Kswapd& kswapd(unsigned node) noexcept { return *kswapds_[node]; }
@@ -78,8 +78,6 @@ class Reclaimer {
   std::function<void()> pressure_hook_;
   ShrinkerRegistry registry_;
   std::vector<std::unique_ptr<Kswapd>> kswapds_;
-  std::atomic<unsigned> scale_factor_, idle_seconds_;
-  std::atomic<bool> hold_root_{false};
   std::unique_ptr<PressureWatcher> watcher_;
   std::atomic<bool> stop_{false};
   Thread watcher_thread_;
