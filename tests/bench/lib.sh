@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 [[ $(id -u) -eq 0 ]] || { echo "$0: run as root" >&2; exit 1; }
+# The same machine-wide lock as the end-to-end tests: one run at a time
+# touches swap, loop devices, mounts and memory cgroups.
+exec {SYSTEM_LOCK_FD}>/run/lock/uzswap-system.lock
+flock "$SYSTEM_LOCK_FD"
 if [[ -n $(swapon --show --noheadings) ]]; then
   echo "$0: swap is already on (swapon --show); turn it off first for a fair comparison" >&2
   exit 1

@@ -6,6 +6,11 @@ set -uo pipefail
 
 SKIP=77
 NAME="e2e$$"
+
+# One test at a time on this machine touches swap, loop devices, mounts and
+# memory cgroups, whichever checkout or build directory it runs from.
+exec {SYSTEM_LOCK_FD}>/run/lock/uzswap-system.lock
+flock "$SYSTEM_LOCK_FD"
 RUN_DIR=/run/uzswap
 DAEMON_PID=
 DAEMON_LOG=$(mktemp /tmp/uzswap-e2e-log.XXXXXX)
