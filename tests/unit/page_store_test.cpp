@@ -267,7 +267,8 @@ TEST(PageStore, StatsAddUp) {
 
 TEST(SlotTable, EntriesAreSixteenBytes) {
   EXPECT_EQ(SlotTable::bytes_per_slot(), 16u);
-  SlotTable table(1000);
+  SharedState state = SharedState::create({1000, 1, ZPool::region_bytes_for(0)});
+  SlotTable table(state.slots(), state.journal(), 1000);
   EXPECT_EQ(table.size(), 1000u);
   EXPECT_GE(table.bytes(), 1000u * 16u);
   std::lock_guard guard(table.lock_for(999));
@@ -275,8 +276,8 @@ TEST(SlotTable, EntriesAreSixteenBytes) {
 }
 
 TEST(SlotTable, RefusesEmptyAndOversizedTables) {
-  EXPECT_THROW(SlotTable(0), std::system_error);
-  EXPECT_THROW(SlotTable(std::uint64_t{1} << 33), std::system_error);
+  EXPECT_THROW(SlotTable(nullptr, nullptr, 0), std::system_error);
+  EXPECT_THROW(SlotTable(nullptr, nullptr, std::uint64_t{1} << 33), std::system_error);
 }
 
 }  // namespace

@@ -115,6 +115,7 @@ TEST(ZPool, CompactionMovesObjectsOutOfSparseSpansAndKeepsTheirBytes) {
     if (pool.needs_migration(h)) {
       const PoolHandle n = pool.migrate(h, o.len);
       ASSERT_NE(n, kNullHandle);
+      pool.free(h);  // the owner frees the old copy once nothing refers to it
       moved[n] = o;
       ++moved_count;
     } else {

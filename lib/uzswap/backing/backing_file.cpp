@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/backing/io_ring.h"
@@ -55,6 +56,19 @@ IoRing& BackingFile::ring() {
 }
 
 void BackingFile::prepare_thread() { ring(); }
+
+bool BackingFile::wait_for_other_writers(std::chrono::milliseconds timeout) noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (fcntl(fd_, F_SETLEASE, F_WRLCK) == 0) {
+      fcntl(fd_, F_SETLEASE, F_UNLCK);
+      return true;
+    }
+    if (errno != EAGAIN && errno != EBUSY) return false;  // no leases here: cannot tell
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    usleep(10000);
+  }
+}
 
 void BackingFile::begin_write(std::span<PageWrite> batch) noexcept {
   ThreadRing& t = t_ring;

@@ -7,6 +7,8 @@
 // prepare_thread()).
 #pragma once
 
+#include <chrono>
+
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -42,6 +44,13 @@ class BackingStore {
   virtual std::error_code read(Slot slot, PageBuffer out) noexcept = 0;
   // Gives the disk space of [first, first + count) back (optional).
   virtual std::error_code punch(Slot first, std::uint64_t count) noexcept = 0;
+  // Waits until nobody else (a dead serving process's I/O still in flight)
+  // has the store open for writing, up to `timeout`. True when that is
+  // known; false on timeout or when the store cannot tell.
+  virtual bool wait_for_other_writers(std::chrono::milliseconds timeout) noexcept {
+    (void)timeout;
+    return true;
+  }
   // Pages one write() call takes at most.
   virtual std::size_t max_batch() const noexcept = 0;
   virtual void prepare_thread() = 0;
@@ -66,6 +75,10 @@ class BackingFile final : public BackingStore {
   std::error_code punch(Slot first, std::uint64_t count) noexcept override;
   std::size_t max_batch() const noexcept override { return kBatchPages; }
   void prepare_thread() override;
+  // A write lease is granted only while no other open file description has
+  // the file open for writing, and an O_DIRECT write in flight keeps its
+  // file open: so the lease tells when a dead process's writes have landed.
+  bool wait_for_other_writers(std::chrono::milliseconds timeout) noexcept override;
 
   const std::string& path() const noexcept { return path_; }
 

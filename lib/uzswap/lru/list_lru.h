@@ -22,7 +22,7 @@
 #include <memory>
 #include <mutex>
 
-#include "uzswap/pool/mapped_array.h"
+#include "uzswap/common/mapped_array.h"
 
 namespace uzswap {
 

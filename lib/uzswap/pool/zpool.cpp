@@ -9,6 +9,7 @@
 
 #include <cassert>
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -97,6 +98,7 @@ struct ZPool::Arena {
   int fd = -1;
   std::byte* base = nullptr;
   std::size_t mapped_bytes = 0;
+  bool owns_fd = true;
   std::array<Region, SizeClasses::kMaxPagesPerSpan> regions;
   std::unique_ptr<ClassState[]> classes;
 
@@ -109,32 +111,45 @@ struct ZPool::Arena {
 
   ~Arena() {
     if (base != nullptr) munmap(base, mapped_bytes);
-    if (fd >= 0) close(fd);
+    if (fd >= 0 && owns_fd) close(fd);
   }
 };
+
+std::size_t ZPool::region_bytes_for(std::size_t reserve) {
+  if (reserve == 0)
+    reserve = static_cast<std::size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  // Every span length must tile its region; 840 = lcm(1..8).
+  return round_up(reserve, 840 * kPageSize);
+}
 
 ZPool::ZPool(const ZPoolOptions& options) : options_(options) {
   if (options_.nodes == 0 || options_.nodes > kMaxNodes)
     throw std::system_error(EINVAL, std::generic_category(),
                             "pool nodes must be 1.." + std::to_string(kMaxNodes));
-  std::size_t reserve = options_.reserve_bytes_per_node;
-  if (reserve == 0)
-    reserve = static_cast<std::size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  // Every span length must tile its region; 840 = lcm(1..8).
-  region_bytes_ = round_up(reserve, 840 * kPageSize);
+  region_bytes_ = options_.region_bytes != 0 ? options_.region_bytes
+                                              : region_bytes_for(options_.reserve_bytes_per_node);
+  if (region_bytes_ % (840 * kPageSize) != 0)
+    throw std::system_error(EINVAL, std::generic_category(), "pool region size must tile every span length");
   const std::size_t max_spans = region_bytes_ / kPageSize;
   if (max_spans > UINT32_MAX)
     throw std::system_error(EINVAL, std::generic_category(), "pool reservation too large");
+  if (!options_.arena_fds.empty() && options_.arena_fds.size() != options_.nodes)
+    throw std::system_error(EINVAL, std::generic_category(), "one arena memfd per pool node");
 
   for (unsigned node = 0; node < options_.nodes; ++node) {
     auto arena = std::make_unique<Arena>();
     arena->node = node;
-    const std::string name = "uzswap-pool-node" + std::to_string(node);
-    arena->fd = memfd_create(name.c_str(), MFD_CLOEXEC);
-    if (arena->fd < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
     arena->mapped_bytes = region_bytes_ * SizeClasses::kMaxPagesPerSpan;
-    if (ftruncate(arena->fd, static_cast<off_t>(arena->mapped_bytes)) != 0)
-      throw std::system_error(errno, std::generic_category(), "ftruncate pool memfd");
+    if (!options_.arena_fds.empty()) {
+      arena->fd = options_.arena_fds[node];
+      arena->owns_fd = false;
+    } else {
+      const std::string name = "uzswap-pool-node" + std::to_string(node);
+      arena->fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+      if (arena->fd < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
+      if (ftruncate(arena->fd, static_cast<off_t>(arena->mapped_bytes)) != 0)
+        throw std::system_error(errno, std::generic_category(), "ftruncate pool memfd");
+    }
     void* base = mmap(nullptr, arena->mapped_bytes, PROT_READ | PROT_WRITE,
                       MAP_SHARED | MAP_NORESERVE, arena->fd, 0);
     if (base == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap pool arena");
@@ -396,7 +411,6 @@ PoolHandle ZPool::migrate(PoolHandle handle, std::size_t len) noexcept {
   const PoolHandle moved = alloc(len, node_of(handle));
   if (moved == kNullHandle) return kNullHandle;
   std::memcpy(map(moved), map(handle), len);
-  free(handle);
   return moved;
 }
 
@@ -433,6 +447,134 @@ void ZPool::end_compaction(CompactionStats& stats) {
   }
   for (auto& arena : arenas_)
     stats.released_bytes += arena->released_bytes.load(std::memory_order_relaxed);
+}
+
+std::vector<PoolHandle> ZPool::adopt_objects(std::vector<LiveObject>& objects) {
+  std::vector<PoolHandle> rejected;
+  std::sort(objects.begin(), objects.end(),
+            [](const LiveObject& a, const LiveObject& b) { return a.handle < b.handle; });
+  // Same handle twice: neither owner can be trusted with the bytes.
+  for (std::size_t i = 1; i < objects.size(); ++i)
+    if (objects[i].handle == objects[i - 1].handle) {
+      rejected.push_back(objects[i - 1].handle);
+      rejected.push_back(objects[i].handle);
+    }
+  const auto valid = [&](const LiveObject& o) -> int {  // class index, or -1
+    if (!(o.handle & kValidBit) || o.length == 0 || o.length > kPageSize) return -1;
+    if ((o.handle >> (kNodeShift + 6)) & 0x7f) return -1;  // unused bits
+    const unsigned node = node_of(o.handle);
+    if (node >= arenas_.size()) return -1;
+    const unsigned c = classes_.index_for(o.length);
+    const SizeClass& sc = classes_[c];
+    if (sc.pages_per_span != handle_pages(o.handle)) return -1;
+    const Region& region = arenas_[node]->region(sc.pages_per_span);
+    const std::uint32_t offset = handle_offset(o.handle);
+    if (handle_span(o.handle) >= region.capacity || offset % sc.size != 0 || offset / sc.size >= sc.objs_per_span)
+      return -1;
+    return static_cast<int>(c);
+  };
+
+  // Objects sorted by handle come grouped by (node, span length, span), in
+  // offset order: one group is one span.
+  struct SpanUse {
+    unsigned node, pages;
+    std::uint32_t span;
+  };
+  std::vector<SpanUse> used;
+  std::size_t i = 0;
+  while (i < objects.size()) {
+    const PoolHandle span_key = objects[i].handle >> kSpanShift;
+    std::size_t end = i;
+    while (end < objects.size() && (objects[end].handle >> kSpanShift) == span_key) ++end;
+    // The span's class is the one its first valid object names; objects
+    // that disagree are not this pool's.
+    int cls_index = -1;
+    std::uint16_t inuse = 0;
+    std::uint16_t last = kNoObject;
+    std::uint16_t free_head = kNoObject;
+    const unsigned node = node_of(objects[i].handle);
+    const unsigned pages = handle_pages(objects[i].handle);
+    const std::uint32_t span = handle_span(objects[i].handle);
+    for (std::size_t k = i; k < end; ++k) {
+      const LiveObject& o = objects[k];
+      if (k > i && o.handle == objects[k - 1].handle) continue;  // already rejected
+      if (k + 1 < end && o.handle == objects[k + 1].handle) continue;
+      const int c = valid(o);
+      if (c < 0 || (cls_index >= 0 && c != cls_index)) {
+        rejected.push_back(o.handle);
+        continue;
+      }
+      cls_index = c;
+      const SizeClass& sc = classes_[static_cast<unsigned>(c)];
+      const auto index = static_cast<std::uint16_t>(handle_offset(o.handle) / sc.size);
+      // Chain the never-live objects below this one into the free list.
+      Region& region = arenas_[node]->region(pages);
+      std::byte* span_base = region.base + std::size_t{span} * region.span_bytes();
+      for (std::uint16_t gap = last == kNoObject ? 0 : last + 1; gap < index; ++gap) {
+        std::memcpy(span_base + std::size_t{gap} * sc.size, &free_head, sizeof(free_head));
+        free_head = gap;
+      }
+      last = index;
+      ++inuse;
+    }
+    i = end;
+    if (cls_index < 0) continue;
+    const unsigned c = static_cast<unsigned>(cls_index);
+    const SizeClass& sc = classes_[c];
+    Arena& arena = *arenas_[node];
+    Region& region = arena.region(pages);
+    ClassState& cls = arena.classes[c];
+    SpanHeader& h = region.headers[span];
+    h.inuse = inuse;
+    h.free_head = free_head;
+    h.carved = static_cast<std::uint16_t>(last + 1);
+    h.class_index = static_cast<std::uint16_t>(c);
+    h.list = static_cast<std::uint8_t>(list_for(inuse, sc.objs_per_span));
+    h.draining = 0;
+    link_span(cls, region, span);
+    ++cls.spans;
+    cls.inuse += inuse;
+    arena.span_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
+    region.high_water = std::max(region.high_water, span + 1);
+    used.push_back({node, pages, span});
+  }
+
+  // Every other span of every region goes back to the system (the dead
+  // process may have left cached or half-freed ones resident), and the
+  // spans in use are mapped and locked here now rather than on a request.
+  std::size_t u = 0;
+  for (auto& arena_ptr : arenas_) {
+    Arena& arena = *arena_ptr;
+    for (Region& region : arena.regions) {
+      std::uint32_t next_free = 0;
+      const auto give_back = [&](std::uint32_t from, std::uint32_t to) {
+        if (from >= to) return;
+        fallocate(arena.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  region.file_offset + static_cast<off_t>(std::size_t{from} * region.span_bytes()),
+                  static_cast<off_t>(std::size_t{to - from} * region.span_bytes()));
+        // Below the high-water mark they are reusable cold spans.
+        for (std::uint32_t s = std::min(to, region.high_water); s-- > from;) region.cold[region.cold_top++] = s;
+      };
+      const auto populate = [&](std::uint32_t from, std::uint32_t to) {
+        if (from < to)
+          madvise(region.base + std::size_t{from} * region.span_bytes(), std::size_t{to - from} * region.span_bytes(),
+                  MADV_POPULATE_WRITE);
+      };
+      std::uint32_t run_start = 0;  // spans in use, [run_start, next_free)
+      while (u < used.size() && used[u].node == arena.node && used[u].pages == region.pages) {
+        const std::uint32_t span = used[u++].span;
+        if (span != next_free) {
+          populate(run_start, next_free);
+          give_back(next_free, span);
+          run_start = span;
+        }
+        next_free = span + 1;
+      }
+      populate(run_start, next_free);
+      give_back(next_free, region.capacity);
+    }
+  }
+  return rejected;
 }
 
 std::uint64_t ZPool::span_bytes() const noexcept {

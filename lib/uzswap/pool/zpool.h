@@ -1,7 +1,9 @@
 // ZPool: the compressed-object allocator (zsmalloc's job).
 //
 // Memory. Each NUMA node has one arena: a memfd mapped once, split into eight
-// regions, one per span length (1..8 pages). A span is a run of pages holding
+// regions, one per span length (1..8 pages). The memfds may come from a
+// SharedState, so the objects outlive this process; the span headers and
+// free lists do not: adopt_objects() rebuilds them from the live handles. A span is a run of pages holding
 // objects of one size class. RAM is taken for a span with fallocate() on the
 // memfd (a clean ENOMEM instead of a fault) and given back with
 // FALLOC_FL_PUNCH_HOLE, which works on locked memory, unlike MADV_DONTNEED. A
@@ -14,7 +16,8 @@
 // Compaction. begin_compaction() picks, per class, the sparsest spans whose
 // objects fit in the free room of the others and marks them draining (no new
 // objects). The owner then visits its handles, migrate()s each one for which
-// needs_migration() is true, and calls end_compaction(), which returns
+// needs_migration() is true (freeing the old handle once nothing refers to
+// it any more), and calls end_compaction(), which returns
 // drained spans and the empty-span cache to the system. The pool keeps no
 // back-pointers from objects to owners: compaction trades one scan of the
 // owner's table for zero bytes per object.
@@ -34,7 +37,7 @@
 #include <vector>
 
 #include "uzswap/common/page.h"
-#include "uzswap/pool/mapped_array.h"
+#include "uzswap/common/mapped_array.h"
 #include "uzswap/pool/size_classes.h"
 
 namespace uzswap {
@@ -55,6 +58,17 @@ struct ZPoolOptions {
   bool bind_nodes = false;
   // Empty spans kept resident per node for reuse, in bytes.
   std::size_t empty_span_cache_bytes = 1u << 20;
+  // Arena memfds made elsewhere (SharedState), one per node, each of
+  // 8 * region_bytes; not closed by the pool. Empty: the pool makes its own.
+  std::vector<int> arena_fds;
+  // Bytes per span-length region; 0 = region_bytes_for(reserve_bytes_per_node).
+  std::size_t region_bytes = 0;
+};
+
+// A live object, as the owner of its handle knows it (for adopt_objects).
+struct LiveObject {
+  PoolHandle handle;
+  std::uint32_t length;
 };
 
 struct ZPoolStats {
@@ -88,14 +102,27 @@ class ZPool {
   std::byte* map(PoolHandle handle) const noexcept;
 
   static unsigned node_of(PoolHandle handle) noexcept;
+  // The region size a reservation gives (0 = physical RAM): what a
+  // SharedState must be made with.
+  static std::size_t region_bytes_for(std::size_t reserve_bytes_per_node);
+
+  // On a pool made on memfds a dead process filled: takes `objects` as the
+  // live ones and rebuilds span headers, class lists and free stacks around
+  // them; spans with no live object are given back to the system. Objects
+  // whose handle cannot be one this pool made for their length (or that
+  // another object already claims) are left out and returned, for the
+  // owner to treat as lost. Call once, before any alloc; sorts `objects`.
+  std::vector<PoolHandle> adopt_objects(std::vector<LiveObject>& objects);
   unsigned nodes() const noexcept { return static_cast<unsigned>(arenas_.size()); }
   const SizeClasses& classes() const noexcept { return classes_; }
 
   CompactionStats begin_compaction();
   bool needs_migration(PoolHandle handle) const noexcept;
-  // Moves the object to a span that is not draining; returns the new handle,
-  // or kNullHandle (the old one stays valid) when no memory can be had. The
-  // caller holds whatever lock serialises this handle.
+  // Copies the object to a span that is not draining and returns the new
+  // handle, or kNullHandle when no memory can be had. The old handle stays
+  // valid: the caller frees it once nothing refers to it (so a process that
+  // dies in between leaves one of the two referenced, never a freed one).
+  // The caller holds whatever lock serialises this handle.
   PoolHandle migrate(PoolHandle handle, std::size_t len) noexcept;
   // Returns spans that could not be drained to service and releases drained
   // and cached empty spans. Adds the bytes released to `stats`.

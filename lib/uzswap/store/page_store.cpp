@@ -7,8 +7,10 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <chrono>
 
 #include "uzswap/compress/same_filled.h"
+#include "uzswap/store/slot_table.h"
 
 namespace uzswap {
 
@@ -46,14 +48,38 @@ void PageStore::prepare_thread_with_backing() {
   if (backing_ != nullptr) backing_->prepare_thread();
 }
 
-PageStore::PageStore(const PageStoreOptions& options)
-    : pool_(options.pool),
-      table_(options.slots),
-      lru_(static_cast<std::uint32_t>(std::min<std::uint64_t>(options.slots, ListLru::kMaxItems)),
-           options.pool.nodes),
+namespace {
+
+ZPoolOptions pool_options_on(const ZPoolOptions& base, const SharedState& state) {
+  ZPoolOptions pool = base;
+  pool.nodes = state.geometry().pool_nodes;
+  pool.region_bytes = state.geometry().pool_region_bytes;
+  pool.arena_fds = state.pool_fds();
+  return pool;
+}
+
+std::unique_ptr<SharedState> private_state(const PageStoreOptions& options) {
+  if (options.slots == 0 || options.slots > kMaxSlots)
+    throw std::invalid_argument("slot count must be 1.." + std::to_string(kMaxSlots));
+  return std::make_unique<SharedState>(SharedState::create(
+      {options.slots, options.pool.nodes, ZPool::region_bytes_for(options.pool.reserve_bytes_per_node)}));
+}
+
+}  // namespace
+
+PageStore::PageStore(const PageStoreOptions& options) : PageStore(options, *private_state(options).release()) {
+  own_state_.reset(state_);
+}
+
+PageStore::PageStore(const PageStoreOptions& options, SharedState& state)
+    : state_(&state),
+      pool_(pool_options_on(options.pool, state)),
+      table_(state.slots(), state.journal(), state.geometry().slots),
+      lru_(static_cast<std::uint32_t>(std::min<std::uint64_t>(state.geometry().slots, ListLru::kMaxItems)),
+           state.geometry().pool_nodes),
       cgroup_counters_(std::make_unique<CgroupCounters[]>(kMaxCgroups)),
-      node_writebacks_(std::make_unique<std::atomic<std::uint64_t>[]>(options.pool.nodes)),
-      node_wake_bytes_(std::make_unique<std::atomic<std::uint64_t>[]>(options.pool.nodes)),
+      node_writebacks_(std::make_unique<std::atomic<std::uint64_t>[]>(state.geometry().pool_nodes)),
+      node_wake_bytes_(std::make_unique<std::atomic<std::uint64_t>[]>(state.geometry().pool_nodes)),
       cgroups_{kRootCgroup},
       threshold_(resolve_threshold(options, pool_)),
       codec_(options.codec),
@@ -65,6 +91,12 @@ PageStore::PageStore(const PageStoreOptions& options)
   if (!valid_level(options.codec, options.level))
     throw std::invalid_argument("invalid " + std::string(codec_name(options.codec)) +
                                 " level " + std::to_string(options.level));
+  if (options.pool.lock_memory) state.lock_memory();
+  if (state.fresh()) {
+    state.header().serving = 1;
+  } else {
+    adopt();
+  }
 }
 
 void PageStore::set_codec(Codec codec, int level) noexcept {
@@ -171,7 +203,6 @@ void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
   const SlotState state = entry.slot_state();
   if (state == SlotState::empty) return;
   CgroupCounters& cg = counters_of(static_cast<CgroupId>(entry.cgroup));
-  counters_.add(Counter::stores);
   if (state == SlotState::written_back) {
     counters_.add(Counter::written_back_pages);
     cg.written_back_pages.fetch_add(1, std::memory_order_relaxed);
@@ -193,17 +224,16 @@ void PageStore::install(Slot slot, const SlotEntry& fresh) noexcept {
   Removed old;
   {
     std::lock_guard guard(table_.lock_for(slot));
-    SlotEntry& entry = table_.entryLocked(slot);
+    const SlotEntry& entry = table_.entryLocked(slot);
     old = detachLocked(slot, entry);
-    const std::uint64_t version = entry.version + 1;
-    const std::uint64_t cgroup = entry.cgroup;      // kept until re-attributed
-    const std::uint64_t file_write = entry.file_write;  // an older write may be in flight
-    entry = fresh;
-    entry.version = version;
-    entry.cgroup = cgroup;
-    entry.file_write = file_write;
-    attachLocked(slot, entry);
+    SlotEntry next = fresh;
+    next.version = entry.version + 1;
+    next.cgroup = entry.cgroup;          // kept until re-attributed
+    next.file_write = entry.file_write;  // an older write may be in flight
+    table_.publishLocked(slot, next);
+    attachLocked(slot, next);
   }
+  counters_.add(Counter::stores);
   account_removed(old);
 }
 
@@ -211,6 +241,9 @@ void PageStore::account_removed(const Removed& removed) noexcept {
   CgroupCounters& cg = counters_of(removed.cgroup);
   switch (removed.state) {
     case SlotState::empty:
+      return;
+    case SlotState::lost:
+      counters_.sub(Counter::lost_pages);
       return;
     case SlotState::written_back:
       counters_.sub(Counter::written_back_pages);
@@ -260,6 +293,9 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
       // its clean copy and read this one later).
       lru_.mark_referenced(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup),
                            entry.node);
+    } else if (state == SlotState::lost) {
+      counters_.add(Counter::integrity_errors);
+      return std::unexpected(LoadError::corrupt);
     } else if (state == SlotState::written_back) {
       // Under the slot lock: no write of this slot can start meanwhile.
       counters_.add(Counter::backing_reads);
@@ -270,6 +306,8 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
     }
   }
   switch (state) {
+    case SlotState::lost:
+      break;
     case SlotState::empty:
       counters_.add(Counter::empty_loads);
       fill_page(out, 0);
@@ -302,20 +340,118 @@ std::expected<std::uint64_t, LoadError> PageStore::invalidate(Slot first,
     Removed old;
     {
       std::lock_guard guard(table_.lock_for(slot));
-      SlotEntry& entry = table_.entryLocked(slot);
+      const SlotEntry& entry = table_.entryLocked(slot);
       if (entry.slot_state() == SlotState::empty) continue;
       old = detachLocked(slot, entry);
-      const std::uint64_t version = entry.version + 1;
-      const std::uint64_t file_write = entry.file_write;
-      entry = SlotEntry{};
-      entry.version = version;
-      entry.file_write = file_write;
+      SlotEntry next{};
+      next.version = entry.version + 1;
+      next.file_write = entry.file_write;
+      table_.publishLocked(slot, next);
     }
     account_removed(old);
     ++dropped;
   }
   counters_.add(Counter::invalidations, static_cast<std::int64_t>(dropped));
   return dropped;
+}
+
+void PageStore::account_adopted(Slot slot, const SlotEntry& entry) noexcept {
+  const SlotState state = entry.slot_state();
+  if (state == SlotState::lost) {
+    counters_.add(Counter::lost_pages);
+    return;
+  }
+  attachLocked(slot, entry);
+}
+
+void PageStore::adopt() {
+  const auto start = std::chrono::steady_clock::now();
+  StateHeader& header = state_->header();
+  AdoptionReport& report = adoption_;
+  report.adopted = true;
+  // 1. Changes a dead process left half done: their old entries come back.
+  report.rolled_back = table_.roll_back_torn();
+
+  // 2. The cgroup registry: live cgroups in id order (a parent's id is
+  //    always lower: the attribution walks the tree parents first).
+  CgroupRecord* records = state_->cgroups();
+  set_cgroup_policy(kRootCgroup, {records[0].writeback != 0, records[0].max_bytes});
+  for (unsigned id = 1; id < kMaxCgroups; ++id) {
+    const CgroupRecord& r = records[id];
+    if (!r.used || !r.live) continue;
+    if (!records[r.parent].live || !add_cgroup(static_cast<CgroupId>(id), r.parent)) {
+      records[id].live = 0;  // an orphan: its pages go to the nearest live ancestor
+      continue;
+    }
+    set_cgroup_policy(static_cast<CgroupId>(id), {r.writeback != 0, r.max_bytes});
+    ++report.cgroups;
+  }
+  const auto live_ancestor = [&](unsigned id) {
+    for (unsigned hops = 0; id != kRootCgroup && !records[id].live && hops < kMaxCgroups; ++hops)
+      id = records[id].parent;
+    return static_cast<CgroupId>(records[id].live ? id : kRootCgroup);
+  };
+
+  // 3. One pass over the table: writebacks that were in flight are RAM-only
+  //    again (the pool object is still theirs), every entry belongs to a
+  //    live cgroup; collect the pool objects. A write to the backing file
+  //    that was in flight may still land: its slot keeps file_write until
+  //    release_stale_file_writes().
+  std::vector<LiveObject> objects;
+  const std::uint64_t slots = table_.size();
+  for (Slot slot = 0; slot < slots; ++slot) {
+    const SlotEntry& entry = table_.entryLocked(slot);
+    SlotEntry next = entry;
+    if (entry.state > static_cast<std::uint64_t>(SlotState::lost)) next.state = static_cast<std::uint64_t>(SlotState::lost);
+    if (next.slot_state() == SlotState::writeback) {
+      next.state = static_cast<std::uint64_t>(next.length == kPageSize ? SlotState::incompressible
+                                                                       : SlotState::compressed);
+      ++report.writebacks_reset;
+    }
+    if (next.file_write) stale_file_writes_.push_back(slot);
+    if (next.slot_state() != SlotState::empty) next.cgroup = live_ancestor(static_cast<unsigned>(next.cgroup));
+    if (next.in_pool() && next.node >= pool_.nodes()) next.state = static_cast<std::uint64_t>(SlotState::lost);
+    if (std::memcmp(&next, &entry, sizeof(next)) != 0) table_.publishLocked(slot, next);
+    if (next.in_pool()) objects.push_back({next.value, static_cast<std::uint32_t>(next.length)});
+  }
+  report.pool_objects = objects.size();
+
+  // 4. The pool around its live objects; a handle it cannot vouch for makes
+  //    its entry lost (reads fail: never wrong bytes).
+  std::vector<PoolHandle> rejected = pool_.adopt_objects(objects);
+  std::sort(rejected.begin(), rejected.end());
+  std::vector<LiveObject>().swap(objects);
+
+  // 5. LRU lists and counters, from the entries.
+  for (Slot slot = 0; slot < slots; ++slot) {
+    SlotEntry entry = table_.entryLocked(slot);
+    if (entry.in_pool() && std::binary_search(rejected.begin(), rejected.end(), entry.value)) {
+      entry.state = static_cast<std::uint64_t>(SlotState::lost);
+      entry.value = 0;
+      table_.publishLocked(slot, entry);
+    }
+    if (entry.slot_state() == SlotState::lost) ++report.lost;
+    if (entry.slot_state() == SlotState::written_back) ++report.written_back;
+    if (entry.slot_state() != SlotState::empty) account_adopted(slot, entry);
+  }
+  report.pool_objects -= std::min<std::uint64_t>(report.pool_objects, rejected.size());
+  report.stale_file_writes = stale_file_writes_.size();
+  ++header.adoptions;
+  header.serving = 1;
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::uint64_t PageStore::release_stale_file_writes() noexcept {
+  std::lock_guard compaction(compaction_lock_);
+  for (const Slot slot : stale_file_writes_) {
+    std::lock_guard guard(table_.lock_for(slot));
+    SlotEntry entry = table_.entryLocked(slot);
+    entry.file_write = 0;
+    table_.publishLocked(slot, entry);
+  }
+  const std::uint64_t released = stale_file_writes_.size();
+  stale_file_writes_.clear();
+  return released;
 }
 
 CompactionStats PageStore::compact() {
@@ -329,11 +465,15 @@ CompactionStats PageStore::compact() {
       std::lock_guard guard(table_.lock_for(run));
       const Slot end = std::min<Slot>(run + SlotTable::kRun, table_.size());
       for (Slot slot = run; slot < end; ++slot) {
-        SlotEntry& entry = table_.entryLocked(slot);
+        const SlotEntry& entry = table_.entryLocked(slot);
         if (!entry.in_pool() || !pool_.needs_migration(entry.value)) continue;
-        const PoolHandle moved_to = pool_.migrate(entry.value, entry.length);
+        const PoolHandle from = entry.value;
+        const PoolHandle moved_to = pool_.migrate(from, entry.length);
         if (moved_to == kNullHandle) continue;  // stays where it is
-        entry.value = moved_to;
+        SlotEntry next = entry;
+        next.value = moved_to;
+        table_.publishLocked(slot, next);
+        pool_.free(from);  // only now that no entry refers to it
         ++moved;
       }
     }
@@ -382,6 +522,8 @@ PageStoreStats PageStore::stats() const noexcept {
   s.reject_alloc_failed = counters_.sum(Counter::reject_alloc_failed);
   s.out_of_range = counters_.sum(Counter::out_of_range);
   s.load_errors = counters_.sum(Counter::load_errors);
+  s.lost_pages = counters_.sum(Counter::lost_pages);
+  s.integrity_errors = counters_.sum(Counter::integrity_errors);
   s.pool_limit_hits = counters_.sum(Counter::pool_limit_hits);
   s.compactions = counters_.sum(Counter::compactions);
   s.written_back_pages = counters_.sum(Counter::written_back_pages);

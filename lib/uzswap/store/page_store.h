@@ -26,6 +26,15 @@
 //
 // Lock order: compaction_lock_ -> slot stripe -> LRU list -> pool class ->
 // pool region. Reads of written-back slots run under the slot lock.
+//
+// Surviving the process. The slot table, the pool's object bytes and the
+// cgroup registry live in a SharedState (state/layout.h) that outlives this
+// process. Every change of an entry is published through the slot table's
+// journal, and a pool object is freed only once no entry refers to it, so a
+// process may die at any instruction: the next PageStore made on the same
+// SharedState rolls back the half-done change, rebuilds the pool's span
+// lists, the LRU lists and every counter from the entries (adopt()), and
+// serves the same pages.
 #pragma once
 
 #include <atomic>
@@ -36,6 +45,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "uzswap/backing/backing_store.h"
@@ -44,6 +54,7 @@
 #include "uzswap/lru/list_lru.h"
 #include "uzswap/lru/shrinker.h"
 #include "uzswap/pool/zpool.h"
+#include "uzswap/state/shared_state.h"
 #include "uzswap/store/slot_table.h"
 #include "uzswap/store/store_stats.h"
 
@@ -86,9 +97,34 @@ struct WritebackResult {
   std::uint64_t rotated = 0;  // referenced entries given their second chance
 };
 
+// What adopting a shared state found (PageStore::adopted()).
+struct AdoptionReport {
+  bool adopted = false;              // false: the state was fresh
+  std::uint64_t rolled_back = 0;     // half-done entry changes put back
+  std::uint64_t writebacks_reset = 0;  // writebacks in flight at death, back to RAM-only
+  std::uint64_t stale_file_writes = 0;  // slots whose file write may still land
+  std::uint64_t pool_objects = 0;    // live objects found in the pool
+  std::uint64_t lost = 0;            // entries whose pool object was damaged (reads fail)
+  std::uint64_t written_back = 0;    // entries in the backing file
+  std::uint64_t cgroups = 0;         // live cgroups restored
+  double seconds = 0;                // time to adopt
+};
+
+// A cgroup as the shared state remembers it (for the attribution).
+struct PersistedCgroup {
+  CgroupId id;
+  std::uint64_t inode;
+  std::string path;
+};
+
 class PageStore {
  public:
-  explicit PageStore(const PageStoreOptions& options);  // throws on bad options
+  // A store on its own, private state (tests, tools). Throws on bad options.
+  explicit PageStore(const PageStoreOptions& options);
+  // A store on `state`, which must outlive it: a fresh state is initialised,
+  // one a dead process left is adopted (options.slots and options.pool.nodes
+  // are then taken from the state). Throws on bad options.
+  PageStore(const PageStoreOptions& options, SharedState& state);
   PageStore(const PageStore&) = delete;
   PageStore& operator=(const PageStore&) = delete;
 
@@ -187,6 +223,22 @@ class PageStore {
   bool pool_full() const noexcept { return pool_full_.load(std::memory_order_relaxed); }
   std::size_t incompressible_threshold() const noexcept { return threshold_; }
 
+  // Remembers the directory behind a cgroup id, so a process that adopts the
+  // state knows its cgroups again (the attribution calls it).
+  void record_cgroup_identity(CgroupId cgroup, std::uint64_t inode, const std::string& path) noexcept;
+  std::vector<PersistedCgroup> persisted_cgroups() const;
+  std::uint64_t next_cgroup_id() const noexcept { return state_->header().next_cgroup_id; }
+  void set_next_cgroup_id(std::uint64_t id) noexcept { state_->header().next_cgroup_id = id; }
+
+  SharedState& shared_state() noexcept { return *state_; }
+  // Slots whose write to the backing file was in flight when the last
+  // process died keep their file_write bit, so nothing writes them again
+  // while that write may still land. Once the backing store says the old
+  // writes are over (BackingStore::wait_for_other_writers), this lets them
+  // go. Returns how many were held.
+  std::uint64_t release_stale_file_writes() noexcept;
+  const AdoptionReport& adoption() const noexcept { return adoption_; }
+
   std::uint64_t slots() const noexcept { return table_.size(); }
   unsigned nodes() const noexcept { return pool_.nodes(); }
   PageStoreStats stats() const noexcept;
@@ -221,9 +273,15 @@ class PageStore {
   // Counters of the live cgroup that `cgroup`'s pages belong to now.
   CgroupCounters& counters_of(CgroupId cgroup) noexcept { return cgroup_counters_[lru_.resolve(cgroup)]; }
   unsigned current_node() const noexcept;
+  // The store made on a state a dead process left: see "Surviving the process".
+  void adopt();
+  // Gauges and LRU membership of an entry found at adoption.
+  void account_adopted(Slot slot, const SlotEntry& entry) noexcept;
   bool admit_to_pool() noexcept;
   std::expected<StoredAs, StoreError> store_to_backing(Slot slot, PageView page) noexcept;
 
+  std::unique_ptr<SharedState> own_state_;  // only for a store on its own
+  SharedState* state_;
   ZPool pool_;
   SlotTable table_;
   ListLru lru_;
@@ -247,6 +305,8 @@ class PageStore {
   std::atomic<bool> pool_full_{false};
   std::mutex compaction_lock_;
   mutable StoreCounters counters_;
+  AdoptionReport adoption_;
+  std::vector<Slot> stale_file_writes_;  // guarded by compaction_lock_
 };
 
 }  // namespace uzswap

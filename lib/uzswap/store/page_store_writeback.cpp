@@ -3,6 +3,7 @@
 // to the backing store while the pool is full.
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "uzswap/store/page_store.h"
 
@@ -75,6 +76,14 @@ int PageStore::register_shrinker(ShrinkerRegistry& registry) {
 bool PageStore::add_cgroup(CgroupId cgroup, CgroupId parent) {
   if (registry_ != nullptr) registry_->add_cgroup(cgroup);
   if (!lru_.add_cgroup(cgroup, parent)) return false;
+  CgroupRecord& record = state_->cgroups()[cgroup];
+  if (!record.used) {
+    record.writeback = 1;
+    record.max_bytes = 0;
+  }
+  record.parent = parent;
+  record.live = 1;
+  record.used = 1;
   std::lock_guard guard(cgroups_lock_);
   if (std::find(cgroups_.begin(), cgroups_.end(), cgroup) == cgroups_.end())
     cgroups_.push_back(cgroup);
@@ -83,6 +92,7 @@ bool PageStore::add_cgroup(CgroupId cgroup, CgroupId parent) {
 
 bool PageStore::remove_cgroup(CgroupId cgroup) {
   if (!lru_.remove_cgroup(cgroup)) return false;
+  state_->cgroups()[cgroup].live = 0;
   if (registry_ != nullptr) registry_->reparent(cgroup, lru_.resolve(cgroup));
   {
     std::lock_guard guard(cgroups_lock_);
@@ -109,6 +119,29 @@ std::vector<CgroupId> PageStore::cgroups() const {
 void PageStore::set_cgroup_policy(CgroupId cgroup, const CgroupPolicy& policy) noexcept {
   cgroup_counters_[cgroup].writeback.store(policy.writeback, std::memory_order_relaxed);
   cgroup_counters_[cgroup].max_bytes.store(policy.max_bytes, std::memory_order_relaxed);
+  CgroupRecord& record = state_->cgroups()[cgroup];
+  record.writeback = policy.writeback ? 1 : 0;
+  record.max_bytes = policy.max_bytes;
+}
+
+void PageStore::record_cgroup_identity(CgroupId cgroup, std::uint64_t inode, const std::string& path) noexcept {
+  CgroupRecord& record = state_->cgroups()[cgroup];
+  record.inode = inode;
+  const std::size_t n = std::min(path.size(), sizeof(record.path) - 1);
+  std::memcpy(record.path, path.data(), n);
+  record.path[n] = '\0';
+}
+
+std::vector<PersistedCgroup> PageStore::persisted_cgroups() const {
+  std::vector<PersistedCgroup> out;
+  const CgroupRecord* records = state_->cgroups();
+  for (unsigned id = 1; id < kMaxCgroups; ++id) {
+    const CgroupRecord& r = records[id];
+    if (r.used && r.live && lru_.has_cgroup(static_cast<CgroupId>(id)))
+      out.push_back({static_cast<CgroupId>(id), r.inode,
+                     std::string(r.path, strnlen(r.path, sizeof(r.path)))});
+  }
+  return out;
 }
 
 CgroupPolicy PageStore::cgroup_policy(CgroupId cgroup) const noexcept {
@@ -130,7 +163,8 @@ bool PageStore::set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept {
   Removed old;
   {
     std::lock_guard guard(table_.lock_for(slot));
-    SlotEntry& entry = table_.entryLocked(slot);
+    const SlotEntry& entry = table_.entryLocked(slot);
+    if (entry.slot_state() == SlotState::lost) return false;
     if (entry.slot_state() == SlotState::empty || entry.cgroup == cgroup) return entry.cgroup == cgroup;
     // Leave the old cgroup's list and counters and join the new one's, as
     // one step under the slot lock. Not a store: no version change.
@@ -144,7 +178,9 @@ bool PageStore::set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept {
       from.compressed_bytes.fetch_sub(entry.length, std::memory_order_relaxed);
       to.compressed_bytes.fetch_add(entry.length, std::memory_order_relaxed);
     }
-    entry.cgroup = cgroup;
+    SlotEntry next = entry;
+    next.cgroup = cgroup;
+    table_.publishLocked(slot, next);
     // An entry isolated for writeback stays off the lists until that ends.
     if (entry.slot_state() == SlotState::compressed || entry.slot_state() == SlotState::incompressible)
       lru_.add(static_cast<std::uint32_t>(slot), cgroup, entry.node);
@@ -223,7 +259,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
     out.count = 0;
     for (const Slot slot : chunk) {
       std::lock_guard guard(table_.lock_for(slot));
-      SlotEntry& entry = table_.entryLocked(slot);
+      const SlotEntry& entry = table_.entryLocked(slot);
       const SlotState state = entry.slot_state();
       const auto item = static_cast<std::uint32_t>(slot);
       const auto cgroup = static_cast<CgroupId>(entry.cgroup);
@@ -256,8 +292,10 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
         ++result.failed;
         continue;
       }
-      entry.state = static_cast<std::uint64_t>(SlotState::writeback);
-      entry.file_write = 1;
+      SlotEntry claimed = entry;
+      claimed.state = static_cast<std::uint64_t>(SlotState::writeback);
+      claimed.file_write = 1;
+      table_.publishLocked(slot, claimed);
       out.slots[out.count] = slot;
       out.versions[out.count] = entry.version;
       out.writes[out.count] = {slot, page, 0};
@@ -278,9 +316,10 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
       unsigned node = 0;
       {
         std::lock_guard guard(table_.lock_for(slot));
-        SlotEntry& entry = table_.entryLocked(slot);
+        SlotEntry entry = table_.entryLocked(slot);
         entry.file_write = 0;  // our write is over, whatever the entry is now
         if (entry.version != done.versions[at] || entry.slot_state() != SlotState::writeback) {
+          table_.publishLocked(slot, entry);
           ++result.raced;
           counters_.add(Counter::writeback_raced);
           continue;
@@ -289,6 +328,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
           // Nothing is dropped: back to RAM-only, back on the LRU.
           entry.state = static_cast<std::uint64_t>(entry.length == kPageSize ? SlotState::incompressible
                                                                               : SlotState::compressed);
+          table_.publishLocked(slot, entry);
           lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
           ++result.failed;
           counters_.add(Counter::writeback_failures);
@@ -301,6 +341,7 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
         entry.state = static_cast<std::uint64_t>(SlotState::written_back);
         entry.value = 0;
         entry.length = 0;
+        table_.publishLocked(slot, entry);
       }
       // Counters as for a page leaving the pool and one entering the file.
       CgroupCounters& cg = counters_of(cgroup);
@@ -350,13 +391,14 @@ std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageV
   std::uint64_t version;
   {
     std::lock_guard guard(table_.lock_for(slot));
-    SlotEntry& entry = table_.entryLocked(slot);
+    SlotEntry entry = table_.entryLocked(slot);
     // memory.zswap.writeback=0 forbids this too: the page stays with the kernel.
     if (!counters_of(static_cast<CgroupId>(entry.cgroup)).writeback.load(std::memory_order_relaxed))
       return std::unexpected(StoreError::pool_full);
     // A write of this slot is already in flight: the kernel retries later.
     if (entry.file_write) return std::unexpected(StoreError::pool_full);
     entry.file_write = 1;
+    table_.publishLocked(slot, entry);
     version = entry.version;
   }
   PageWrite write{slot, page.data(), 0};
@@ -365,9 +407,12 @@ std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageV
   Removed old{SlotState::empty, 0, 0, kRootCgroup};
   {
     std::lock_guard guard(table_.lock_for(slot));
-    SlotEntry& entry = table_.entryLocked(slot);
+    SlotEntry entry = table_.entryLocked(slot);
     entry.file_write = 0;
-    if (write.result != 0) return std::unexpected(StoreError::backing_failed);
+    if (write.result != 0) {
+      table_.publishLocked(slot, entry);
+      return std::unexpected(StoreError::backing_failed);
+    }
     // A store that overtook this one wins: this one is older.
     if (entry.version == version) {
       old = detachLocked(slot, entry);
@@ -377,7 +422,9 @@ std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageV
       fresh.cgroup = entry.cgroup;
       entry = fresh;
       attachLocked(slot, entry);
+      counters_.add(Counter::stores);
     }
+    table_.publishLocked(slot, entry);
   }
   account_removed(old);
   counters_.add(Counter::direct_writes);

@@ -18,7 +18,7 @@ enum class StoreError : std::uint8_t {
 
 enum class LoadError : std::uint8_t {
   out_of_range,  // slot beyond the device
-  corrupt,       // stored data did not decompress: a bug, never expected
+  corrupt,       // stored data did not decompress, or was lost in a crash: never wrong data
   backing_io,    // reading a written-back page from the backing store failed
 };
 
@@ -42,6 +42,8 @@ struct PageStoreStats {
   std::uint64_t pool_limit_hits = 0;      // times the pool reached its limit
   std::uint64_t out_of_range = 0;        // requests for slots beyond the device
   std::uint64_t load_errors = 0;         // corrupt data found on load
+  std::uint64_t lost_pages = 0;          // entries found damaged at adoption (reads fail)
+  std::uint64_t integrity_errors = 0;    // loads refused because the data was damaged
   std::uint64_t compactions = 0;
   std::uint64_t compaction_moved = 0;    // objects migrated by compaction
   std::uint64_t writebacks = 0;          // pages written back by the shrinker
@@ -68,6 +70,8 @@ enum class Counter : unsigned {
   pool_limit_hits,
   out_of_range,
   load_errors,
+  lost_pages,
+  integrity_errors,
   compactions,
   compaction_moved,
   written_back_pages,
