@@ -23,6 +23,7 @@
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
 #include "uzswap/reclaim/swap_type.h"
+#include "handover.h"
 
 namespace uzswap {
 
@@ -35,16 +36,6 @@ struct StartError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string describe(const std::system_error& e) { return e.what(); }
-
-// Requests as large as the kernel allows (fs.fuse.max_pages_limit, 256 pages
-// by default), up to 4 MiB per worker buffer.
-std::uint32_t fuse_max_request_bytes() {
-  unsigned pages = 256;
-  std::ifstream limit("/proc/sys/fs/fuse/max_pages_limit");
-  if (unsigned v; limit >> v && v > 0) pages = std::min(v, 1024u);
-  return pages * static_cast<std::uint32_t>(kPageSize);
-}
 
 // Ring entries per FUSE queue: requests the kernel can hand over while one
 // is being served.
@@ -54,8 +45,9 @@ json error_reply(const std::string& message) { return {{"ok", false}, {"error", 
 
 }  // namespace
 
-Instance::Instance(DaemonConfig config)
+Instance::Instance(DaemonConfig config, ServeFds fds)
     : config_(std::move(config)),
+      fds_(std::move(fds)),
       ram_bytes_(static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * kPageSize),
       started_(std::chrono::steady_clock::now()) {}
 
@@ -79,16 +71,6 @@ int Instance::run() {
 void Instance::start() {
   if (auto ok = check_backing_file(config_); !ok) throw StartError(ok.error());
 
-  std::filesystem::create_directories(config_.run_dir);
-  try {
-    lock_ = std::make_unique<InstanceLock>(config_.lock_file());
-  } catch (const std::system_error& e) {
-    if (e.code().value() == EWOULDBLOCK)
-      throw StartError("an uzswapd named '" + config_.name + "' is already running (" +
-                       config_.lock_file() + " is locked)");
-    throw StartError(describe(e));
-  }
-
   // Reclaim-path safety, before anything that allocates much.
   if (auto ec = lock_all_memory())
     throw StartError("mlockall failed: " + ec.message() + " (run as root, LimitMEMLOCK=infinity)");
@@ -99,62 +81,86 @@ void Instance::start() {
                  "run it with CAP_SYS_RESOURCE or OOMScoreAdjust=-1000",
                  ec.message());
 
+  // The state the supervisor holds: fresh, or left by a process that died.
+  auto adopted = SharedState::attach({fds_.meta_shm, {}});
+  if (!adopted) throw StartError(adopted.error());
+  state_ = std::make_unique<SharedState>(std::move(*adopted));
+  StateHeader& header = state_->header();
+  const bool fresh = state_->fresh();
+  const std::uint64_t slots = header.slots;
+  if (slots * kPageSize != config_.size_bytes)
+    spdlog::warn("serving the swap area's own size {} (the configuration says {})", human_bytes(slots * kPageSize),
+                 human_bytes(config_.size_bytes));
+  if (header.settings_valid) {
+    // What uzswapctl set in an earlier process wins over the configuration.
+    if (const auto codec = static_cast<Codec>(header.codec); valid_level(codec, header.level)) {
+      config_.codec = codec;
+      config_.level = header.level;
+    }
+    config_.max_pool_percent = header.max_pool_percent;
+    config_.accept_threshold_percent = header.accept_threshold_percent;
+    config_.watermark_scale_factor = header.watermark_scale_factor;
+    config_.idle_writeback_seconds = header.idle_writeback_seconds;
+  }
+
   PageStoreOptions options;
-  options.slots = config_.size_bytes / kPageSize;
+  options.slots = slots;
   options.codec = config_.codec;
   options.level = config_.level;
   options.max_pool_bytes = ram_bytes_ * config_.max_pool_percent / 100;
   options.accept_threshold_percent = config_.accept_threshold_percent;
-  options.pool.nodes = online_numa_nodes();
-  options.pool.bind_nodes = options.pool.nodes > 1;
+  options.pool.nodes = header.pool_nodes;
+  options.pool.bind_nodes = options.pool.nodes > 1 && options.pool.nodes <= online_numa_nodes();
   options.pool.lock_memory = true;
-  store_ = std::make_unique<PageStore>(options);
+  store_ = std::make_unique<PageStore>(options, *state_);
+  save_settings();
+  if (const AdoptionReport& a = store_->adoption(); a.adopted) {
+    spdlog::info("adopted the swap area in {:.3f} s (serving process #{}): {} pages in the pool, {} in the "
+                 "backing file, {} half-done changes rolled back, {} writebacks back in RAM, {} cgroups{}",
+                 a.seconds, header.adoptions + 1, a.pool_objects, a.written_back, a.rolled_back, a.writebacks_reset,
+                 a.cgroups, a.lost ? fmt::format(", {} DAMAGED entries (their reads fail)", a.lost) : "");
+  }
   if (!config_.backing_file.empty()) {
     try {
-      backing_ = std::make_unique<BackingFile>(config_.backing_file, config_.size_bytes);
+      backing_ = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize);
     } catch (const std::system_error& e) {
       throw StartError(std::string("--backing-file: ") + e.what());
     }
     store_->attach_backing(backing_.get());
+    if (store_->adoption().stale_file_writes > 0) {
+      // Writes the dead process started may still land; those slots are not
+      // written again until they have.
+      stale_writes_thread_ = Thread("uzswap-stale", [this] {
+        if (!backing_->wait_for_other_writers(std::chrono::seconds(60)))
+          spdlog::warn("could not tell whether the dead process's writes to {} landed; going on",
+                       config_.backing_file);
+        spdlog::info("{} slots written by the dead process are writable again", store_->release_stale_file_writes());
+      });
+    }
     shrinker_ = std::make_unique<ShrinkWorker>(*store_, ShrinkWorkerOptions{});
     store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
     start_reclaim();
   }
 
-  // The swap signature is stored directly: the daemon never does I/O on its
-  // own mount.
-  {
-    std::array<std::byte, kPageSize> header;
-    make_swap_header(header, options.slots, random_uuid(), config_.name);
-    if (!store_->store(0, header)) throw StartError("cannot store the swap header");
+  if (fresh) {
+    // The swap signature is stored directly: the daemon never does I/O on
+    // its own mount.
+    std::array<std::byte, kPageSize> swap_header;
+    make_swap_header(swap_header, slots, random_uuid(), config_.name);
+    if (!store_->store(0, swap_header)) throw StartError("cannot store the swap header");
   }
-
-  // The instance directory; a mount left by a daemon that died goes first.
-  const std::string dir = config_.instance_dir();
-  if (!std::filesystem::exists(dir)) {
-    std::filesystem::create_directory(dir);
-    created_dir_ = true;
-  }
-  chmod(dir.c_str(), 0755);
-  umount2(config_.swap_file().c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
-  const int placeholder = open(config_.swap_file().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-  if (placeholder < 0)
-    throw StartError("cannot create " + config_.swap_file() + ": " + std::strerror(errno));
-  close(placeholder);
 
   FuseConfig fuse;
-  fuse.size_bytes = config_.size_bytes;
-  fuse.max_write = fuse_max_request_bytes();
+  fuse.size_bytes = slots * kPageSize;
+  fuse.max_write = header.fuse_max_write != 0 ? header.fuse_max_write : 1u << 20;
   if (config_.fuse_io_uring == "on" && !FuseUring::kernel_enabled())
     throw StartError("--fuse-io-uring on: the kernel's FUSE io_uring support is off "
                      "(echo Y > /sys/module/fuse/parameters/enable_uring, Linux 6.14+)");
-  fuse.over_io_uring = config_.fuse_io_uring != "off" && FuseUring::kernel_enabled();
-  try {
-    mount_ = std::make_unique<FuseMount>(config_.swap_file(), fuse);
-  } catch (const std::system_error& e) {
-    throw StartError(describe(e) + " (is the fuse module loaded and /dev/fuse present?)");
-  }
+  // Only /dev/fuse survives a restart of the serving process (the rings of
+  // a dead process cannot be handed on): io_uring only when asked for.
+  fuse.over_io_uring = config_.fuse_io_uring == "on" && FuseUring::kernel_enabled();
   server_ = std::make_unique<FuseServer>(*store_, fuse);
+  if (header.fuse_initialized) server_->resume_connection(header.fuse_over_io_uring != 0);
 
   const unsigned workers =
       config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
@@ -168,32 +174,53 @@ void Instance::start() {
                      ec.message());
       });
   };
-  workers_ = std::make_unique<FuseWorkers>(mount_->fd(), *server_, workers, worker_init);
-  if (fuse.over_io_uring) {
-    // The kernel sends INIT at mount; once it agreed on io_uring, requests
-    // wait until every queue has an entry.
-    for (int i = 0; i < 500 && !server_->stats().initialized; ++i)
+  workers_ = std::make_unique<FuseWorkers>(fds_.fuse, *server_, workers, worker_init);
+  if (!fresh) {
+    // Requests the dead process read but never answered: again, please.
+    if (auto ec = fuse_notify_resend(fds_.fuse))
+      spdlog::warn("FUSE_NOTIFY_RESEND: {} (Linux 6.9+): requests the dead process held stay unanswered",
+                   ec.message());
+  }
+  if (!header.fuse_initialized) {
+    // The kernel sent INIT at mount; the workers answer it.
+    for (int i = 0; i < 1000 && !server_->stats().initialized; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (server_->over_io_uring()) {
-      try {
-        uring_ = std::make_unique<FuseUring>(mount_->fd(), *server_, workers, kFuseRingDepth, worker_init);
-      } catch (const std::system_error& e) {
-        throw StartError(std::string("FUSE over io_uring: ") + e.what() + " (try --fuse-io-uring off)");
-      }
-      spdlog::info("FUSE over io_uring: {} queue(s), {} thread(s), {} entries per queue", uring_->queues(),
-                   uring_->threads(), kFuseRingDepth);
-    } else if (config_.fuse_io_uring == "on") {
-      throw StartError("--fuse-io-uring on: the kernel did not offer io_uring at FUSE INIT");
+    if (!server_->stats().initialized) throw StartError("the kernel sent no FUSE INIT within 10 s");
+    header.fuse_over_io_uring = server_->over_io_uring() ? 1 : 0;
+    header.fuse_initialized = 1;
+  }
+  if (server_->over_io_uring()) {
+    try {
+      uring_ = std::make_unique<FuseUring>(fds_.fuse, *server_, workers, kFuseRingDepth, worker_init);
+    } catch (const std::system_error& e) {
+      throw StartError(std::string("FUSE over io_uring: ") + e.what() + " (try --fuse-io-uring off)");
     }
+    spdlog::info("FUSE over io_uring: {} queue(s), {} thread(s), {} entries per queue", uring_->queues(),
+                 uring_->threads(), kFuseRingDepth);
+  } else if (config_.fuse_io_uring == "on") {
+    throw StartError("--fuse-io-uring on: the kernel did not offer io_uring at FUSE INIT");
   }
 
-  file_fd_ = open(config_.swap_file().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
-  if (file_fd_ < 0)
-    throw StartError("cannot open " + config_.swap_file() + ": " + std::strerror(errno));
-  try {
-    loop_ = LoopDevice::attach(file_fd_, "uzswap:" + config_.name, kPageSize);
-  } catch (const std::system_error& e) {
-    throw StartError(describe(e) + " (is the loop module loaded?)");
+  if (header.loop_device[0] == '\0') {
+    // The loop device keeps its own reference to the file: the daemon holds
+    // no fd on its own FUSE file past this point, so its exit never sends
+    // FUSE_FLUSH to itself (which nobody would answer).
+    const int file_fd = open(config_.swap_file().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    if (file_fd < 0) throw StartError("cannot open " + config_.swap_file() + ": " + std::strerror(errno));
+    try {
+      loop_ = LoopDevice::attach(file_fd, "uzswap:" + config_.name, kPageSize);
+    } catch (const std::system_error& e) {
+      close(file_fd);
+      throw StartError(std::string(e.what()) + " (is the loop module loaded?)");
+    }
+    close(file_fd);
+    std::snprintf(header.loop_device, sizeof(header.loop_device), "%s", loop_.path().c_str());
+  } else {
+    try {
+      loop_ = LoopDevice::open_existing(header.loop_device);
+    } catch (const std::system_error& e) {
+      throw StartError(std::string("the swap area's loop device: ") + e.what());
+    }
   }
   if (!loop_.direct_io())
     throw StartError(loop_.path() +
@@ -212,17 +239,60 @@ void Instance::start() {
       config_.control_socket(), readers,
       [this](std::string_view request, Access access) { return handle_control(request, access); });
 
-  if (config_.swapon) {
+  if (header.swap_on) {
+    swap_on_ = true;
+    swap_type_ = header.swap_type;
+    if (swap_type_ >= 0) start_attribution();
+  } else if (config_.swapon) {
     if (auto ec = swap_on(loop_.path(), config_.swap_priority))
       throw StartError("swapon " + loop_.path() + " failed: " + ec.message());
     swap_on_ = true;
+    header.swap_on = 1;
     // Attribution reads swap entries from pagemap: find which type is ours.
     swap_type_probe();
+    header.swap_type = swap_type_;
   }
-  spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(),
-               human_bytes(config_.size_bytes), workers, loop_.path(),
-               swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
+  spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(), human_bytes(slots * kPageSize),
+               workers, loop_.path(), swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
   sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
+}
+
+void Instance::save_settings() noexcept {
+  StateHeader& h = state_->header();
+  h.codec = static_cast<std::uint32_t>(store_->codec());
+  h.level = store_->level();
+  h.max_pool_percent = config_.max_pool_percent;
+  h.accept_threshold_percent = store_->accept_threshold_percent();
+  h.watermark_scale_factor = config_.watermark_scale_factor;
+  h.idle_writeback_seconds = config_.idle_writeback_seconds;
+  h.settings_valid = 1;
+}
+
+std::string Instance::handover() {
+  // The binary the supervisor will run next must take this state.
+  const char* next = std::getenv(kBinaryEnv);
+  if (next == nullptr) return "no supervisor to hand over to";
+  std::string out;
+  if (FILE* p = popen((std::string("'") + next + "' --state-layout-version 2>&1").c_str(), "r")) {
+    char buf[128];
+    while (std::fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+    if (pclose(p) != 0) out.clear();
+  }
+  const std::string mine = std::to_string(kStateLayoutVersion);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  if (out != mine)
+    return std::string(next) + " uses state layout " + (out.empty() ? "(unknown)" : out) + ", this one " + mine +
+           ": it cannot take over; still serving";
+  return "";
+}
+
+void Instance::leave_for_new_process() {
+  spdlog::info("handing over to a new serving process");
+  sd_notify(0, "RELOADING=1\nSTATUS=handing over to a new serving process");
+  // Everything is crash-consistent: leaving is dying on purpose. Requests in
+  // flight are sent again to the next process.
+  std::fflush(nullptr);
+  _exit(kExitHandover);
 }
 
 void Instance::swap_type_probe() {
@@ -358,7 +428,9 @@ void Instance::serve() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   const int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
+  if (sfd < 0) spdlog::critical("signalfd: {}: SIGTERM will not stop this process", std::strerror(errno));
   std::uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
@@ -372,7 +444,13 @@ void Instance::serve() {
 
   for (;;) {
     pollfd fds[2] = {{sfd, POLLIN, 0}, {tfd, POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) continue;
+    if (poll(fds, 2, 100) < 0) continue;
+    if (restart_requested_.load()) {
+      // uzswapctl restart was answered on the control thread; let the reply
+      // leave before this process does.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      leave_for_new_process();
+    }
     if (fds[1].revents & POLLIN) {
       std::uint64_t expirations;
       (void)!read(tfd, &expirations, sizeof(expirations));
@@ -381,6 +459,12 @@ void Instance::serve() {
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info;
       (void)!read(sfd, &info, sizeof(info));
+      if (info.ssi_signo == SIGHUP) {
+        // systemctl reload: the supervisor passes it on.
+        if (const std::string refused = handover(); !refused.empty()) spdlog::error("SIGHUP: {}", refused);
+        else leave_for_new_process();
+        continue;
+      }
       spdlog::info("signal {}: stopping", strsignal(static_cast<int>(info.ssi_signo)));
       if (try_stop()) break;
     }
@@ -407,48 +491,41 @@ bool Instance::try_stop() {
 void Instance::teardown() noexcept {
   control_.reset();
   stop_attribution();
-  if (swap_on_) {
-    // Only on an error path after swapon: try once; if it fails the device
-    // must stay served, so keep everything up and let the caller exit later.
-    if (!swap_off(loop_.path())) swap_on_ = false;
-  }
-  if (swap_on_) {
-    spdlog::critical("swap is still on {}: not detaching it", loop_.path());
-    return;
+  if (state_ && state_->header().loop_device[0] != '\0' && swap_on_) {
+    // A start that failed after the device was attached (or swap is still
+    // on): nothing is taken down, the supervisor starts a new process.
+    spdlog::critical("swap is still on {}: leaving it to the next serving process", loop_.path());
+    std::fflush(nullptr);
+    _exit(kExitStartFailed);
   }
   loop_.detach();
-  if (file_fd_ >= 0) {
-    close(file_fd_);
-    file_fd_ = -1;
+  if (state_) {
+    state_->header().loop_device[0] = '\0';
+    state_->header().swap_on = 0;
   }
-  if (mount_) {
-    // The loop device lets go of the file on its last close, which may lag
-    // the detach a little.
-    std::error_code ec;
-    for (int attempt = 0; attempt < 50; ++attempt) {
-      ec = mount_->unmount();
-      if (ec != std::errc::device_or_resource_busy) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    if (ec) spdlog::warn("unmount {}: {}; detaching lazily", config_.swap_file(), ec.message());
+  // The loop device lets go of the file on its last close, which may lag
+  // the detach a little. Unmounting ends the FUSE connection, and with it
+  // the workers' reads.
+  int err = 0;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    err = umount2(config_.swap_file().c_str(), UMOUNT_NOFOLLOW) == 0 ? 0 : errno;
+    if (err != EBUSY) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  mount_.reset();  // lazy detach if still mounted; ends the connection when unused
+  if (err != 0 && err != EINVAL) {
+    spdlog::warn("unmount {}: {}; detaching lazily", config_.swap_file(), std::strerror(err));
+    umount2(config_.swap_file().c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+  }
   uring_.reset();
   workers_.reset();
   server_.reset();
   reclaimer_.reset();
   shrinker_.reset();
-  if (lock_) {
-    // Only the instance holding the lock owns these paths: a second start
-    // that was refused must not touch the running instance's files.
-    std::error_code ignored;
-    std::filesystem::remove(config_.device_link(), ignored);
-    std::filesystem::remove(config_.swap_file(), ignored);
-    if (created_dir_) std::filesystem::remove(config_.instance_dir(), ignored);
-  }
+  stale_writes_thread_ = Thread();
+  std::error_code ignored;
+  std::filesystem::remove(config_.device_link(), ignored);
   store_.reset();
   backing_.reset();
-  lock_.reset();
 }
 
 std::string Instance::summary() const {
@@ -468,6 +545,16 @@ json Instance::status() const {
   j["name"] = config_.name;
   j["version"] = "0.1.0";
   j["pid"] = getpid();
+  j["supervisor_pid"] = getppid();
+  const StateHeader& sh = state_->header();
+  const AdoptionReport& ar = store_->adoption();
+  j["restart"] = {{"serving_process", sh.adoptions + 1},
+                  {"adopted", ar.adopted},
+                  {"adopt_seconds", ar.seconds},
+                  {"rolled_back", ar.rolled_back},
+                  {"writebacks_reset", ar.writebacks_reset},
+                  {"lost_pages", ar.lost},
+                  {"state_layout", kStateLayoutVersion}};
   j["uptime_seconds"] = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::steady_clock::now() - started_)
                             .count();
@@ -530,6 +617,8 @@ json Instance::status() const {
   j["write_errors"] = f.write_errors;
   j["bad_requests"] = f.bad_requests;
   j["load_errors"] = s.load_errors;
+  j["integrity_errors"] = s.integrity_errors + s.load_errors;
+  j["lost_pages"] = s.lost_pages;
   j["pool_limit_hits"] = s.pool_limit_hits;
   j["rejects"] = {{"pool_full", s.reject_pool_full}, {"alloc_failed", s.reject_alloc_failed}};
   j["compactions"] = s.compactions;
@@ -667,6 +756,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
                        "accept-threshold-percent, writeback, cgroup-writeback, cgroup-max, "
                        "watermark-scale-factor, idle-writeback-seconds, log-level)");
   }
+  save_settings();
   spdlog::info("set {} = {}", key, value);
   return {{"ok", true}, {"result", {{key, value}}}};
 }
@@ -701,8 +791,14 @@ std::string Instance::handle_control(std::string_view request, Access access) {
   const std::string cmd = req["cmd"];
   if (cmd == "status" || cmd == "cgroups" || cmd == "stats")
     return json{{"ok", true}, {"result", status()}}.dump();
-  if (cmd == "set" || cmd == "writeback" || cmd == "attribute") {
+  if (cmd == "set" || cmd == "writeback" || cmd == "attribute" || cmd == "restart") {
     if (access != Access::admin) return error_reply("permission denied: '" + cmd + "' needs root").dump();
+    if (cmd == "restart") {
+      if (const std::string refused = handover(); !refused.empty()) return error_reply("restart: " + refused).dump();
+      // Answer first, then leave: the client sees the old pid confirmed.
+      restart_requested_.store(true);
+      return json{{"ok", true}, {"result", {{"old_pid", getpid()}}}}.dump();
+    }
     if (cmd == "writeback") return writeback(req).dump();
     if (cmd == "attribute") return attribute_now().dump();
     if (!req.contains("key") || !req["key"].is_string() || !req.contains("value") ||

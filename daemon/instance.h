@@ -21,6 +21,8 @@
 #include "uzswap/reclaim/attribution.h"
 #include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/writeback/shrink_worker.h"
+#include "uzswap/state/shared_state.h"
+#include "handover.h"
 
 #include <condition_variable>
 #include <mutex>
@@ -29,7 +31,8 @@ namespace uzswap {
 
 class Instance {
  public:
-  explicit Instance(DaemonConfig config);
+  // A serving process on the fds its supervisor handed over.
+  Instance(DaemonConfig config, ServeFds fds);
   ~Instance();
 
   // Starts everything, serves until SIGTERM/SIGINT and a successful swapoff,
@@ -50,6 +53,11 @@ class Instance {
   std::string cgroup_path(CgroupId id) const;
   std::optional<CgroupId> find_cgroup(const std::string& path) const;
   void teardown() noexcept;
+  // Keeps what uzswapctl set in the shared state, for the next process.
+  void save_settings() noexcept;
+  // Why the next binary cannot take over ("" = it can).
+  std::string handover();
+  [[noreturn]] void leave_for_new_process();
 
   std::string handle_control(std::string_view request, Access access);
   nlohmann::json status() const;
@@ -58,18 +66,19 @@ class Instance {
   std::string summary() const;
 
   DaemonConfig config_;
+  ServeFds fds_;
+  std::unique_ptr<SharedState> state_;  // outlives the store made on it
+  std::atomic<bool> restart_requested_{false};
+  Thread stale_writes_thread_;
   std::uint64_t ram_bytes_;
   std::chrono::steady_clock::time_point started_;
-  std::unique_ptr<InstanceLock> lock_;
   std::unique_ptr<BackingFile> backing_;  // outlives the store that writes to it
   std::unique_ptr<PageStore> store_;
   std::unique_ptr<ShrinkWorker> shrinker_;
   std::unique_ptr<Reclaimer> reclaimer_;
   std::unique_ptr<FuseServer> server_;
-  std::unique_ptr<FuseMount> mount_;
   std::unique_ptr<FuseWorkers> workers_;
   std::unique_ptr<FuseUring> uring_;  // FUSE-over-io_uring, when INIT agreed on it
-  int file_fd_ = -1;
   LoopDevice loop_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<Attribution> attribution_;
@@ -81,7 +90,6 @@ class Instance {
   Thread attribution_thread_;
   bool swap_on_ = false;
   int swap_type_ = -1;  // the kernel's index for our device; -1 = unknown
-  bool created_dir_ = false;
 };
 
 }  // namespace uzswap

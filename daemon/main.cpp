@@ -1,15 +1,25 @@
-// uzswapd: parse the configuration, set up logging, run one instance.
+// uzswapd: parse the configuration, set up logging, then either supervise
+// (the process a user or systemd starts) or serve (the process the
+// supervisor starts, with the swap area's fds in its environment).
 #include <signal.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/systemd_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "handover.h"
 #include "instance.h"
+#include "supervisor.h"
 
 int main(int argc, char** argv) {
+  // Asked by a serving process before it hands over to this binary.
+  if (argc == 2 && std::strcmp(argv[1], "--state-layout-version") == 0) {
+    std::printf("%u\n", uzswap::kStateLayoutVersion);
+    return 0;
+  }
   const auto parsed = uzswap::parse_daemon_args(std::vector<std::string>(argv, argv + argc));
   if (!parsed) {
     std::fprintf(stderr, "uzswapd: %s\n", parsed.error().c_str());
@@ -19,27 +29,36 @@ int main(int argc, char** argv) {
     std::fputs(parsed->output.c_str(), stdout);
     return 0;
   }
+  const auto serve_fds = uzswap::parse_serve_fds(std::getenv(uzswap::kServeEnv));
+  const std::string role = serve_fds ? "uzswapd" : "uzswapd-supervisor";
 
   // Under systemd, log to the journal with proper priorities.
   if (std::getenv("JOURNAL_STREAM") != nullptr)
     spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-        "uzswapd", std::make_shared<spdlog::sinks::systemd_sink_mt>("uzswapd")));
+        role, std::make_shared<spdlog::sinks::systemd_sink_mt>("uzswapd")));
   else
-    spdlog::set_default_logger(spdlog::stderr_color_mt("uzswapd"));
+    spdlog::set_default_logger(spdlog::stderr_color_mt(role));
   spdlog::set_level(spdlog::level::from_str(parsed->config.log_level));
 
   if (geteuid() != 0) {
     spdlog::error("uzswapd must run as root (it mounts, attaches a loop device and calls swapon)");
     return 1;
   }
+  if (!serve_fds) {
+    uzswap::Supervisor supervisor(parsed->config, std::vector<std::string>(argv, argv + argc));
+    return supervisor.run();
+  }
   // Signals are taken by the main loop's signalfd: block them before any
-  // thread starts, so every thread inherits the mask.
+  // thread starts, so every thread inherits the mask. SIGPIPE, SIGUSR1 and
+  // SIGQUIT never end a process in the reclaim path by accident.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  for (int s : {SIGPIPE, SIGUSR1, SIGUSR2, SIGQUIT}) signal(s, SIG_IGN);
 
-  uzswap::Instance instance(parsed->config);
+  uzswap::Instance instance(parsed->config, *serve_fds);
   return instance.run();
 }

@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
   writeback->add_option("--cgroup", cgroup, "Only this cgroup's pages");
 
   auto* attribute = app.add_subcommand("attribute", "Run a cgroup attribution pass now");
+  auto* restart = app.add_subcommand(
+      "restart", "Hand the swap area to a new serving process running the installed uzswapd (live upgrade)");
 
   bool prometheus = false;
   auto* stats = app.add_subcommand("stats", "Statistics for monitoring");
@@ -123,6 +125,25 @@ int main(int argc, char** argv) {
     std::cout << r->value("written", std::uint64_t{0}) << " pages written back";
     if (const auto failed = r->value("failed", std::uint64_t{0})) std::cout << ", " << failed << " failed (kept in RAM)";
     std::cout << "\n";
+  } else if (restart->parsed()) {
+    const auto r = session.call({{"cmd", "restart"}});
+    if (!r) return 1;
+    const auto old_pid = r->value("old_pid", 0);
+    // The new process answers once it has adopted the state.
+    for (int i = 0; i < 300; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::string error;
+      auto probe = uzswap::ControlClient::connect(session.socket, error);
+      const auto reply = probe ? probe->request(json{{"cmd", "status"}}.dump(), error) : std::nullopt;
+      if (!reply) continue;
+      const json j = json::parse(*reply, nullptr, false);
+      if (j.is_object() && j.value("ok", false) && j["result"].value("pid", 0) != old_pid) {
+        std::cout << "serving process " << old_pid << " handed over to " << j["result"].value("pid", 0) << "\n";
+        return 0;
+      }
+    }
+    std::cerr << "uzswapctl: serving process " << old_pid << " handed over, but no new process answered within 30 s\n";
+    return 1;
   } else if (attribute->parsed()) {
     const auto r = session.call({{"cmd", "attribute"}});
     if (!r) return 1;

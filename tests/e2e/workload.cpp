@@ -4,10 +4,13 @@
 // memory-limited cgroup. Prints timings of both phases as JSON on stdout;
 // exits 1 on the first wrong byte.
 //
-//   uzswap-workload SIZE_MIB [--seed N] [--pause-file PATH] [--files DIR...]
+//   uzswap-workload SIZE_MIB [--seed N] [--pause-file PATH] [--rounds N] [--files DIR...]
 //
 // --pause-file: after the fill, print "filled" and wait until PATH exists
 // before re-touching (a test acts on the swapped-out pages meanwhile).
+// --rounds N: N more passes after the first check, each in a new random
+// order, checking every page and writing it anew (pages go out and come back
+// again and again, dirty each time); prints "round K" as each one ends.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -63,11 +66,13 @@ int main(int argc, char** argv) {
   }
   const std::size_t pages = std::strtoull(argv[1], nullptr, 10) * (1u << 20) / kPage;
   std::uint64_t seed = 1;
+  unsigned rounds = 0;
   std::string pause_file;
   std::vector<std::string> dirs;
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (std::strcmp(argv[i], "--pause-file") == 0 && i + 1 < argc) pause_file = argv[++i];
+    else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
     else if (std::strcmp(argv[i], "--files") == 0)
       while (i + 1 < argc && argv[i + 1][0] != '-') dirs.emplace_back(argv[++i]);
   }
@@ -77,12 +82,15 @@ int main(int argc, char** argv) {
   const std::vector<std::byte> source = dirs.empty() ? std::vector<std::byte>{} : real_pages(dirs, 4096);
   const std::size_t source_pages = source.size() / kPage;
 
+  unsigned version = 0;  // which round's content the pages hold
   auto expected = [&](std::size_t i, std::byte* out) {
     if (source_pages > 0) {
-      std::memcpy(out, source.data() + ((i * 7) % source_pages) * kPage, kPage);
+      std::memcpy(out, source.data() + ((i * 7 + version) % source_pages) * kPage, kPage);
       std::memcpy(out, &i, sizeof(i));  // make every page distinct
+      std::memcpy(out + sizeof(i), &version, sizeof(version));
     } else {
-      uzswap::testing::make_mixed_page(seed * 1000003 + i, std::span<std::byte, kPage>(out, kPage));
+      uzswap::testing::make_mixed_page(seed * 1000003 + i + std::uint64_t{version} * 7919 * 1000003,
+                                       std::span<std::byte, kPage>(out, kPage));
     }
   };
 
@@ -113,6 +121,21 @@ int main(int argc, char** argv) {
     if (std::memcmp(mem + i * kPage, want.data(), kPage) != 0) {
       if (wrong++ < 5) std::fprintf(stderr, "page %zu differs\n", i);
     }
+  }
+  for (unsigned round = 1; round <= rounds; ++round) {
+    for (std::size_t i = pages; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+    for (std::size_t i : order) {
+      expected(i, want.data());
+      if (std::memcmp(mem + i * kPage, want.data(), kPage) != 0) {
+        if (wrong++ < 5) std::fprintf(stderr, "round %u: page %zu differs\n", round, i);
+      }
+      ++version;
+      expected(i, mem + i * kPage);
+      --version;
+    }
+    ++version;
+    std::printf("round %u\n", round);
+    std::fflush(stdout);
   }
   const auto t2 = Clock::now();
   const double fill = std::chrono::duration<double>(filled - t0).count();

@@ -44,11 +44,9 @@ SharedState new_state(const PageStoreOptions& o = options()) {
   return SharedState::create({o.slots, o.pool.nodes, ZPool::region_bytes_for(o.pool.reserve_bytes_per_node)});
 }
 
-// The same memfds, as a new process would get them.
+// The same segments, as a new process would attach them.
 SharedState reopen(const SharedState& state) {
-  std::vector<int> pools;
-  for (int fd : state.pool_fds()) pools.push_back(dup(fd));
-  auto adopted = SharedState::adopt(dup(state.meta_fd()), pools);
+  auto adopted = SharedState::attach(state.ids());
   EXPECT_TRUE(adopted.has_value()) << adopted.error();
   return std::move(*adopted);
 }
@@ -189,9 +187,7 @@ TEST(Adoption, CgroupsAndTheirPolicyComeBack) {
 TEST(Adoption, RefusesAStateOfAnotherLayout) {
   SharedState state = new_state();
   state.header().layout_version = kStateLayoutVersion + 1;
-  std::vector<int> pools;
-  for (int fd : state.pool_fds()) pools.push_back(dup(fd));
-  auto adopted = SharedState::adopt(dup(state.meta_fd()), pools);
+  auto adopted = SharedState::attach(state.ids());
   ASSERT_FALSE(adopted.has_value());
   EXPECT_NE(adopted.error().find("layout version"), std::string::npos) << adopted.error();
 }

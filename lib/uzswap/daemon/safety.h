@@ -34,6 +34,8 @@ class InstanceLock {
   InstanceLock(const InstanceLock&) = delete;
   InstanceLock& operator=(const InstanceLock&) = delete;
 
+  int fd() const noexcept { return fd_; }
+
  private:
   std::string path_;
   int fd_ = -1;

@@ -54,6 +54,17 @@ LoopDevice LoopDevice::attach(int backing_fd, const std::string& name, unsigned 
   throw std::system_error(EBUSY, std::generic_category(), "no free loop device after 16 tries");
 }
 
+LoopDevice LoopDevice::open_existing(const std::string& path) {
+  LoopDevice dev;
+  if (path.rfind("/dev/loop", 0) != 0)
+    throw std::system_error(EINVAL, std::generic_category(), "not a loop device: " + path);
+  dev.index_ = std::stoi(path.substr(9));
+  dev.path_ = path;
+  dev.fd_ = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (dev.fd_ < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+  return dev;
+}
+
 LoopDevice::~LoopDevice() { detach(); }
 
 LoopDevice::LoopDevice(LoopDevice&& other) noexcept { *this = std::move(other); }
@@ -72,6 +83,11 @@ bool LoopDevice::direct_io() const {
   std::ifstream f("/sys/block/loop" + std::to_string(index_) + "/loop/dio");
   std::string value;
   return f >> value && value == "1";
+}
+
+void LoopDevice::release() noexcept {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
 }
 
 void LoopDevice::detach() noexcept {

@@ -13,6 +13,10 @@ class LoopDevice {
   // Throws std::system_error. `name` goes into the device's lo_file_name.
   static LoopDevice attach(int backing_fd, const std::string& name, unsigned block_size);
 
+  // Opens a loop device another process attached (to detach it later).
+  // Throws std::system_error.
+  static LoopDevice open_existing(const std::string& path);
+
   LoopDevice() = default;
   ~LoopDevice();
   LoopDevice(LoopDevice&& other) noexcept;
@@ -28,6 +32,8 @@ class LoopDevice {
   // Detaches: the device goes away when its last opener (swap, if still on)
   // closes it.
   void detach() noexcept;
+  // Closes this handle without detaching the device.
+  void release() noexcept;
 
  private:
   int fd_ = -1;

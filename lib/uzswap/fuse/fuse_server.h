@@ -66,6 +66,13 @@ class FuseServer {
   // (FuseUring) once every queue has one.
   bool over_io_uring() const noexcept { return uring_.load(std::memory_order_acquire); }
 
+  // A server taking over a connection another process initialised: INIT
+  // will not come again, so what it agreed is told here.
+  void resume_connection(bool over_io_uring) noexcept {
+    uring_.store(over_io_uring, std::memory_order_release);
+    initialized_.store(true, std::memory_order_release);
+  }
+
  private:
   PageStore& store_;
   FuseConfig config_;

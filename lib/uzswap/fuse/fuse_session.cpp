@@ -1,6 +1,7 @@
 #include "uzswap/fuse/fuse_session.h"
 
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -43,6 +44,17 @@ std::error_code FuseMount::unmount() noexcept {
   if (umount2(target_.c_str(), UMOUNT_NOFOLLOW) != 0)
     return std::error_code(errno, std::generic_category());
   mounted_ = false;
+  return {};
+}
+
+std::error_code fuse_notify_resend(int fd) noexcept {
+  constexpr int kFuseNotifyResend = 7;  // <linux/fuse.h> 7.40; Debian 12's header predates it
+  fuse_out_header notify{};
+  notify.len = sizeof(notify);
+  notify.error = kFuseNotifyResend;
+  notify.unique = 0;
+  if (write(fd, &notify, sizeof(notify)) != static_cast<ssize_t>(sizeof(notify)))
+    return std::error_code(errno, std::generic_category());
   return {};
 }
 

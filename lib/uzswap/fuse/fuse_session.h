@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "uzswap/common/thread.h"
@@ -39,6 +40,12 @@ class FuseMount {
   int fd_ = -1;
   bool mounted_ = false;
 };
+
+// Asks the kernel to send again every request that a server of this
+// connection read but never answered (FUSE_NOTIFY_RESEND, Linux 6.9): what a
+// new serving process does first. Reads, writes and discards of a slot are
+// idempotent, so a request served twice is harmless.
+std::error_code fuse_notify_resend(int fd) noexcept;
 
 class FuseWorkers {
  public:

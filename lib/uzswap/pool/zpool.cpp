@@ -98,7 +98,7 @@ struct ZPool::Arena {
   int fd = -1;
   std::byte* base = nullptr;
   std::size_t mapped_bytes = 0;
-  bool owns_fd = true;
+  bool owns_mapping = true;
   std::array<Region, SizeClasses::kMaxPagesPerSpan> regions;
   std::unique_ptr<ClassState[]> classes;
 
@@ -109,9 +109,16 @@ struct ZPool::Arena {
 
   Region& region(unsigned pages) { return regions[pages - 1]; }
 
+  // Gives the RAM behind [offset, offset + bytes) back to the system; works
+  // on locked memory, unlike MADV_DONTNEED.
+  bool punch(off_t offset, std::size_t bytes) const {
+    if (fd >= 0) return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, static_cast<off_t>(bytes)) == 0;
+    return madvise(base + offset, bytes, MADV_REMOVE) == 0;
+  }
+
   ~Arena() {
-    if (base != nullptr) munmap(base, mapped_bytes);
-    if (fd >= 0 && owns_fd) close(fd);
+    if (base != nullptr && owns_mapping) munmap(base, mapped_bytes);
+    if (fd >= 0) close(fd);
   }
 };
 
@@ -133,33 +140,36 @@ ZPool::ZPool(const ZPoolOptions& options) : options_(options) {
   const std::size_t max_spans = region_bytes_ / kPageSize;
   if (max_spans > UINT32_MAX)
     throw std::system_error(EINVAL, std::generic_category(), "pool reservation too large");
-  if (!options_.arena_fds.empty() && options_.arena_fds.size() != options_.nodes)
-    throw std::system_error(EINVAL, std::generic_category(), "one arena memfd per pool node");
+  if (!options_.arena_bases.empty() && options_.arena_bases.size() != options_.nodes)
+    throw std::system_error(EINVAL, std::generic_category(), "one arena per pool node");
 
   for (unsigned node = 0; node < options_.nodes; ++node) {
     auto arena = std::make_unique<Arena>();
     arena->node = node;
     arena->mapped_bytes = region_bytes_ * SizeClasses::kMaxPagesPerSpan;
-    if (!options_.arena_fds.empty()) {
-      arena->fd = options_.arena_fds[node];
-      arena->owns_fd = false;
+    if (!options_.arena_bases.empty()) {
+      arena->base = options_.arena_bases[node];
+      arena->owns_mapping = false;
+      // Under mlockall(MCL_FUTURE) the segment was attached locked, and
+      // MADV_REMOVE refuses locked ranges; SHM_LOCK keeps it in RAM anyway.
+      munlock(arena->base, arena->mapped_bytes);
     } else {
       const std::string name = "uzswap-pool-node" + std::to_string(node);
       arena->fd = memfd_create(name.c_str(), MFD_CLOEXEC);
       if (arena->fd < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
       if (ftruncate(arena->fd, static_cast<off_t>(arena->mapped_bytes)) != 0)
         throw std::system_error(errno, std::generic_category(), "ftruncate pool memfd");
+      void* base = mmap(nullptr, arena->mapped_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                        arena->fd, 0);
+      if (base == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap pool arena");
+      arena->base = static_cast<std::byte*>(base);
+      if (options_.lock_memory && mlock2(base, arena->mapped_bytes, MLOCK_ONFAULT) != 0)
+        throw std::system_error(errno, std::generic_category(), "mlock2 pool arena");
     }
-    void* base = mmap(nullptr, arena->mapped_bytes, PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_NORESERVE, arena->fd, 0);
-    if (base == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap pool arena");
-    arena->base = static_cast<std::byte*>(base);
-    if (options_.lock_memory && mlock2(base, arena->mapped_bytes, MLOCK_ONFAULT) != 0)
-      throw std::system_error(errno, std::generic_category(), "mlock2 pool arena");
     if (options_.bind_nodes) {
       unsigned long mask[kMaxNodes / (8 * sizeof(unsigned long))] = {};
       mask[node / (8 * sizeof(unsigned long))] = 1ul << (node % (8 * sizeof(unsigned long)));
-      if (syscall(SYS_mbind, base, arena->mapped_bytes, MPOL_BIND, mask, kMaxNodes + 1, 0) != 0)
+      if (syscall(SYS_mbind, arena->base, arena->mapped_bytes, MPOL_BIND, mask, kMaxNodes + 1, 0) != 0)
         throw std::system_error(errno, std::generic_category(),
                                 "mbind pool arena to node " + std::to_string(node));
     }
@@ -242,8 +252,7 @@ void ZPool::release_span(Arena& arena, unsigned pages, std::uint32_t span, bool 
   const off_t offset = region.file_offset + static_cast<off_t>(span * bytes);
   // Punching a hole in a memfd cannot fail for a valid range; if it ever did,
   // the span stays resident and is still reusable.
-  const bool punched = fallocate(arena.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
-                                 static_cast<off_t>(bytes)) == 0;
+  const bool punched = arena.punch(offset, bytes);
   std::lock_guard guard(region.lock);
   if (punched) {
     arena.span_bytes.fetch_sub(bytes, std::memory_order_relaxed);
@@ -549,9 +558,8 @@ std::vector<PoolHandle> ZPool::adopt_objects(std::vector<LiveObject>& objects) {
       std::uint32_t next_free = 0;
       const auto give_back = [&](std::uint32_t from, std::uint32_t to) {
         if (from >= to) return;
-        fallocate(arena.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  region.file_offset + static_cast<off_t>(std::size_t{from} * region.span_bytes()),
-                  static_cast<off_t>(std::size_t{to - from} * region.span_bytes()));
+        arena.punch(region.file_offset + static_cast<off_t>(std::size_t{from} * region.span_bytes()),
+                    std::size_t{to - from} * region.span_bytes());
         // Below the high-water mark they are reusable cold spans.
         for (std::uint32_t s = std::min(to, region.high_water); s-- > from;) region.cold[region.cold_top++] = s;
       };

@@ -1,9 +1,10 @@
 // ZPool: the compressed-object allocator (zsmalloc's job).
 //
 // Memory. Each NUMA node has one arena: a memfd mapped once, split into eight
-// regions, one per span length (1..8 pages). The memfds may come from a
-// SharedState, so the objects outlive this process; the span headers and
-// free lists do not: adopt_objects() rebuilds them from the live handles. A span is a run of pages holding
+// regions, one per span length (1..8 pages). The arenas may instead be
+// segments of a SharedState, so the objects outlive this process; the span
+// headers and free lists do not: adopt_objects() rebuilds them from the live
+// handles. A span is a run of pages holding
 // objects of one size class. RAM is taken for a span with fallocate() on the
 // memfd (a clean ENOMEM instead of a fault) and given back with
 // FALLOC_FL_PUNCH_HOLE, which works on locked memory, unlike MADV_DONTNEED. A
@@ -58,9 +59,11 @@ struct ZPoolOptions {
   bool bind_nodes = false;
   // Empty spans kept resident per node for reuse, in bytes.
   std::size_t empty_span_cache_bytes = 1u << 20;
-  // Arena memfds made elsewhere (SharedState), one per node, each of
-  // 8 * region_bytes; not closed by the pool. Empty: the pool makes its own.
-  std::vector<int> arena_fds;
+  // Arenas attached elsewhere (SharedState), one per node, each of
+  // 8 * region_bytes, kept in RAM by SHM_LOCK: the pool neither maps nor
+  // locks them, and gives RAM back with MADV_REMOVE. Empty: the pool makes
+  // its own memfds.
+  std::vector<std::byte*> arena_bases;
   // Bytes per span-length region; 0 = region_bytes_for(reserve_bytes_per_node).
   std::size_t region_bytes = 0;
 };

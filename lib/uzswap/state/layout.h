@@ -1,13 +1,16 @@
 // The state that outlives a serving process, as it lies in shared memory.
 //
 // Everything a new serving process needs to go on serving the same swap area
-// lives in memfds that a process outside the serving one holds (the
-// supervisor, or systemd's file descriptor store): one "meta" memfd laid out
-// as below, and one pool arena memfd per NUMA node (ZPool). Everything else
-// (span headers and free lists, LRU lists, counters, threads, rings, sockets)
-// is derived from it and rebuilt by one scan when a process adopts it.
+// lives in System V shared memory segments locked with SHM_LOCK: their pages
+// never go to swap, whether or not any process has them mapped (an mlock ends
+// with the process that made it, and a page of the state swapped out to the
+// very device it describes while no process serves it could never come
+// back). One "meta" segment laid out as below, and one pool arena segment per
+// NUMA node (ZPool). Everything else (span headers and free lists, LRU lists,
+// counters, threads, rings, sockets) is derived from it and rebuilt by one
+// scan when a process adopts it.
 //
-// The meta memfd, page-aligned parts in this order:
+// The meta segment, page-aligned parts in this order:
 //
 //   StateHeader                      one page
 //   JournalRecord[kJournalRecords]   one per slot-table lock stripe
@@ -127,6 +130,9 @@ struct StateHeader {
   std::uint32_t watermark_scale_factor;
   std::uint32_t idle_writeback_seconds;
   std::uint32_t reserved;
+
+  // The pool arena segments, by node.
+  std::int32_t pool_shm_ids[64];
 };
 static_assert(sizeof(StateHeader) <= 4096);
 

@@ -1,8 +1,8 @@
 #include "uzswap/state/shared_state.h"
 
+#include <sys/ipc.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <sys/shm.h>
 
 #include <cerrno>
 #include <cstring>
@@ -20,13 +20,50 @@ constexpr std::uint64_t kJournalOffset = kHeaderBytes;
 constexpr std::uint64_t kCgroupsOffset = kJournalOffset + kJournalRecords * sizeof(JournalRecord);
 constexpr std::uint64_t kSlotsOffset = kCgroupsOffset + kCgroupRecords * sizeof(CgroupRecord);
 static_assert(kCgroupsOffset % kPageSize == 0 && kSlotsOffset % kPageSize == 0);
+constexpr unsigned kMaxPoolSegments = sizeof(StateHeader::pool_shm_ids) / sizeof(std::int32_t);
 
 std::uint64_t round_up_page(std::uint64_t n) { return (n + kPageSize - 1) / kPageSize * kPageSize; }
 
-std::byte* map_meta(int fd, std::uint64_t bytes) {
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-  if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap state memfd");
+// The meta segment's key for a named state: FNV-1a of the name, never
+// IPC_PRIVATE. The header it leads to is checked before anything is trusted.
+key_t key_for(const std::string& name) {
+  std::uint32_t h = 2166136261u;
+  for (const char c : "uzswap-state:" + name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  h &= 0x7fffffff;
+  return static_cast<key_t>(h == 0 ? 1 : h);
+}
+
+// A new segment whose pages never leave RAM (SHM_LOCK holds for the
+// segment, not for a process).
+int new_segment(key_t key, std::uint64_t bytes, bool must_lock) {
+  const int id = shmget(key, bytes, IPC_CREAT | IPC_EXCL | SHM_NORESERVE | 0600);
+  if (id < 0) {
+    if (errno == EEXIST)
+      throw std::system_error(EEXIST, std::generic_category(),
+                              "shared memory of an earlier uzswapd of this name still exists");
+    throw std::system_error(errno, std::generic_category(), "shmget");
+  }
+  if (shmctl(id, SHM_LOCK, nullptr) != 0 && must_lock) {
+    const int err = errno;
+    shmctl(id, IPC_RMID, nullptr);
+    throw std::system_error(err, std::generic_category(), "SHM_LOCK (needs CAP_IPC_LOCK)");
+  }
+  return id;
+}
+
+std::byte* attach_segment(int id) {
+  void* p = shmat(id, nullptr, 0);
+  if (p == reinterpret_cast<void*>(-1)) return nullptr;
+  // Users' swapped memory never goes into a core dump.
+  shmid_ds ds{};
+  if (shmctl(id, IPC_STAT, &ds) == 0) madvise(p, ds.shm_segsz, MADV_DONTDUMP);
   return static_cast<std::byte*>(p);
+}
+
+std::uint64_t segment_bytes(int id) {
+  shmid_ds ds{};
+  if (shmctl(id, IPC_STAT, &ds) != 0) return 0;
+  return ds.shm_segsz;
 }
 
 }  // namespace
@@ -50,37 +87,37 @@ StateGeometry SharedState::geometry() const noexcept {
   return {h.slots, h.pool_nodes, h.pool_region_bytes};
 }
 
-SharedState SharedState::create(const StateGeometry& g) {
-  if (g.slots == 0 || g.pool_nodes == 0 || g.pool_region_bytes == 0)
+StateIds SharedState::ids() const {
+  StateIds ids;
+  ids.meta = meta_id_;
+  for (unsigned n = 0; n < header().pool_nodes; ++n) ids.pools.push_back(header().pool_shm_ids[n]);
+  return ids;
+}
+
+SharedState SharedState::create(const StateGeometry& g, const std::string& name) {
+  if (g.slots == 0 || g.pool_nodes == 0 || g.pool_nodes > kMaxPoolSegments || g.pool_region_bytes == 0)
     throw std::system_error(EINVAL, std::generic_category(), "state geometry");
-  const std::uint64_t bytes = meta_bytes_for(g.slots);
-  const int meta = memfd_create("uzswap-state", MFD_CLOEXEC);
-  if (meta < 0) throw std::system_error(errno, std::generic_category(), "memfd_create state");
-  std::vector<int> pools;
-  const auto fail = [&](const char* what) {
-    const int err = errno;
-    close(meta);
-    for (int fd : pools) close(fd);
-    throw std::system_error(err, std::generic_category(), what);
-  };
-  if (ftruncate(meta, static_cast<off_t>(bytes)) != 0) fail("ftruncate state memfd");
-  for (unsigned node = 0; node < g.pool_nodes; ++node) {
-    const std::string name = "uzswap-pool-node" + std::to_string(node);
-    const int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
-    if (fd < 0) fail("memfd_create pool");
-    pools.push_back(fd);
-    // Eight regions, one per span length (ZPool).
-    if (ftruncate(fd, static_cast<off_t>(g.pool_region_bytes * 8)) != 0) fail("ftruncate pool memfd");
-  }
-  std::byte* base;
+  const bool named = !name.empty();
+  StateIds ids;
+  const auto undo = [&] { destroy(ids); };
   try {
-    base = map_meta(meta, bytes);
+    // A private state (tests, tools) needs no lock: no process outlives it.
+    ids.meta = new_segment(named ? key_for(name) : IPC_PRIVATE, meta_bytes_for(g.slots), named);
+    for (unsigned node = 0; node < g.pool_nodes; ++node)
+      ids.pools.push_back(new_segment(IPC_PRIVATE, g.pool_region_bytes * 8, named));
   } catch (...) {
-    close(meta);
-    for (int fd : pools) close(fd);
+    undo();
     throw;
   }
-  SharedState state(meta, std::move(pools), base, bytes);
+  SharedState state;
+  state.meta_id_ = ids.meta;
+  state.meta_bytes_ = meta_bytes_for(g.slots);
+  state.base_ = attach_segment(ids.meta);
+  if (state.base_ == nullptr) {
+    const int err = errno;
+    undo();
+    throw std::system_error(err, std::generic_category(), "shmat state");
+  }
   StateHeader& h = state.header();
   std::memcpy(h.magic, kStateMagic, sizeof(h.magic));
   h.layout_version = kStateLayoutVersion;
@@ -88,6 +125,7 @@ SharedState SharedState::create(const StateGeometry& g) {
   h.slots = g.slots;
   h.pool_region_bytes = g.pool_region_bytes;
   h.pool_nodes = g.pool_nodes;
+  for (unsigned n = 0; n < g.pool_nodes; ++n) h.pool_shm_ids[n] = ids.pools[n];
   h.swap_type = -1;
   h.next_cgroup_id = 1;
   // The root cgroup always exists.
@@ -96,66 +134,79 @@ SharedState SharedState::create(const StateGeometry& g) {
   root.live = 1;
   root.writeback = 1;
   std::memcpy(root.path, "/", 2);
+  for (const int id : ids.pools) {
+    std::byte* base = attach_segment(id);
+    if (base == nullptr) {
+      const int err = errno;
+      undo();
+      throw std::system_error(err, std::generic_category(), "shmat pool");
+    }
+    state.pools_.push_back(base);
+  }
+  // Unnamed: gone with the last process that has it attached (Linux lets a
+  // process attach a segment marked for removal by id meanwhile).
+  if (!named) destroy(ids);
   return state;
 }
 
-std::expected<SharedState, std::string> SharedState::adopt(int meta_fd, std::vector<int> pool_fds) {
-  const auto refuse = [&](std::string why) {
-    close(meta_fd);
-    for (int fd : pool_fds) close(fd);
-    return std::unexpected("cannot adopt the shared state: " + why);
-  };
-  struct stat st {};
-  if (fstat(meta_fd, &st) != 0) return refuse(std::string("fstat: ") + std::strerror(errno));
-  if (static_cast<std::uint64_t>(st.st_size) < kSlotsOffset) return refuse("the state memfd is too small");
-  StateHeader h;
-  if (pread(meta_fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)))
-    return refuse("cannot read its header");
+std::expected<SharedState, std::string> SharedState::attach(const StateIds& ids) {
+  const auto refuse = [](std::string why) { return std::unexpected("cannot adopt the shared state: " + why); };
+  const std::uint64_t bytes = segment_bytes(ids.meta);
+  if (bytes < kSlotsOffset) return refuse("no state segment " + std::to_string(ids.meta) + " of the right size");
+  SharedState state;
+  state.meta_id_ = ids.meta;
+  state.base_ = attach_segment(ids.meta);
+  if (state.base_ == nullptr) return refuse(std::string("shmat: ") + std::strerror(errno));
+  state.meta_bytes_ = bytes;
+  const StateHeader& h = state.header();
   if (std::memcmp(h.magic, kStateMagic, sizeof(h.magic)) != 0) return refuse("not an uzswap state");
   if (h.layout_version != kStateLayoutVersion)
     return refuse("it has layout version " + std::to_string(h.layout_version) + ", this uzswapd uses " +
                   std::to_string(kStateLayoutVersion));
   if (h.page_size != kPageSize) return refuse("page size " + std::to_string(h.page_size));
-  const std::uint64_t bytes = meta_bytes_for(h.slots);
-  if (static_cast<std::uint64_t>(st.st_size) != bytes) return refuse("its size does not match its slot count");
-  if (h.pool_nodes != pool_fds.size())
-    return refuse(std::to_string(pool_fds.size()) + " pool memfds for " + std::to_string(h.pool_nodes) +
-                  " nodes");
-  for (int fd : pool_fds) {
-    struct stat ps {};
-    if (fstat(fd, &ps) != 0 || static_cast<std::uint64_t>(ps.st_size) != h.pool_region_bytes * 8)
-      return refuse("a pool memfd does not match the header");
+  if (bytes != meta_bytes_for(h.slots)) return refuse("its size does not match its slot count");
+  if (h.pool_nodes == 0 || h.pool_nodes > kMaxPoolSegments) return refuse("bad pool node count");
+  for (unsigned n = 0; n < h.pool_nodes; ++n) {
+    const int id = h.pool_shm_ids[n];
+    if (n < ids.pools.size() && ids.pools[n] != id) return refuse("pool segments do not match the header");
+    if (segment_bytes(id) != h.pool_region_bytes * 8) return refuse("a pool segment does not match the header");
+    std::byte* base = attach_segment(id);
+    if (base == nullptr) return refuse(std::string("shmat pool: ") + std::strerror(errno));
+    state.pools_.push_back(base);
   }
-  std::byte* base;
-  try {
-    base = map_meta(meta_fd, bytes);
-  } catch (const std::system_error& e) {
-    return refuse(e.what());
-  }
-  return SharedState(meta_fd, std::move(pool_fds), base, bytes);
+  return state;
 }
 
-void SharedState::lock_memory() const {
-  if (mlock2(base_, meta_bytes_, MLOCK_ONFAULT) != 0)
-    throw std::system_error(errno, std::generic_category(), "mlock2 state");
+std::optional<StateIds> SharedState::find(const std::string& name) {
+  const int id = shmget(key_for(name), 0, 0);
+  if (id < 0) return std::nullopt;
+  auto state = attach({id, {}});
+  if (!state) return StateIds{id, {}};  // something of ours, but unusable: the caller removes it
+  return state->ids();
+}
+
+void SharedState::destroy(const StateIds& ids) noexcept {
+  if (ids.meta >= 0) shmctl(ids.meta, IPC_RMID, nullptr);
+  for (int id : ids.pools)
+    if (id >= 0) shmctl(id, IPC_RMID, nullptr);
 }
 
 SharedState::SharedState(SharedState&& other) noexcept
-    : meta_fd_(std::exchange(other.meta_fd_, -1)),
-      pool_fds_(std::move(other.pool_fds_)),
+    : meta_id_(std::exchange(other.meta_id_, -1)),
       base_(std::exchange(other.base_, nullptr)),
-      meta_bytes_(std::exchange(other.meta_bytes_, 0)) {
-  other.pool_fds_.clear();
+      meta_bytes_(std::exchange(other.meta_bytes_, 0)),
+      pools_(std::move(other.pools_)) {
+  other.pools_.clear();
 }
 
 SharedState& SharedState::operator=(SharedState&& other) noexcept {
   if (this != &other) {
     release();
-    meta_fd_ = std::exchange(other.meta_fd_, -1);
-    pool_fds_ = std::move(other.pool_fds_);
-    other.pool_fds_.clear();
+    meta_id_ = std::exchange(other.meta_id_, -1);
     base_ = std::exchange(other.base_, nullptr);
     meta_bytes_ = std::exchange(other.meta_bytes_, 0);
+    pools_ = std::move(other.pools_);
+    other.pools_.clear();
   }
   return *this;
 }
@@ -163,12 +214,10 @@ SharedState& SharedState::operator=(SharedState&& other) noexcept {
 SharedState::~SharedState() { release(); }
 
 void SharedState::release() noexcept {
-  if (base_ != nullptr) munmap(base_, meta_bytes_);
-  if (meta_fd_ >= 0) close(meta_fd_);
-  for (int fd : pool_fds_) close(fd);
+  for (std::byte* p : pools_) shmdt(p);
+  if (base_ != nullptr) shmdt(base_);
+  pools_.clear();
   base_ = nullptr;
-  meta_fd_ = -1;
-  pool_fds_.clear();
 }
 
 }  // namespace uzswap

@@ -1,14 +1,17 @@
-// SharedState: the memfds that hold the state which outlives a serving
-// process (see layout.h for what lies in them and why), mapped into this one.
+// SharedState: the System V shared memory segments that hold the state which
+// outlives a serving process (see layout.h for what lies in them and why),
+// attached to this one.
 //
-// create() makes new, zeroed memfds (the supervisor does this once per swap
-// area); adopt() maps memfds handed over by another process and checks that
-// they hold a state of this layout. The object owns its fds and mappings; the
-// memory itself lives as long as any process holds one of the fds.
+// create() makes new, zeroed, SHM_LOCKed segments; attach() maps segments
+// made by create() in this or another process and checks that they hold a
+// state of this layout. A named state lives under keys derived from its name
+// until destroy(), so even a supervisor restarted by systemd finds it again;
+// an unnamed one is gone once the last process that attached it is.
 #pragma once
 
 #include <cstdint>
 #include <expected>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,47 +25,56 @@ struct StateGeometry {
   std::uint64_t pool_region_bytes = 0;  // see ZPool::region_bytes_for()
 };
 
+// Shared memory ids: the meta segment's and the pool arenas'.
+struct StateIds {
+  int meta = -1;
+  std::vector<int> pools;
+};
+
 class SharedState {
  public:
-  // New memfds, all zero but the header. Throws std::system_error.
-  static SharedState create(const StateGeometry& geometry);
-  // Maps memfds made by create() in this or another process; takes ownership
-  // of the fds. A one-line error when they do not hold a state this build can
-  // use (wrong size, magic or layout version).
-  static std::expected<SharedState, std::string> adopt(int meta_fd, std::vector<int> pool_fds);
+  // New segments, all zero but the header. Throws std::system_error.
+  static SharedState create(const StateGeometry& geometry, const std::string& name = "");
+  // Attaches segments made by create() in this or another process. A
+  // one-line error when they do not hold a state this build can use (wrong
+  // size, magic or layout version).
+  static std::expected<SharedState, std::string> attach(const StateIds& ids);
+  // The segments of a named state that is still there (its supervisor died).
+  static std::optional<StateIds> find(const std::string& name);
+  // Marks the segments for removal: they go once nothing has them attached.
+  static void destroy(const StateIds& ids) noexcept;
 
   SharedState(SharedState&& other) noexcept;
   SharedState& operator=(SharedState&& other) noexcept;
   SharedState(const SharedState&) = delete;
   SharedState& operator=(const SharedState&) = delete;
-  ~SharedState();
+  ~SharedState();  // detaches; the segments stay
 
   StateHeader& header() const noexcept { return *reinterpret_cast<StateHeader*>(base_); }
   JournalRecord* journal() const noexcept;
   CgroupRecord* cgroups() const noexcept;
   SlotEntry* slots() const noexcept;
   StateGeometry geometry() const noexcept;
+  StateIds ids() const;
   // No serving process has initialised it yet.
   bool fresh() const noexcept { return header().serving == 0; }
 
-  int meta_fd() const noexcept { return meta_fd_; }
-  const std::vector<int>& pool_fds() const noexcept { return pool_fds_; }
-  // mlock2(MLOCK_ONFAULT) the meta mapping: entries never go to swap.
-  void lock_memory() const;
-  // Bytes of the meta memfd (address space; RAM only where touched).
+  // The pool arena of a node, attached here: 8 * pool_region_bytes.
+  std::byte* pool_base(unsigned node) const noexcept { return pools_[node]; }
+  std::uint64_t pool_bytes() const noexcept { return geometry().pool_region_bytes * 8; }
+  // Bytes of the meta segment (address space; RAM only where touched).
   std::uint64_t meta_bytes() const noexcept { return meta_bytes_; }
 
   static std::uint64_t meta_bytes_for(std::uint64_t slots) noexcept;
 
  private:
-  SharedState(int meta_fd, std::vector<int> pool_fds, std::byte* base, std::uint64_t bytes) noexcept
-      : meta_fd_(meta_fd), pool_fds_(std::move(pool_fds)), base_(base), meta_bytes_(bytes) {}
+  SharedState() = default;
   void release() noexcept;
 
-  int meta_fd_ = -1;
-  std::vector<int> pool_fds_;
+  int meta_id_ = -1;
   std::byte* base_ = nullptr;
   std::uint64_t meta_bytes_ = 0;
+  std::vector<std::byte*> pools_;
 };
 
 }  // namespace uzswap

@@ -54,7 +54,7 @@ ZPoolOptions pool_options_on(const ZPoolOptions& base, const SharedState& state)
   ZPoolOptions pool = base;
   pool.nodes = state.geometry().pool_nodes;
   pool.region_bytes = state.geometry().pool_region_bytes;
-  pool.arena_fds = state.pool_fds();
+  for (unsigned node = 0; node < pool.nodes; ++node) pool.arena_bases.push_back(state.pool_base(node));
   return pool;
 }
 
@@ -91,7 +91,6 @@ PageStore::PageStore(const PageStoreOptions& options, SharedState& state)
   if (!valid_level(options.codec, options.level))
     throw std::invalid_argument("invalid " + std::string(codec_name(options.codec)) +
                                 " level " + std::to_string(options.level));
-  if (options.pool.lock_memory) state.lock_memory();
   if (state.fresh()) {
     state.header().serving = 1;
   } else {
