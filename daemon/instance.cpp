@@ -41,6 +41,9 @@ struct StartError : std::runtime_error {
 // is being served.
 constexpr unsigned kFuseRingDepth = 8;
 
+// One FUSE request served for this long means a stuck worker, not a slow one.
+constexpr std::chrono::seconds kStuckRequest{60};
+
 json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
 }  // namespace
@@ -252,6 +255,15 @@ void Instance::start() {
     swap_type_probe();
     header.swap_type = swap_type_;
   }
+  // The kernel may abort FUSE requests that take longer than a timeout
+  // (Linux 6.14+): a restart or heavy thrashing beyond it would fail swap I/O.
+  // (A server that asks for no timeout gets default_request_timeout.)
+  if (std::ifstream f("/proc/sys/fs/fuse/default_request_timeout"); f) {
+    if (unsigned seconds = 0; f >> seconds && seconds != 0)
+      spdlog::warn("fs.fuse.default_request_timeout is {} s: the kernel aborts swap I/O that waits longer, such as "
+                   "during a restart of the serving process under heavy load; set it to 0",
+                   seconds);
+  }
   spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(), human_bytes(slots * kPageSize),
                workers, loop_.path(), swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
   sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
@@ -454,7 +466,22 @@ void Instance::serve() {
     if (fds[1].revents & POLLIN) {
       std::uint64_t expirations;
       (void)!read(tfd, &expirations, sizeof(expirations));
-      sd_notifyf(0, "%sSTATUS=%s", watchdog ? "WATCHDOG=1\n" : "", summary().c_str());
+      // The watchdog is fed only while requests are being served: every
+      // worker waits for the next request or has been on its current one
+      // for less than the stuck limit. Slow is fine (thrashing makes every
+      // request slow); one request for a minute is not.
+      const FuseWorkers::Health health = workers_->health();
+      const bool stuck = health.longest_busy > kStuckRequest;
+      if (health.exited > 0) {
+        // A worker met an error none should: serve on in a fresh process.
+        spdlog::critical("{} FUSE worker(s) ended unexpectedly: handing over to a new serving process",
+                         health.exited);
+        leave_for_new_process();
+      }
+      if (stuck && !stuck_logged_) spdlog::critical("a FUSE request has been served for {} s: not feeding the watchdog",
+                                                    std::chrono::duration_cast<std::chrono::seconds>(health.longest_busy).count());
+      stuck_logged_ = stuck;
+      sd_notifyf(0, "%sSTATUS=%s", watchdog && !stuck ? "WATCHDOG=1\n" : "", summary().c_str());
     }
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info;

@@ -69,6 +69,7 @@ class Instance {
   ServeFds fds_;
   std::unique_ptr<SharedState> state_;  // outlives the store made on it
   std::atomic<bool> restart_requested_{false};
+  bool stuck_logged_ = false;
   Thread stale_writes_thread_;
   std::uint64_t ram_bytes_;
   std::chrono::steady_clock::time_point started_;

@@ -75,7 +75,8 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
       ->check(CLI::Range(-1, 32767));
   app.add_option("--frontend", c.frontend, "Front end")->check(CLI::IsMember({"fuse"}));
   app.add_option("--fuse-io-uring", c.fuse_io_uring,
-                 "FUSE over io_uring: auto (when the kernel's fuse enable_uring is on), on, off")
+                 "FUSE over io_uring: off (the default; /dev/fuse, the transport a new serving process can "
+                 "take over), on (faster, but a death of the serving process is not survived), auto (= off)")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_flag("--no-swapon{false}", c.swapon, "Serve the device but do not swapon it");
   app.add_option("--workers", c.workers, "FUSE worker threads (0 = one per CPU, at least 2)")

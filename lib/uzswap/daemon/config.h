@@ -25,7 +25,7 @@ struct DaemonConfig {
   unsigned accept_threshold_percent = 90;
   int swap_priority = 100;             // above disk swap's negative default
   std::string frontend = "fuse";
-  std::string fuse_io_uring = "auto";  // auto (if the kernel allows it), on, off
+  std::string fuse_io_uring = "off";   // off (/dev/fuse, restartable), on (io_uring), auto (= off)
   bool swapon = true;
   unsigned workers = 0;                // 0 = one per CPU, at least 2
   std::string stats_group;             // group that may read stats; empty = root only

@@ -5,6 +5,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 #include <system_error>
@@ -65,6 +66,8 @@ FuseWorkers::FuseWorkers(int fd, FuseServer& server, unsigned count,
       thread_init_(std::move(thread_init)),
       request_bytes_(FuseServer::request_buffer_bytes(server.config())),
       reply_bytes_(FuseServer::reply_buffer_bytes(server.config())) {
+  busy_since_ = std::make_unique<std::atomic<std::int64_t>[]>(count);
+  exited_ = std::make_unique<std::atomic<bool>[]>(count);
   for (unsigned i = 0; i < count; ++i) {
     request_buffers_.push_back(std::make_unique<std::byte[]>(request_bytes_));
     reply_buffers_.push_back(std::make_unique<std::byte[]>(reply_bytes_));
@@ -86,13 +89,28 @@ void FuseWorkers::run(unsigned index) noexcept {
     if (n < 0) {
       // ENOENT: the request was interrupted before we read it.
       if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
+      exited_[index].store(true);
       return;  // ENODEV: unmounted and released; anything else is fatal too
     }
+    busy_since_[index].store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                             std::memory_order_relaxed);
     const std::size_t len = server_.handle(std::span(request, static_cast<std::size_t>(n)),
                                            std::span(reply, reply_bytes_));
     // A reply to a request the kernel gave up on fails with ENOENT: harmless.
     if (len > 0) (void)!write(fd_, reply, len);
+    busy_since_[index].store(0, std::memory_order_relaxed);
   }
+}
+
+FuseWorkers::Health FuseWorkers::health() const noexcept {
+  Health h;
+  const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  for (unsigned i = 0; i < count(); ++i) {
+    if (exited_[i].load()) ++h.exited;
+    const std::int64_t since = busy_since_[i].load(std::memory_order_relaxed);
+    if (since != 0 && now > since) h.longest_busy = std::max(h.longest_busy, std::chrono::nanoseconds(now - since));
+  }
+  return h;
 }
 
 }  // namespace uzswap

@@ -9,6 +9,8 @@
 // nothing holds the file open any more.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -57,6 +59,15 @@ class FuseWorkers {
 
   unsigned count() const noexcept { return static_cast<unsigned>(threads_.size()); }
 
+  // Liveness, for the watchdog: workers that ended (the connection is gone,
+  // or an error no worker should meet), and the longest time any worker has
+  // been busy with one request (0 when all wait for the next one).
+  struct Health {
+    unsigned exited = 0;
+    std::chrono::nanoseconds longest_busy{0};
+  };
+  Health health() const noexcept;
+
  private:
   void run(unsigned index) noexcept;
 
@@ -68,6 +79,10 @@ class FuseWorkers {
   std::size_t request_bytes_;
   std::size_t reply_bytes_;
   std::vector<Thread> threads_;
+  // Per worker: when it took its current request (steady clock, ns; 0 =
+  // waiting), and whether it ended.
+  std::unique_ptr<std::atomic<std::int64_t>[]> busy_since_;
+  std::unique_ptr<std::atomic<bool>[]> exited_;
 };
 
 }  // namespace uzswap
