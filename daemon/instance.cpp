@@ -23,6 +23,7 @@
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
 #include "uzswap/reclaim/swap_type.h"
+#include "uzswap/version.h"
 
 namespace uzswap {
 
@@ -466,7 +467,7 @@ json Instance::status() const {
   const FuseStats f = server_->stats();
   json j;
   j["name"] = config_.name;
-  j["version"] = "0.1.0";
+  j["version"] = kVersion;
   j["pid"] = getpid();
   j["uptime_seconds"] = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::steady_clock::now() - started_)
