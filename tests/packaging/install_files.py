@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,9 @@ def rules_extra_installs(src):
 
 def main():
     src, build = sys.argv[1:]
+    if shutil.which("scdoc") is None:
+        print("SKIP: scdoc is not installed (tools/install-deps): the Debian build needs it for the man pages")
+        return 77
     src, build = os.path.abspath(src), os.path.abspath(build)
     listed = {"/" + line.strip() for line in open(f"{src}/debian/uzswap.install")
               if line.strip() and not line.startswith("#")}
