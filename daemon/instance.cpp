@@ -24,6 +24,7 @@
 #include "uzswap/device/swap_header.h"
 #include "uzswap/reclaim/swap_type.h"
 #include "handover.h"
+#include "uzswap/version.h"
 
 namespace uzswap {
 
@@ -570,7 +571,7 @@ json Instance::status() const {
   const FuseStats f = server_->stats();
   json j;
   j["name"] = config_.name;
-  j["version"] = "0.1.0";
+  j["version"] = kVersion;
   j["pid"] = getpid();
   j["supervisor_pid"] = getppid();
   const StateHeader& sh = state_->header();

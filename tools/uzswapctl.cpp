@@ -11,6 +11,7 @@
 #include "uzswap/control/control_server.h"
 #include "uzswap/control/format.h"
 #include "uzswap/daemon/config.h"
+#include "uzswap/version.h"
 
 namespace {
 
@@ -53,6 +54,7 @@ struct Session {
 int main(int argc, char** argv) {
   CLI::App app{"uzswapctl: inspect and tune uzswapd", "uzswapctl"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("uzswapctl ") + uzswap::kVersion);
   std::string name = "uzswap";
   std::string run_dir = uzswap::kDefaultRunDir;
   app.add_option("--name", name, "Instance name")->default_val("uzswap");
@@ -69,7 +71,8 @@ int main(int argc, char** argv) {
   auto* set = app.add_subcommand("set", "Change a live setting");
   set->add_option("key", key,
                   "compressor, level, max-pool-percent, accept-threshold-percent, writeback, "
-                  "cgroup-writeback (PATH=on|off), cgroup-max (PATH=SIZE|max), log-level")
+                  "cgroup-writeback (PATH=on|off), cgroup-max (PATH=SIZE|max), "
+                  "watermark-scale-factor, idle-writeback-seconds, log-level")
       ->required();
   set->add_option("value", value)->required();
 
@@ -93,7 +96,13 @@ int main(int argc, char** argv) {
   top->add_option("--interval", interval, "Seconds between refreshes")->check(CLI::Range(0.1, 3600.0));
   top->add_option("--iterations", iterations, "Stop after N refreshes (0 = until interrupted)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; a usage error exits 2, as uzswapd's do
+    // (CLI11's own codes, 105-114, would say nothing to a script).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   if (!uzswap::valid_instance_name(name)) {
     std::fprintf(stderr, "uzswapctl: --name: must be 1-32 of [A-Za-z0-9_-]\n");
     return 2;

@@ -13,6 +13,7 @@
 
 #include "uzswap/common/page.h"
 #include "uzswap/store/slot_table.h"
+#include "uzswap/version.h"
 
 namespace uzswap {
 
@@ -50,7 +51,7 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   ParsedArgs parsed;
   DaemonConfig& c = parsed.config;
   CLI::App app{"uzswapd: userspace compressed swap daemon", "uzswapd"};
-  app.set_version_flag("--version", "uzswapd 0.1.0");
+  app.set_version_flag("--version", std::string("uzswapd ") + kVersion);
   app.set_config("--config", kDefaultConfigFile, "Configuration file (INI or TOML)");
   app.allow_config_extras(CLI::config_extras_mode::error);  // a typo is an error, not ignored
 
@@ -119,7 +120,7 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
     return parsed;
   } catch (const CLI::CallForVersion&) {
     parsed.exit_now = true;
-    parsed.output = "uzswapd 0.1.0\n";
+    parsed.output = std::string("uzswapd ") + kVersion + "\n";
     return parsed;
   } catch (const CLI::ParseError& e) {
     return std::unexpected(std::string(e.what()));
