@@ -75,6 +75,13 @@ int Instance::run() {
 void Instance::start() {
   if (auto ok = check_backing_file(config_); !ok) throw StartError(ok.error());
 
+  std::optional<gid_t> readers;
+  if (!config_.stats_group.empty()) {
+    const group* g = getgrnam(config_.stats_group.c_str());
+    if (g == nullptr) throw StartError("--stats-group: no group named '" + config_.stats_group + "'");
+    readers = g->gr_gid;
+  }
+
   // Reclaim-path safety, before anything that allocates much.
   if (auto ec = lock_all_memory())
     throw StartError("mlockall failed: " + ec.message() + " (run as root, LimitMEMLOCK=infinity)");
@@ -233,15 +240,6 @@ void Instance::start() {
   std::filesystem::remove(config_.device_link());
   std::filesystem::create_symlink(loop_.path(), config_.device_link());
 
-  std::optional<gid_t> readers;
-  if (!config_.stats_group.empty()) {
-    const group* g = getgrnam(config_.stats_group.c_str());
-    if (g == nullptr) throw StartError("--stats-group: no group named '" + config_.stats_group + "'");
-    readers = g->gr_gid;
-  }
-  control_ = std::make_unique<ControlServer>(
-      config_.control_socket(), readers,
-      [this](std::string_view request, Access access) { return handle_control(request, access); });
 
   if (header.swap_on) {
     swap_on_ = true;
@@ -256,6 +254,11 @@ void Instance::start() {
     swap_type_probe();
     header.swap_type = swap_type_;
   }
+  // Last: once the control socket answers, status is complete.
+  control_ = std::make_unique<ControlServer>(
+      config_.control_socket(), readers,
+      [this](std::string_view request, Access access) { return handle_control(request, access); });
+
   // The kernel may abort FUSE requests that take longer than a timeout
   // (Linux 6.14+): a restart or heavy thrashing beyond it would fail swap I/O.
   // (A server that asks for no timeout gets default_request_timeout.)

@@ -94,7 +94,9 @@ trap cleanup EXIT
 # start_daemon [flags...]: starts uzswapd and waits until its control socket
 # answers.
 start_daemon() {
-  "$UZSWAPD" --name "$NAME" --config /dev/null "$@" >>"$DAEMON_LOG" 2>&1 &
+  # Not holding the machine lock: a daemon that outlives the test must not
+  # block every other test.
+  "$UZSWAPD" --name "$NAME" --config /dev/null "$@" >>"$DAEMON_LOG" 2>&1 {SYSTEM_LOCK_FD}>&- &
   DAEMON_PID=$!
   for _ in $(seq 1 100); do
     if "$UZSWAPCTL" --name "$NAME" status --json >/dev/null 2>&1; then return 0; fi

@@ -4,7 +4,10 @@
 # serving process is SIGKILLed 20 times at random moments and writeback runs
 # between kills; then `uzswapctl restart` hands the area over 5 times. Every
 # byte must come back right, no task may stay blocked for long, and there is
-# one swap area throughout.
+# one swap area throughout. A killed serving process exits at once: it holds
+# no fd on its own FUSE file (otherwise its exit would wait on FUSE_FLUSH to
+# itself, and no new one could start). Last, both processes are killed and a
+# new start must take the dead area down rather than add a second one.
 source "$(dirname "$0")/lib.sh"
 require_machine
 
@@ -25,8 +28,6 @@ serving_pid() {  # the serving process, as status reports it; waits through a re
   return 1
 }
 
-# blocked_too_long PID SECONDS: true if PID has been in D state for SECONDS
-# in a row (sampled every 0.1 s by the watcher below).
 make_memcg $((128 << 20))
 outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
 TEMP_FILES+=("$outfile")
@@ -94,6 +95,22 @@ grep -q '"wrong_pages": 0' "$outfile" || fail "workload saw wrong pages during r
 areas=$(($(wc -l < /proc/swaps) - 1))
 ((areas == areas_before)) || fail "$areas swap areas after the restarts"
 pass "5 live restarts under a workload, every byte right, one swap area"
+
+# Both processes killed (outside systemd nothing keeps the connection): the
+# next start of the same name takes the dead area down and adds no second.
+supervisor=$DAEMON_PID
+serving=$(serving_pid) || fail "no serving process"
+kill -KILL "$supervisor" "$serving"
+wait "$supervisor" 2>/dev/null
+DAEMON_PID=
+for _ in $(seq 1 50); do kill -0 "$serving" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$serving" 2>/dev/null && fail "the serving process did not exit after SIGKILL"
+grep -q "^$dev " /proc/swaps || fail "the dead area is not in /proc/swaps (nothing to test)"
+start_daemon --size 1G
+areas=$(($(wc -l < /proc/swaps) - 1))
+((areas == areas_before)) || fail "$areas swap areas after a start over a dead one (was $areas_before)"
+grep -q "dead uzswapd named" "$DAEMON_LOG" || fail "the dead area was not reported"
+pass "a start over a dead area took it down: still one swap area"
 
 stop_daemon
 assert_clean
