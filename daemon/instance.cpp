@@ -539,7 +539,7 @@ json Instance::status() const {
   for (const CgroupId id : store_->cgroups()) {
     const CgroupStats c = store_->cgroup_stats(id);
     const CgroupPolicy p = store_->cgroup_policy(id);
-    cgroups.push_back({{"path", cgroup_path(id)},
+    cgroups.push_back({{"path", escape_name(cgroup_path(id))},
                        {"stored_pages", c.stored_pages},
                        {"compressed_bytes", c.compressed_bytes},
                        {"written_back_pages", c.written_back_pages},
