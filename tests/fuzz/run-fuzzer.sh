@@ -13,9 +13,12 @@ mkdir -p "$work" "$crashes"
 log=$(mktemp /tmp/uzswap-fuzz-$name.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
+# libFuzzer's own exit status for a crash is 77, which meson counts as a
+# skip: a crash must fail.
 "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=20000 \
-  -print_final_stats=1 -artifact_prefix="$crashes/$name-" "$work" "$seeds" >"$log" 2>&1
+  -error_exitcode=1 -print_final_stats=1 -artifact_prefix="$crashes/$name-" "$work" "$seeds" >"$log" 2>&1
 status=$?
+(( status == 0 )) || status=1
 tail -n 40 "$log"
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
