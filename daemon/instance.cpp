@@ -24,6 +24,7 @@
 #include "uzswap/device/swap_header.h"
 #include "uzswap/reclaim/swap_type.h"
 #include "handover.h"
+#include "uzswap/control/protocol.h"
 #include "uzswap/version.h"
 
 namespace uzswap {
@@ -125,6 +126,7 @@ void Instance::start() {
   options.pool.lock_memory = true;
   store_ = std::make_unique<PageStore>(options, *state_);
   save_settings();
+  publish_cgroup_paths();
   if (const AdoptionReport& a = store_->adoption(); a.adopted) {
     spdlog::info("adopted the swap area in {:.3f} s (serving process #{}): {} pages in the pool, {} in the "
                  "backing file, {} half-done changes rolled back, {} writebacks back in RAM, {} cgroups{}",
@@ -390,6 +392,7 @@ void Instance::start_attribution() {
     std::unique_lock guard(attribution_lock_);
     while (!attribution_stop_) {
       last_pass_ = attribution_->scan();
+      publish_cgroup_paths();
       if (reclaimer_) reclaimer_->track(attribution_->directories());
       update_root_hold();
       const auto next = std::chrono::steady_clock::now() + std::chrono::seconds(config_.attribution_interval);
@@ -415,6 +418,7 @@ json Instance::attribute_now() {
   if (!attribution_) return error_reply("attribute: cgroup attribution is off or has no v2 tree");
   std::lock_guard guard(attribution_lock_);
   last_pass_ = attribution_->scan();
+  publish_cgroup_paths();
   return {{"ok", true},
           {"result", {{"cgroups", last_pass_.cgroups},
                       {"processes", last_pass_.processes},
@@ -425,17 +429,31 @@ json Instance::attribute_now() {
 
 std::optional<CgroupId> Instance::find_cgroup(const std::string& path) const {
   if (path == "/") return kRootCgroup;
-  if (!attribution_) return std::nullopt;
-  std::lock_guard guard(attribution_lock_);
-  return attribution_->id_of(path);
+  std::lock_guard guard(paths_lock_);
+  // The raw path, or the escaped form the tables show, if only one matches.
+  std::optional<CgroupId> escaped;
+  unsigned escaped_matches = 0;
+  for (const auto& [id, raw] : cgroup_paths_) {
+    if (raw == path) return id;
+    if (escape_name(raw) == path) {
+      escaped = id;
+      ++escaped_matches;
+    }
+  }
+  return escaped_matches == 1 ? escaped : std::nullopt;
+}
+
+void Instance::publish_cgroup_paths() {
+  std::map<CgroupId, std::string> paths;
+  for (const PersistedCgroup& c : store_->persisted_cgroups()) paths[c.id] = c.path;
+  std::lock_guard guard(paths_lock_);
+  cgroup_paths_ = std::move(paths);
 }
 
 std::string Instance::cgroup_path(CgroupId id) const {
   if (id == kRootCgroup) return "/";
-  if (attribution_) {
-    std::lock_guard guard(attribution_lock_);
-    if (auto path = attribution_->path_of(id)) return *path;
-  }
+  std::lock_guard guard(paths_lock_);
+  if (const auto it = cgroup_paths_.find(id); it != cgroup_paths_.end()) return it->second;
   return "#" + std::to_string(id);
 }
 
@@ -570,6 +588,7 @@ std::string Instance::summary() const {
 }
 
 json Instance::status() const {
+  std::lock_guard settings(settings_lock_);
   const PageStoreStats s = store_->stats();
   const FuseStats f = server_->stats();
   json j;
@@ -659,7 +678,7 @@ json Instance::status() const {
   for (const CgroupId id : store_->cgroups()) {
     const CgroupStats c = store_->cgroup_stats(id);
     const CgroupPolicy p = store_->cgroup_policy(id);
-    cgroups.push_back({{"path", cgroup_path(id)},
+    cgroups.push_back({{"path", escape_name(cgroup_path(id))},
                        {"stored_pages", c.stored_pages},
                        {"compressed_bytes", c.compressed_bytes},
                        {"written_back_pages", c.written_back_pages},
@@ -714,6 +733,7 @@ json Instance::reclaim_status() const {
 }
 
 json Instance::set_setting(const std::string& key, const std::string& value) {
+  std::lock_guard settings(settings_lock_);
   const auto number = [&](unsigned lo, unsigned hi) -> std::optional<unsigned> {
     if (value.empty() || value.size() > 6 || value.find_first_not_of("0123456789") != std::string::npos)
       return std::nullopt;
@@ -792,52 +812,49 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
   return {{"ok", true}, {"result", {{key, value}}}};
 }
 
-json Instance::writeback(const json& request) {
+json Instance::writeback(std::uint64_t pages, const std::optional<std::string>& cgroup_path) {
   if (!reclaimer_) return error_reply("writeback: needs a backing file (--backing-file)");
-  if (!request.contains("pages") || !request["pages"].is_number_unsigned() || request["pages"] == 0)
-    return error_reply("malformed request: writeback needs a positive \"pages\"");
   std::optional<CgroupId> cgroup;
-  if (request.contains("cgroup")) {
-    if (!request["cgroup"].is_string()) return error_reply("malformed request: \"cgroup\" must be a path");
-    cgroup = find_cgroup(request["cgroup"]);
-    if (!cgroup) return error_reply("writeback: unknown cgroup " + request["cgroup"].get<std::string>());
+  if (cgroup_path) {
+    cgroup = find_cgroup(*cgroup_path);
+    if (!cgroup) return error_reply("writeback: unknown cgroup " + escape_name(*cgroup_path));
   }
   if (!store_->cgroup_policy(kRootCgroup).writeback)
     return error_reply("writeback: turned off (uzswapctl set writeback on)");
-  const WritebackResult r = reclaimer_->writeback(request["pages"].get<std::uint64_t>(), cgroup);
+  const WritebackResult r = reclaimer_->writeback(pages, cgroup);
   spdlog::info("writeback on request: {} pages written, {} failed, {} raced", r.written, r.failed, r.raced);
   return {{"ok", true},
           {"result", {{"written", r.written}, {"failed", r.failed}, {"raced", r.raced}}}};
 }
 
-std::string Instance::handle_control(std::string_view request, Access access) {
-  json req;
-  try {
-    req = json::parse(request);
-  } catch (const json::exception&) {
-    return error_reply("malformed request: not JSON").dump();
-  }
-  if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string())
-    return error_reply("malformed request: expected {\"cmd\": ...}").dump();
-  const std::string cmd = req["cmd"];
-  if (cmd == "status" || cmd == "cgroups" || cmd == "stats")
-    return json{{"ok", true}, {"result", status()}}.dump();
-  if (cmd == "set" || cmd == "writeback" || cmd == "attribute" || cmd == "restart") {
-    if (access != Access::admin) return error_reply("permission denied: '" + cmd + "' needs root").dump();
-    if (cmd == "restart") {
+std::string Instance::handle_control(std::string_view line, Access access) {
+  // Called from several control threads at once: status reads what
+  // set_setting writes under settings_lock_, and cgroup paths from the
+  // snapshot the attribution publishes, never waiting on a pass.
+  using control::Command;
+  const auto request = control::parse_request(line);
+  if (!request) return control::error_line(request.error());
+  if (control::needs_admin(request->command) && access != Access::admin)
+    return control::error_line(control::permission_denied(request->command));
+  switch (request->command) {
+    case Command::status:
+    case Command::cgroups:
+    case Command::stats:
+      return json{{"ok", true}, {"result", status()}}.dump(-1, ' ', false, json::error_handler_t::replace);
+    case Command::set:
+      return set_setting(request->key, request->value).dump();
+    case Command::writeback:
+      return writeback(request->pages, request->cgroup).dump();
+    case Command::attribute:
+      return attribute_now().dump();
+    case Command::restart: {
       if (const std::string refused = handover(); !refused.empty()) return error_reply("restart: " + refused).dump();
       // Answer first, then leave: the client sees the old pid confirmed.
       restart_requested_.store(true);
       return json{{"ok", true}, {"result", {{"old_pid", getpid()}}}}.dump();
     }
-    if (cmd == "writeback") return writeback(req).dump();
-    if (cmd == "attribute") return attribute_now().dump();
-    if (!req.contains("key") || !req["key"].is_string() || !req.contains("value") ||
-        !req["value"].is_string())
-      return error_reply("malformed request: set needs string \"key\" and \"value\"").dump();
-    return set_setting(req["key"], req["value"]).dump();
   }
-  return error_reply("unknown command '" + cmd + "'").dump();
+  return control::error_line("unknown command");
 }
 
 }  // namespace uzswap

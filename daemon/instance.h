@@ -25,6 +25,7 @@
 #include "handover.h"
 
 #include <condition_variable>
+#include <map>
 #include <mutex>
 
 namespace uzswap {
@@ -62,7 +63,10 @@ class Instance {
   std::string handle_control(std::string_view request, Access access);
   nlohmann::json status() const;
   nlohmann::json set_setting(const std::string& key, const std::string& value);
-  nlohmann::json writeback(const nlohmann::json& request);
+  nlohmann::json writeback(std::uint64_t pages, const std::optional<std::string>& cgroup);
+  // The attribution's id -> path map, copied after each pass for status and
+  // the control commands, which must never wait on a pass.
+  void publish_cgroup_paths();
   std::string summary() const;
 
   DaemonConfig config_;
@@ -70,6 +74,10 @@ class Instance {
   std::unique_ptr<SharedState> state_;  // outlives the store made on it
   std::atomic<bool> restart_requested_{false};
   bool stuck_logged_ = false;
+  mutable std::mutex paths_lock_;
+  std::map<CgroupId, std::string> cgroup_paths_;  // guarded by paths_lock_
+  // set_setting writes config_'s live settings, status reads them.
+  mutable std::mutex settings_lock_;
   Thread stale_writes_thread_;
   std::uint64_t ram_bytes_;
   std::chrono::steady_clock::time_point started_;

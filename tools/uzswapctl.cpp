@@ -1,4 +1,8 @@
 // uzswapctl: inspect and tune a running uzswapd through its control socket.
+//
+// Exit status: 0 done; 1 the daemon refused the request (its error is
+// printed); 2 bad usage; 3 no daemon runs under this name; 4 the daemon did
+// not answer within --timeout (stopped, stuck or overloaded).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -10,44 +14,70 @@
 
 #include "uzswap/control/control_server.h"
 #include "uzswap/control/format.h"
-#include "uzswap/daemon/config.h"
+#include "uzswap/control/protocol.h"
 #include "uzswap/version.h"
 
 namespace {
 
 using nlohmann::json;
+using uzswap::ControlError;
+using uzswap::control::Command;
+using uzswap::control::Request;
+
+enum Exit { kDone = 0, kRefused = 1, kUsage = 2, kNotRunning = 3, kNotAnswering = 4 };
+
+int exit_for(const ControlError& error) {
+  switch (error.kind) {
+    case ControlError::Kind::not_running: return kNotRunning;
+    case ControlError::Kind::not_answering: return kNotAnswering;
+    case ControlError::Kind::failed: break;
+  }
+  return kRefused;
+}
 
 struct Session {
   std::string socket;
-  std::optional<uzswap::ControlClient> client;
+  std::chrono::milliseconds timeout;
+  int exit_code = kDone;
 
-  // Sends one request; prints a one-line error and returns nullopt on failure.
-  std::optional<json> call(const json& request) {
-    std::string error;
-    if (!client) client = uzswap::ControlClient::connect(socket, error);
-    if (!client) {
-      std::fprintf(stderr, "uzswapctl: %s\n", error.c_str());
-      return std::nullopt;
-    }
-    const auto line = client->request(request.dump(), error);
+  // One request on a fresh connection (a connection left idle is closed by
+  // the daemon). Prints a one-line error, sets exit_code and returns nullopt
+  // on failure.
+  std::optional<json> call(const Request& request) {
+    ControlError error;
+    auto client = uzswap::ControlClient::connect(socket, timeout, error);
+    std::optional<std::string> line;
+    if (client) line = client->request(uzswap::control::request_line(request), timeout, error);
     if (!line) {
-      std::fprintf(stderr, "uzswapctl: %s\n", error.c_str());
+      std::fprintf(stderr, "uzswapctl: %s\n", error.message.c_str());
+      exit_code = exit_for(error);
       return std::nullopt;
     }
-    json reply;
-    try {
-      reply = json::parse(*line);
-    } catch (const json::exception&) {
-      std::fprintf(stderr, "uzswapctl: the daemon sent a reply that is not JSON\n");
+    const json reply = json::parse(*line, nullptr, /*allow_exceptions=*/false);
+    if (!reply.is_object()) {
+      std::fprintf(stderr, "uzswapctl: the daemon sent a reply that is not a JSON object\n");
+      exit_code = kRefused;
       return std::nullopt;
     }
-    if (!reply.value("ok", false)) {
-      std::fprintf(stderr, "uzswapctl: %s\n", reply.value("error", std::string("error")).c_str());
+    const auto ok = reply.find("ok");
+    if (ok == reply.end() || !ok->is_boolean() || !ok->get<bool>()) {
+      const auto message = reply.find("error");
+      std::fprintf(stderr, "uzswapctl: %s\n",
+                   message != reply.end() && message->is_string()
+                       ? uzswap::escape_name(message->get_ref<const std::string&>()).c_str()
+                       : "the daemon refused the request");
+      exit_code = kRefused;
       return std::nullopt;
     }
-    return reply.value("result", json::object());
+    const auto result = reply.find("result");
+    return result != reply.end() ? *result : json::object();
   }
 };
+
+std::uint64_t number(const json& j, const char* key) {
+  const auto it = j.is_object() ? j.find(key) : j.end();
+  return it != j.end() && it->is_number_unsigned() ? it->get<std::uint64_t>() : 0;
+}
 
 }  // namespace
 
@@ -55,10 +85,16 @@ int main(int argc, char** argv) {
   CLI::App app{"uzswapctl: inspect and tune uzswapd", "uzswapctl"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("uzswapctl ") + uzswap::kVersion);
-  std::string name = "uzswap";
-  std::string run_dir = uzswap::kDefaultRunDir;
-  app.add_option("--name", name, "Instance name")->default_val("uzswap");
-  app.add_option("--run-dir", run_dir, "Runtime directory")->default_val(uzswap::kDefaultRunDir);
+  std::string name(uzswap::control::kDefaultName);
+  std::string run_dir(uzswap::control::kRunDir);
+  double timeout_s = 5.0;
+  app.add_option("--name", name, "Instance name")->capture_default_str();
+  app.add_option("--run-dir", run_dir, "Runtime directory")->capture_default_str();
+  auto* timeout_opt =
+      app.add_option("--timeout", timeout_s,
+                     "Seconds to wait for the daemon to accept and answer (default 5; 60 for "
+                     "writeback and attribute, which wait for the work)")
+          ->check(CLI::Range(0.001, 86400.0));
 
   bool json_out = false;
   auto* status = app.add_subcommand("status", "Show what is stored and how much RAM it takes");
@@ -101,17 +137,26 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version exit 0; a usage error exits 2, as uzswapd's do
     // (CLI11's own codes, 105-114, would say nothing to a script).
-    return app.exit(e) == 0 ? 0 : 2;
+    const int code = app.exit(e);
+    return code == 0 ? kDone : kUsage;
   }
-  if (!uzswap::valid_instance_name(name)) {
+  if (!uzswap::control::valid_instance_name(name)) {
     std::fprintf(stderr, "uzswapctl: --name: must be 1-32 of [A-Za-z0-9_-]\n");
-    return 2;
+    return kUsage;
   }
-  Session session{run_dir + "/" + name + "/control", std::nullopt};
+  const bool slow = writeback->parsed() || attribute->parsed();
+  if (timeout_opt->count() == 0 && slow) timeout_s = 60.0;
+  Session session{uzswap::control::socket_path(run_dir, name),
+                  std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000.0))};
 
+  const auto simple = [](Command command) {
+    Request r;
+    r.command = command;
+    return r;
+  };
   if (status->parsed()) {
-    const auto s = session.call({{"cmd", "status"}});
-    if (!s) return 1;
+    const auto s = session.call(simple(Command::status));
+    if (!s) return session.exit_code;
     if (json_out) {
       std::cout << s->dump(2) << "\n";
     } else {
@@ -119,67 +164,81 @@ int main(int argc, char** argv) {
       if (const std::string r = uzswap::format_reclaim_table(*s); !r.empty()) std::cout << "\n" << r;
     }
   } else if (cgroups->parsed()) {
-    const auto s = session.call({{"cmd", "cgroups"}});
-    if (!s) return 1;
-    std::cout << (json_out ? s->value("cgroups", json::array()).dump(2) + "\n"
+    const auto s = session.call(simple(Command::cgroups));
+    if (!s) return session.exit_code;
+    const auto list = s->is_object() ? s->find("cgroups") : s->end();
+    std::cout << (json_out ? (list != s->end() ? *list : json::array()).dump(2) + "\n"
                            : uzswap::format_cgroups_table(*s));
   } else if (set->parsed()) {
-    if (!session.call({{"cmd", "set"}, {"key", key}, {"value", value}})) return 1;
-    std::cout << key << " = " << value << "\n";
+    Request r = simple(Command::set);
+    r.key = key;
+    r.value = value;
+    if (!session.call(r)) return session.exit_code;
+    std::cout << uzswap::escape_name(key) << " = " << uzswap::escape_name(value) << "\n";
   } else if (writeback->parsed()) {
-    json request = {{"cmd", "writeback"}, {"pages", pages}};
-    if (!cgroup.empty()) request["cgroup"] = cgroup;
-    const auto r = session.call(request);
-    if (!r) return 1;
-    std::cout << r->value("written", std::uint64_t{0}) << " pages written back";
-    if (const auto failed = r->value("failed", std::uint64_t{0})) std::cout << ", " << failed << " failed (kept in RAM)";
+    Request r = simple(Command::writeback);
+    r.pages = pages;
+    if (!cgroup.empty()) r.cgroup = cgroup;
+    const auto result = session.call(r);
+    if (!result) return session.exit_code;
+    std::cout << number(*result, "written") << " pages written back";
+    if (const auto failed = number(*result, "failed")) std::cout << ", " << failed << " failed (kept in RAM)";
     std::cout << "\n";
   } else if (restart->parsed()) {
-    const auto r = session.call({{"cmd", "restart"}});
-    if (!r) return 1;
-    const auto old_pid = r->value("old_pid", 0);
+    const auto r = session.call(simple(Command::restart));
+    if (!r) return session.exit_code;
+    const std::uint64_t old_pid = number(*r, "old_pid");
     // The new process answers once it has adopted the state.
+    Session probe{session.socket, std::chrono::milliseconds(500)};
     for (int i = 0; i < 300; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      std::string error;
-      auto probe = uzswap::ControlClient::connect(session.socket, error);
-      const auto reply = probe ? probe->request(json{{"cmd", "status"}}.dump(), error) : std::nullopt;
-      if (!reply) continue;
-      const json j = json::parse(*reply, nullptr, false);
-      if (j.is_object() && j.value("ok", false) && j["result"].value("pid", 0) != old_pid) {
-        std::cout << "serving process " << old_pid << " handed over to " << j["result"].value("pid", 0) << "\n";
-        return 0;
+      ControlError error;
+      auto client = uzswap::ControlClient::connect(probe.socket, probe.timeout, error);
+      const auto line = client ? client->request(uzswap::control::request_line(simple(Command::status)),
+                                                 probe.timeout, error)
+                               : std::nullopt;
+      if (!line) continue;
+      const json reply = json::parse(*line, nullptr, /*allow_exceptions=*/false);
+      const auto result = reply.is_object() ? reply.find("result") : reply.end();
+      if (result == reply.end()) continue;
+      const std::uint64_t pid = number(*result, "pid");
+      if (pid != 0 && pid != old_pid) {
+        std::cout << "serving process " << old_pid << " handed over to " << pid << "\n";
+        return kDone;
       }
     }
-    std::cerr << "uzswapctl: serving process " << old_pid << " handed over, but no new process answered within 30 s\n";
-    return 1;
+    std::fprintf(stderr, "uzswapctl: serving process %llu handed over, but no new one answered within 30 s\n",
+                 static_cast<unsigned long long>(old_pid));
+    return kNotAnswering;
   } else if (attribute->parsed()) {
-    const auto r = session.call({{"cmd", "attribute"}});
-    if (!r) return 1;
-    std::cout << r->value("attributed", std::uint64_t{0}) << " pages attributed, "
-              << r->value("pages_scanned", std::uint64_t{0}) << " pagemap entries read in "
-              << r->value("processes", std::uint64_t{0}) << " processes of "
-              << r->value("cgroups", std::uint64_t{0}) << " cgroups\n";
+    const auto result = session.call(simple(Command::attribute));
+    if (!result) return session.exit_code;
+    std::cout << number(*result, "attributed") << " pages attributed, "
+              << number(*result, "pages_scanned") << " pagemap entries read in "
+              << number(*result, "processes") << " processes of " << number(*result, "cgroups")
+              << " cgroups\n";
   } else if (stats->parsed()) {
-    const auto s = session.call({{"cmd", "stats"}});
-    if (!s) return 1;
+    const auto s = session.call(simple(Command::stats));
+    if (!s) return session.exit_code;
     std::cout << uzswap::format_prometheus(*s);
   } else if (top->parsed()) {
     std::uint64_t last_stores = 0, last_loads = 0;
     for (unsigned i = 0; iterations == 0 || i < iterations; ++i) {
       if (i > 0) std::this_thread::sleep_for(std::chrono::duration<double>(interval));
-      const auto s = session.call({{"cmd", "status"}});
-      if (!s) return 1;
-      const std::uint64_t stores = s->value("stores", std::uint64_t{0});
-      const std::uint64_t loads = s->value("loads", std::uint64_t{0});
+      const auto s = session.call(simple(Command::status));
+      if (!s) return session.exit_code;
+      const std::uint64_t stores = number(*s, "stores");
+      const std::uint64_t loads = number(*s, "loads");
       if (isatty(STDOUT_FILENO)) std::cout << "\033[H\033[2J";
       std::cout << uzswap::format_status_table(*s) << "\n";
-      if (i > 0)
+      if (i > 0) {
+        const auto full = s->is_object() ? s->find("pool_full") : s->end();
         std::printf("stores/s %.0f   loads/s %.0f   pool %s of %s%s\n\n",
                     double(stores - last_stores) / interval, double(loads - last_loads) / interval,
-                    uzswap::human_bytes(s->value("pool_bytes", std::uint64_t{0})).c_str(),
-                    uzswap::human_bytes(s->value("max_pool_bytes", std::uint64_t{0})).c_str(),
-                    s->value("pool_full", false) ? " (full)" : "");
+                    uzswap::human_bytes(number(*s, "pool_bytes")).c_str(),
+                    uzswap::human_bytes(number(*s, "max_pool_bytes")).c_str(),
+                    full != s->end() && *full == true ? " (full)" : "");
+      }
       std::cout << uzswap::format_cgroups_table(*s);
       if (const std::string r = uzswap::format_reclaim_table(*s); !r.empty()) std::cout << "\n" << r;
       std::cout << std::flush;
@@ -187,5 +246,5 @@ int main(int argc, char** argv) {
       last_loads = loads;
     }
   }
-  return 0;
+  return kDone;
 }

@@ -116,6 +116,18 @@ stop_daemon() {
   DAEMON_PID=
 }
 
+# wait_until SECONDS CMD...: polls CMD every 0.1 s until it succeeds; fails
+# (status 1) once SECONDS have passed. For conditions the test cannot be told
+# of, instead of sleeping a guessed time.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    (( SECONDS < deadline )) || return 1
+    sleep 0.1
+  done
+}
+
 status_field() {  # status_field KEY: a top-level number from status --json
   "$UZSWAPCTL" --name "$NAME" status --json | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"
 }

@@ -10,11 +10,10 @@ dev=$(readlink "$RUN_DIR/$NAME/device")
 grep -q "^$dev " /proc/swaps || fail "$dev is not in /proc/swaps"
 [[ $(cat "/sys/block/$(basename "$dev")/loop/dio") == 1 ]] || fail "loop device without direct I/O"
 pass "swap on $dev with direct I/O"
-# The kernel's swap type of the device, found by the daemon's probe, is its
-# index among the swap areas (this machine has no holes from swapoffs).
+# The daemon found its kernel swap type (swap_type.sh checks it is the right
+# one: a line of /proc/swaps is not a type once a swapoff left a hole).
 type=$(status_field "['device']['swap_type']")
-index=$(awk -v d="$dev" 'NR > 1 { if ($1 == d) print NR - 2 }' /proc/swaps)
-[[ $type == "$index" ]] || fail "swap type $type, expected $index"
+(( type >= 0 )) || fail "swap type unknown"
 pass "swap type $type"
 
 make_memcg $((128 << 20))
@@ -39,11 +38,11 @@ pass "256 MiB workload in a 128 MiB cgroup verified every byte"
 python3 -c "import sys; sys.exit(0 if $ratio > 1.5 else 1)" || fail "compression ratio $ratio at the peak"
 pass "peak $peak pages stored, ratio $ratio (original / pool RAM)"
 
-sleep 1  # the kernel discards freed clusters after the workload exits
+# The kernel discards freed clusters after the workload exits, in its own time.
+freed() { (( $(status_field "['discarded_pages']") > 0 && $(status_field "['stored_pages']") < 1000 )); }
+wait_until 30 freed || fail "after the workload exited: $(status_field "['discarded_pages']") pages discarded, $(status_field "['stored_pages']") still stored"
 discarded=$(status_field "['discarded_pages']")
 stored=$(status_field "['stored_pages']")
-(( discarded > 0 )) || fail "no discards seen after the workload exited"
-(( stored < 1000 )) || fail "$stored pages still stored after the workload exited"
 pass "$discarded pages discarded after exit, $stored left"
 
 "$UZSWAPCTL" --name "$NAME" status

@@ -1,73 +1,124 @@
-// The control socket: a unix stream socket carrying one JSON request per line
-// and one JSON reply per line.
+// The control socket: a unix stream socket carrying one request per line and
+// one reply per line (the protocol is in protocol.h).
 //
-// Who may do what is decided from the peer's credentials (SO_PEERCRED) before
-// a byte is read: root may do everything, members of the stats group may read,
-// anyone else gets one error line and is disconnected. The server runs on its
-// own thread and serves one client at a time; it is never on the swap
-// request path.
+// Every client is hostile until it proves otherwise, and none can wedge the
+// server or delay root:
+//  - Who may do what is decided from the peer's credentials before a byte is
+//    read: root may do everything, members of the stats group may read (the
+//    peer's groups come from SO_PEERGROUPS, taken by the kernel at connect,
+//    not from /proc/PID/status, which a recycled PID could answer for), anyone
+//    else gets one error line and is disconnected.
+//  - One thread multiplexes every connection with epoll and never blocks on
+//    one: a request must arrive within request_timeout of its first byte and
+//    fit in max_request_bytes, a reply must be taken within reply_timeout, an
+//    idle connection is closed after idle_timeout, and each uid may hold only
+//    so many connections (root has its own budget, which no other uid can
+//    use up).
+//  - A client has one request in flight at a time; requests run on three
+//    handler threads, so that a slow request or a crowd of readers never
+//    delays root: one for root's quick requests (status, set, ...), one for
+//    root's slow ones (writeback, attribute: protocol.h is_slow()), one for
+//    everyone else's.
+//
+// THE HANDLER IS CALLED FROM SEVERAL THREADS AT ONCE (at most one call per
+// handler thread): it must be thread-safe. It is never called after the
+// ControlServer's destructor returns.
+//
+// The server is never on the swap request path.
 #pragma once
 
 #include <sys/types.h>
 
-#include <atomic>
+#include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
-
-#include "uzswap/common/thread.h"
 
 namespace uzswap {
 
 enum class Access { none, reader, admin };
 
-// Maps a request line to a reply line (without the newline).
+// Maps a request line to a reply line (both without the newline). May throw:
+// the client then gets {"ok":false,"error":"internal error"}.
 using ControlHandler = std::function<std::string(std::string_view request, Access access)>;
+
+struct ControlServerOptions {
+  std::optional<gid_t> reader_group;  // may read stats; none = root only
+  std::size_t max_request_bytes = 16u << 10;
+  unsigned max_connections_per_uid = 16;  // each non-root uid
+  unsigned max_other_connections = 128;   // all non-root uids together
+  unsigned max_root_connections = 128;
+  std::chrono::milliseconds request_timeout{5000};  // first byte of a request to its newline
+  std::chrono::milliseconds reply_timeout{5000};    // a reply, from ready to fully taken
+  std::chrono::milliseconds idle_timeout{60000};    // connected with nothing asked
+};
+
+// What the server has seen, for tests and status.
+struct ControlServerStats {
+  std::uint64_t accepted = 0;
+  std::uint64_t refused_access = 0;       // no access: told why, disconnected
+  std::uint64_t refused_connections = 0;  // over a connection cap
+  std::uint64_t requests = 0;
+  std::uint64_t oversized = 0;            // request over max_request_bytes
+  std::uint64_t timed_out = 0;            // request, reply or idle deadline passed
+  unsigned open = 0;                      // connections now
+};
 
 class ControlServer {
  public:
-  static constexpr std::size_t kMaxLine = 64u << 10;
-
   // Binds `path` (replacing a stale socket) and starts serving.
   // Throws std::system_error.
   ControlServer(std::string path, std::optional<gid_t> reader_group, ControlHandler handler);
-  ~ControlServer();  // stops, joins, unlinks the socket
+  ControlServer(std::string path, const ControlServerOptions& options, ControlHandler handler);
+  ~ControlServer();  // stops, waits for handlers in progress, unlinks the socket
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
-  const std::string& path() const noexcept { return path_; }
+  const std::string& path() const noexcept;
+  ControlServerStats stats() const;
 
-  // Access of a peer with these credentials.
-  static Access access_for(uid_t uid, gid_t gid, pid_t pid, std::optional<gid_t> reader_group);
+  // Access of a peer with these credentials (`groups`: its supplementary
+  // groups, as SO_PEERGROUPS gives them).
+  static Access access_for(uid_t uid, gid_t gid, std::span<const gid_t> groups,
+                           std::optional<gid_t> reader_group) noexcept;
+
+  struct Impl;
 
  private:
-  void run() noexcept;
-  void serve_client(int fd) noexcept;
-
-  std::string path_;
-  std::optional<gid_t> reader_group_;
-  ControlHandler handler_;
-  int listen_fd_ = -1;
-  int stop_fd_ = -1;  // eventfd
-  Thread thread_;
+  std::unique_ptr<Impl> impl_;
 };
 
-// The client side: connect, send a line, read a line.
+// The client side: connect, send a line, read a line, each within a deadline.
+struct ControlError {
+  enum class Kind {
+    not_running,    // nothing listens on the socket (or no socket)
+    not_answering,  // connected, but no reply before the deadline
+    failed,         // anything else: permission on the socket, closed early
+  };
+  Kind kind = Kind::failed;
+  std::string message;  // one line, for the user
+};
+
 class ControlClient {
  public:
-  // A one-line error when the daemon is not running or the socket is not ours.
-  static std::optional<ControlClient> connect(const std::string& path, std::string& error);
+  static std::optional<ControlClient> connect(const std::string& path,
+                                              std::chrono::milliseconds timeout,
+                                              ControlError& error);
   ~ControlClient();
   ControlClient(ControlClient&& other) noexcept;
   ControlClient& operator=(ControlClient&& other) noexcept;
 
   // Sends one request line; returns the reply line, or nullopt with `error`.
-  std::optional<std::string> request(std::string_view line, std::string& error);
+  std::optional<std::string> request(std::string_view line, std::chrono::milliseconds timeout,
+                                     ControlError& error);
 
  private:
-  explicit ControlClient(int fd) : fd_(fd) {}
+  ControlClient(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
   int fd_ = -1;
+  std::string path_;
   std::string pending_;
 };
 

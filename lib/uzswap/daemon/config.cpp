@@ -74,7 +74,6 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
       ->check(CLI::Range(1, 100));
   app.add_option("--swap-priority", c.swap_priority, "swapon priority (-1 = kernel default)")
       ->check(CLI::Range(-1, 32767));
-  app.add_option("--frontend", c.frontend, "Front end")->check(CLI::IsMember({"fuse"}));
   app.add_option("--fuse-io-uring", c.fuse_io_uring,
                  "FUSE over io_uring: off (the default; /dev/fuse, the transport a new serving process can "
                  "take over), on (faster, but a death of the serving process is not survived), auto (= off)")

@@ -24,7 +24,6 @@ struct DaemonConfig {
   unsigned max_pool_percent = 20;
   unsigned accept_threshold_percent = 90;
   int swap_priority = 100;             // above disk swap's negative default
-  std::string frontend = "fuse";
   std::string fuse_io_uring = "off";   // off (/dev/fuse, restartable), on (io_uring), auto (= off)
   bool swapon = true;
   unsigned workers = 0;                // 0 = one per CPU, at least 2

@@ -49,7 +49,10 @@ unsigned parse_node_list_count(const std::string& text) noexcept {
     if (range.empty()) continue;
     const auto dash = range.find('-');
     const std::string last = dash == std::string::npos ? range : range.substr(dash + 1);
-    if (last.empty() || last.find_first_not_of("0123456789") != std::string::npos) return 0;
+    // At most 4 digits: std::stoul throws past ULONG_MAX, in a noexcept
+    // function (found by tests/fuzz/kernel_files_fuzz.cpp).
+    if (last.empty() || last.size() > 4 || last.find_first_not_of("0123456789") != std::string::npos)
+      return 0;
     if (dash != std::string::npos &&
         (dash == 0 || range.substr(0, dash).find_first_not_of("0123456789") != std::string::npos))
       return 0;

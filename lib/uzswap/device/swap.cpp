@@ -9,8 +9,6 @@
 #define SWAP_FLAG_DISCARD_PAGES 0x40000
 #endif
 
-#include "uzswap/common/text_file.h"
-
 namespace uzswap {
 
 namespace {
@@ -52,14 +50,6 @@ std::vector<SwapArea> parse_proc_swaps(std::string_view text) {
     areas.push_back(std::move(a));
   }
   return areas;
-}
-
-std::vector<SwapArea> read_proc_swaps() { return parse_proc_swaps(read_text_file("/proc/swaps")); }
-
-std::optional<SwapArea> find_swap_area(std::string_view path) {
-  for (SwapArea& a : read_proc_swaps())
-    if (a.filename == path) return std::move(a);
-  return std::nullopt;
 }
 
 std::error_code swap_on(const std::string& path, int priority) noexcept {

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -18,10 +17,9 @@ struct SwapArea {
   int priority = 0;
 };
 
-// Parses the text of /proc/swaps; lines that do not parse are skipped.
+// Parses the text of /proc/swaps; lines that do not parse are skipped. (A
+// line's position is not the kernel's swap type: see reclaim/swap_type.h.)
 std::vector<SwapArea> parse_proc_swaps(std::string_view text);
-std::vector<SwapArea> read_proc_swaps();
-std::optional<SwapArea> find_swap_area(std::string_view path);
 
 // swapon(2) with a priority and discard of freed pages (swapon --discard=pages).
 std::error_code swap_on(const std::string& path, int priority) noexcept;

@@ -18,7 +18,13 @@ std::string Attribution::default_root() {
 }
 
 Attribution::Attribution(PageStore& store, AttributionOptions options)
-    : store_(store), options_(std::move(options)) {}
+    : store_(store), options_(std::move(options)) {
+  // The cgroups an earlier serving process knew, from the shared state: the
+  // same directories keep their ids (entries carry them).
+  for (const PersistedCgroup& c : store_.persisted_cgroups())
+    if (c.inode != 0) known_[static_cast<ino_t>(c.inode)] = {c.id, c.path};
+  next_id_ = static_cast<unsigned>(std::max<std::uint64_t>(1, store_.next_cgroup_id()));
+}
 
 std::optional<std::string> Attribution::path_of(CgroupId id) const {
   if (id == kRootCgroup) return "/";
@@ -63,6 +69,8 @@ void Attribution::sync_tree(AttributionPass& pass) {
     const auto id = static_cast<CgroupId>(next_id_);
     if (!store_.add_cgroup(id, parent)) continue;
     ++next_id_;
+    store_.set_next_cgroup_id(next_id_);
+    store_.record_cgroup_identity(id, st.st_ino, rel);
     known_[st.st_ino] = {id, rel};
     ++pass.new_cgroups;
     // The kernel's own per-cgroup zswap knobs, where it has them, are the defaults.
