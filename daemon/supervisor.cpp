@@ -158,7 +158,9 @@ int Supervisor::run() {
     std::error_code ignored;
     std::filesystem::remove(config_.swap_file(), ignored);
     std::filesystem::remove(config_.device_link(), ignored);
-    if (created_dir_) std::filesystem::remove(config_.instance_dir(), ignored);
+    // The instance's own directory, whoever made it (a dead instance may
+    // have); only if empty.
+    std::filesystem::remove(config_.instance_dir(), ignored);
   }
   return code;
 }
@@ -268,10 +270,7 @@ void Supervisor::clean_dead_area() {
 
 void Supervisor::mount_fuse() {
   const std::string dir = config_.instance_dir();
-  if (!std::filesystem::exists(dir)) {
-    std::filesystem::create_directory(dir);
-    created_dir_ = true;
-  }
+  if (!std::filesystem::exists(dir)) std::filesystem::create_directory(dir);
   chmod(dir.c_str(), 0755);
   const int placeholder = open(config_.swap_file().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
   if (placeholder < 0) throw StartError("cannot create " + config_.swap_file() + ": " + std::strerror(errno));

@@ -58,7 +58,6 @@ class Supervisor {
   pid_t child_ = -1;
   bool stopping_ = false;     // SIGTERM: the next clean exit ends the supervisor
   unsigned quick_deaths_ = 0; // serving processes that died soon after starting
-  bool created_dir_ = false;
 };
 
 }  // namespace uzswap

@@ -9,7 +9,8 @@ require_machine
 
 start_daemon --size 64M --no-swapon
 # Never leave the daemon stopped, whatever fails.
-trap 'status=$?; [[ -n $DAEMON_PID ]] && kill -CONT "$DAEMON_PID" 2>/dev/null; (exit $status); cleanup' EXIT
+STOPPED_PID=
+trap 'status=$?; [[ -n $STOPPED_PID ]] && kill -CONT "$STOPPED_PID" 2>/dev/null; (exit $status); cleanup' EXIT
 socket=$RUN_DIR/$NAME/control
 
 # The hostile clients hold their connections until told to go (stdin closes).
@@ -71,13 +72,16 @@ start=$(date +%s%N)
 pass "uzswapctl status with hostile clients: $(( ($(date +%s%N) - start) / 1000000 )) ms, process start-up included"
 exec {hostile_in}>&-
 
-# A stopped daemon: uzswapctl gives up at its deadline, clearly.
-kill -STOP "$DAEMON_PID"
+# A stopped daemon (its serving process, the one that answers): uzswapctl
+# gives up at its deadline, clearly.
+serving=$(status_field "['pid']")
+STOPPED_PID=$serving
+kill -STOP "$serving"
 start=$(date +%s%N)
 out=$("$UZSWAPCTL" --name "$NAME" --timeout 1 status 2>&1)
 code=$?
 elapsed=$(( ($(date +%s%N) - start) / 1000000 ))
-kill -CONT "$DAEMON_PID"
+kill -CONT "$serving"
 (( code == 4 )) || fail "uzswapctl against a stopped daemon: exit $code, expected 4 ($out)"
 [[ $out == *"not answering"* && $(wc -l <<<"$out") -eq 1 ]] || fail "unclear message: $out"
 (( elapsed >= 900 && elapsed < 3000 )) || fail "gave up after $elapsed ms with --timeout 1"
