@@ -24,6 +24,7 @@
 #include "uzswap/device/swap_header.h"
 #include "uzswap/reclaim/swap_type.h"
 #include "handover.h"
+#include "reclaim_safety.h"
 #include "uzswap/control/protocol.h"
 #include "uzswap/version.h"
 
@@ -33,10 +34,6 @@ namespace {
 
 using nlohmann::json;
 
-// A start-up step that failed: the message is what the user reads.
-struct StartError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 
 // Ring entries per FUSE queue: requests the kernel can hand over while one
@@ -84,14 +81,7 @@ void Instance::start() {
   }
 
   // Reclaim-path safety, before anything that allocates much.
-  if (auto ec = lock_all_memory())
-    throw StartError("mlockall failed: " + ec.message() + " (run as root, LimitMEMLOCK=infinity)");
-  // Lowering the OOM score needs CAP_SYS_RESOURCE; systemd's OOMScoreAdjust
-  // does it for us in the unit.
-  if (auto ec = set_oom_score_adj(-1000))
-    spdlog::warn("cannot set oom_score_adj to -1000 ({}): the OOM killer may pick uzswapd; "
-                 "run it with CAP_SYS_RESOURCE or OOMScoreAdjust=-1000",
-                 ec.message());
+  enter_reclaim_path();
 
   // The state the supervisor holds: fresh, or left by a process that died.
   auto adopted = SharedState::attach({fds_.meta_shm, {}});

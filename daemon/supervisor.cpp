@@ -1,5 +1,7 @@
 #include "supervisor.h"
 
+#include "reclaim_safety.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -27,9 +29,6 @@ namespace uzswap {
 
 namespace {
 
-struct StartError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // Requests as large as the kernel allows (fs.fuse.max_pages_limit, 256 pages
 // by default), up to 4 MiB per worker buffer.
@@ -177,13 +176,8 @@ void Supervisor::start() {
     throw StartError(e.what());
   }
   // The supervisor is small; locking it costs little and keeps it out of
-  // the swap it serves.
-  if (auto ec = lock_all_memory())
-    throw StartError("mlockall failed: " + ec.message() + " (run as root, LimitMEMLOCK=infinity)");
-  if (auto ec = set_oom_score_adj(-1000))
-    spdlog::warn("cannot set oom_score_adj to -1000 ({}): the OOM killer may pick uzswapd; "
-                 "run it with CAP_SYS_RESOURCE or OOMScoreAdjust=-1000",
-                 ec.message());
+  // the swap it holds.
+  enter_reclaim_path();
   for (int s : {SIGPIPE, SIGUSR1, SIGUSR2, SIGQUIT}) signal(s, SIG_IGN);
 
   adopt_or_create_state();

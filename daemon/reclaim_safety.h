@@ -1,0 +1,32 @@
+// What both uzswapd processes do first: they are in the reclaim path of
+// every process on the machine, the supervisor because it holds the swap
+// area and the serving process because it serves it.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "uzswap/daemon/safety.h"
+
+namespace uzswap {
+
+// A start-up step that failed: the message is what the user reads.
+struct StartError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Locks all memory (throws StartError) and asks never to be the OOM
+// killer's pick (a warning where CAP_SYS_RESOURCE is missing; the unit's
+// OOMScoreAdjust does it for us there).
+inline void enter_reclaim_path() {
+  if (auto ec = lock_all_memory())
+    throw StartError("mlockall failed: " + ec.message() + " (run as root, LimitMEMLOCK=infinity)");
+  if (auto ec = set_oom_score_adj(-1000))
+    spdlog::warn("cannot set oom_score_adj to -1000 ({}): the OOM killer may pick uzswapd; "
+                 "run it with CAP_SYS_RESOURCE or OOMScoreAdjust=-1000",
+                 ec.message());
+}
+
+}  // namespace uzswap
