@@ -31,7 +31,7 @@ serving_pid() {  # the serving process, as status reports it; waits through a re
 make_memcg $((128 << 20))
 outfile=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
 TEMP_FILES+=("$outfile")
-in_memcg "$WORKLOAD" 192 --rounds 3 >"$outfile" &
+in_memcg "$WORKLOAD" 192 --rounds 2 >"$outfile" &
 workload=$!
 
 # A watcher: the longest run of D state the workload went through.
@@ -81,7 +81,7 @@ sys.exit(0 if r['lost_pages'] == 0 and s['integrity_errors'] == 0 and r['serving
 " || fail "lost pages, integrity errors or missing restarts"
 
 # Live upgrade: five handovers under the same workload.
-in_memcg "$WORKLOAD" 192 --rounds 2 --seed 7 >"$outfile" &
+in_memcg "$WORKLOAD" 160 --rounds 1 --seed 7 >"$outfile" &
 workload=$!
 for i in 1 2 3 4 5; do
   sleep 1
