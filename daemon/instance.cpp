@@ -356,6 +356,9 @@ void Instance::update_root_hold() {
   bool hold = false;
   for (const CgroupId id : store_->cgroups())
     if (id != kRootCgroup && !store_->cgroup_policy(id).writeback) hold = true;
+  // A cgroup that got no id keeps its pages on the root's lists: if it said
+  // no writeback, the root's pages are held as well.
+  if (attribution_ && attribution_->untracked().writeback_off > 0) hold = true;
   if (hold != reclaimer_->hold_root())
     spdlog::info(hold ? "a cgroup has writeback off: pages not yet attributed are written back on request only"
                       : "no cgroup has writeback off: pressure reclaim takes unattributed pages too");
@@ -436,8 +439,24 @@ std::optional<CgroupId> Instance::find_cgroup(const std::string& path) const {
 void Instance::publish_cgroup_paths() {
   std::map<CgroupId, std::string> paths;
   for (const PersistedCgroup& c : store_->persisted_cgroups()) paths[c.id] = c.path;
+  CgroupIds ids;
+  if (attribution_) {
+    ids.live = attribution_->live_cgroups();
+    ids.free = attribution_->free_ids();
+    ids.untracked = attribution_->untracked();
+  }
   std::lock_guard guard(paths_lock_);
+  if (ids.untracked.count != cgroup_ids_.untracked.count) {
+    if (ids.untracked.count > 0)
+      spdlog::warn("cgroup ids: all {} in use: {} cgroup(s) untracked, their pages stay the root "
+                   "cgroup's ({} with writeback off: unattributed pages are held back from pressure "
+                   "reclaim; {} with a zswap maximum that cannot be enforced)",
+                   ids.live, ids.untracked.count, ids.untracked.writeback_off, ids.untracked.with_max);
+    else
+      spdlog::info("cgroup ids: every cgroup is tracked again");
+  }
   cgroup_paths_ = std::move(paths);
+  cgroup_ids_ = ids;
 }
 
 std::string Instance::cgroup_path(CgroupId id) const {
@@ -676,6 +695,14 @@ json Instance::status() const {
                        {"max_bytes", p.max_bytes}});
   }
   j["cgroups"] = cgroups;
+  {
+    std::lock_guard guard(paths_lock_);
+    j["cgroup_ids"] = {{"live", cgroup_ids_.live},
+                       {"free", cgroup_ids_.free},
+                       {"untracked", cgroup_ids_.untracked.count},
+                       {"untracked_writeback_off", cgroup_ids_.untracked.writeback_off},
+                       {"untracked_with_max", cgroup_ids_.untracked.with_max}};
+  }
   return j;
 }
 

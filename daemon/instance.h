@@ -76,6 +76,11 @@ class Instance {
   bool stuck_logged_ = false;
   mutable std::mutex paths_lock_;
   std::map<CgroupId, std::string> cgroup_paths_;  // guarded by paths_lock_
+  // The attribution's id use, as of its last pass; guarded by paths_lock_.
+  struct CgroupIds {
+    std::uint64_t live = 0, free = 0;
+    UntrackedCgroups untracked;
+  } cgroup_ids_;
   // set_setting writes config_'s live settings, status reads them.
   mutable std::mutex settings_lock_;
   Thread stale_writes_thread_;

@@ -184,6 +184,31 @@ TEST(Adoption, CgroupsAndTheirPolicyComeBack) {
   EXPECT_EQ(known[1].path, "/a/b");
 }
 
+TEST(Adoption, AReusedIdBelowItsParentsComesBackUnderThatParent) {
+  // Ids of removed cgroups are handed out again, so a child may have a
+  // lower id than its parent: adoption must add the parent first.
+  SharedState state = new_state();
+  {
+    PageStore first(options(), state);
+    ASSERT_TRUE(first.add_cgroup(1, kRootCgroup));
+    ASSERT_TRUE(first.add_cgroup(2, kRootCgroup));
+    first.set_next_cgroup_id(3);
+    ASSERT_TRUE(first.remove_cgroup(1));
+    ASSERT_EQ(first.release_cgroups({1}), std::vector<CgroupId>{1});
+    ASSERT_TRUE(first.add_cgroup(1, 2));  // reused, as a child of 2
+    first.set_cgroup_policy(1, {false, 0});
+    for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(first.store(s, page_of(s, 1)));
+    for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(first.set_slot_cgroup(s, 1));
+  }
+  SharedState again = reopen(state);
+  PageStore second(options(), again);
+  EXPECT_EQ(second.adoption().cgroups, 2u);
+  EXPECT_FALSE(second.cgroup_policy(1).writeback);
+  EXPECT_EQ(second.cgroup_stats(1).stored_pages, 4u);
+  ASSERT_TRUE(second.remove_cgroup(1));
+  EXPECT_EQ(second.cgroup_stats(2).stored_pages, 4u) << "its parent is 2, not the root";
+}
+
 TEST(Adoption, RefusesAStateOfAnotherLayout) {
   SharedState state = new_state();
   state.header().layout_version = kStateLayoutVersion + 1;

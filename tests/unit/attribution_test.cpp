@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 
@@ -81,10 +82,94 @@ TEST_F(AttributionTest, AGoneCgroupIsRemovedAndItsPagesGoToTheParent) {
   EXPECT_EQ(pass.removed_cgroups, 1u);
   EXPECT_FALSE(attribution.id_of("/a/b").has_value());
   EXPECT_EQ(store_.cgroup_stats(a).stored_pages, 1u) << "reparented";
-  // A directory made again at the same path is a new cgroup with a new id.
+  // A directory made again at the same path is a new cgroup: it starts
+  // empty and the old page stays with the parent (its id may be reused).
   make("/a/b");
   attribution.scan();
-  EXPECT_NE(*attribution.id_of("/a/b"), b);
+  const CgroupId again = *attribution.id_of("/a/b");
+  EXPECT_EQ(store_.cgroup_stats(again).stored_pages, 0u);
+  EXPECT_EQ(store_.cgroup_stats(a).stored_pages, 1u);
+}
+
+TEST_F(AttributionTest, TheIdOfARemovedCgroupIsHandedOutAgainFromTheNextPass) {
+  make("/a");
+  Attribution attribution(store_, {root_, 0, 1u << 20});
+  attribution.scan();
+  const CgroupId a = *attribution.id_of("/a");
+  std::array<std::byte, kPageSize> page{};
+  page[7] = std::byte{3};
+  ASSERT_TRUE(store_.store(9, page).has_value());
+  ASSERT_TRUE(store_.set_slot_cgroup(9, a));
+  store_.set_cgroup_policy(a, {false, 4096});
+  make("/b");  // in the same pass as the removal: gets another id
+  fs::remove_all(root_ + "/a");  // (after: a plain filesystem would give /b a's inode)
+  AttributionPass pass = attribution.scan();
+  EXPECT_EQ(pass.removed_cgroups, 1u);
+  EXPECT_EQ(pass.released_ids, 1u);
+  EXPECT_NE(*attribution.id_of("/b"), a);
+  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+  make("/c");  // the next pass: a's id is free again
+  attribution.scan();
+  const CgroupId c = *attribution.id_of("/c");
+  EXPECT_EQ(c, a);
+  EXPECT_EQ(store_.cgroup_stats(c).stored_pages, 0u) << "the old page is not the new cgroup's";
+  EXPECT_TRUE(store_.cgroup_policy(c).writeback) << "the old policy is not the new cgroup's";
+  EXPECT_EQ(store_.cgroup_policy(c).max_bytes, 0u);
+  // The page's entry was re-labelled: removing c moves nothing from it.
+  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+  std::array<std::byte, kPageSize> got{};
+  ASSERT_TRUE(store_.load(9, got).has_value());
+  EXPECT_EQ(got, page);
+  fs::remove_all(root_ + "/c");
+  attribution.scan();
+  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+}
+
+TEST_F(AttributionTest, CgroupsBeyondTheLastIdAreUntrackedAndCounted) {
+  AttributionOptions o{root_, 0, 1u << 20};
+  o.max_cgroups = 3;  // ids 1 and 2
+  make("/a");
+  make("/b");
+  Attribution attribution(store_, o);
+  EXPECT_EQ(attribution.scan().new_cgroups, 2u);
+  EXPECT_EQ(attribution.free_ids(), 0u);
+  make("/c");
+  write(root_ + "/c/memory.zswap.writeback", "0\n");
+  make("/d");
+  write(root_ + "/d/memory.zswap.max", "65536\n");
+  AttributionPass pass = attribution.scan();
+  EXPECT_EQ(pass.new_cgroups, 0u);
+  EXPECT_EQ(pass.untracked_cgroups, 2u);
+  EXPECT_EQ(attribution.untracked().writeback_off, 1u);
+  EXPECT_EQ(attribution.untracked().with_max, 1u);
+  EXPECT_FALSE(attribution.id_of("/c").has_value());
+  // An id comes free: from the pass after the release, one of them has it.
+  fs::remove_all(root_ + "/a");
+  EXPECT_EQ(attribution.scan().untracked_cgroups, 2u);
+  pass = attribution.scan();
+  EXPECT_EQ(pass.new_cgroups, 1u);
+  EXPECT_EQ(pass.untracked_cgroups, 1u);
+  EXPECT_EQ(attribution.untracked().writeback_off + attribution.untracked().with_max, 1u);
+  const auto c = attribution.id_of("/c");
+  if (c) {
+    EXPECT_FALSE(store_.cgroup_policy(*c).writeback) << "its own knob, once it has an id";
+  }
+}
+
+TEST_F(AttributionTest, IdsAnEarlierProcessRemovedButNeverReleasedAreFreed) {
+  make("/a");
+  {
+    Attribution first(store_, {root_, 0, 1u << 20});
+    first.scan();
+  }
+  const CgroupId a = static_cast<CgroupId>(store_.next_cgroup_id() - 1);
+  ASSERT_TRUE(store_.remove_cgroup(a));  // and the process died before releasing it
+  fs::remove_all(root_ + "/a");
+  Attribution second(store_, {root_, 0, 1u << 20});
+  second.scan();
+  make("/b");
+  second.scan();
+  EXPECT_EQ(*second.id_of("/b"), a);
 }
 
 TEST_F(AttributionTest, ProcessesThatDoNotExistAreSkipped) {

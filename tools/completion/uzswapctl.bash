@@ -58,6 +58,7 @@ _uzswapctl() {
     case ${words[i]} in
       --name) _uzswapctl_instance+=(--name "${words[i + 1]}"); ((i++)) ;;
       --run-dir) _uzswapctl_instance+=(--run-dir "${words[i + 1]}"); _uzswapctl_run_dir=${words[i + 1]}; ((i++)) ;;
+      --timeout) ((i++)) ;;
       -*) ;;
       *) command=${words[i]}; command_at=$i; break ;;
     esac
@@ -67,14 +68,14 @@ _uzswapctl() {
     --name) _uzswapctl_reply "$(_uzswapctl_names)" "$cur"; return ;;
     --run-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
     --cgroup) _uzswapctl_reply "$(_uzswapctl_cgroup_paths)" "$cur"; return ;;
-    --pages|--interval|--iterations) return ;;
+    --pages|--interval|--iterations|--timeout) return ;;
   esac
 
   if [[ -z $command ]]; then
     if [[ $cur == -* ]]; then
-      _uzswapctl_reply "--help --version --name --run-dir" "$cur"
+      _uzswapctl_reply "--help --version --name --run-dir --timeout" "$cur"
     else
-      _uzswapctl_reply "status cgroups set writeback attribute stats top" "$cur"
+      _uzswapctl_reply "status cgroups set writeback attribute restart stats top" "$cur"
     fi
     return
   fi
@@ -83,7 +84,7 @@ _uzswapctl() {
     status|cgroups) _uzswapctl_reply "--json --help" "$cur" ;;
     stats) _uzswapctl_reply "--prometheus --help" "$cur" ;;
     top) _uzswapctl_reply "--interval --iterations --help" "$cur" ;;
-    attribute) _uzswapctl_reply "--help" "$cur" ;;
+    attribute|restart) _uzswapctl_reply "--help" "$cur" ;;
     writeback) _uzswapctl_reply "--pages --cgroup --help" "$cur" ;;
     set)
       # set KEY VALUE: which positional is the cursor on?

@@ -287,6 +287,10 @@ std::string format_prometheus(const json& s) {
   for (const char* reason : {"pool_full", "alloc_failed"})
     out << "uzswap_rejects_total{name=\"" << name << "\",reason=\"" << reason << "\"} "
         << u64(rejects, reason) << '\n';
+  const json& ids = object(s, "cgroup_ids");
+  metric("cgroup_ids_free", "gauge", "Cgroup ids free to hand out.", u64(ids, "free"));
+  metric("cgroups_untracked", "gauge", "Cgroups that got no id (all in use): their pages count as the root's.",
+         u64(ids, "untracked"));
   out << "# TYPE uzswap_cgroup_stored_pages gauge\n# HELP uzswap_cgroup_stored_pages Pages stored per cgroup.\n";
   for (const auto& cg : array(s, "cgroups")) {
     const json& path = field(cg, "path");

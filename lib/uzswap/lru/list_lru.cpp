@@ -45,6 +45,7 @@ ListLru::ListLru(std::uint32_t items, unsigned nodes)
 
 ListLru::~ListLru() {
   for (unsigned i = 0; i < kMaxCgroups; ++i) delete cgroups_[i].load(std::memory_order_relaxed);
+  for (Cgroup* c : released_) delete c;
 }
 
 bool ListLru::add_cgroup(CgroupId cgroup, CgroupId parent) {
@@ -53,8 +54,9 @@ bool ListLru::add_cgroup(CgroupId cgroup, CgroupId parent) {
   Cgroup* p = cgroups_[parent].load(std::memory_order_acquire);
   if (p == nullptr || !p->live.load(std::memory_order_acquire)) return false;
   if (Cgroup* existing = cgroups_[cgroup].load(std::memory_order_acquire)) {
-    // A removed id is never reused: entries may still carry it, and they
-    // must keep resolving to the lists their items were spliced into.
+    // A removed id is not added again until it is released: entries may
+    // still carry it, and they must keep resolving to the lists their items
+    // were spliced into.
     return existing->live.load(std::memory_order_acquire) && existing->parent == parent;
   }
   auto* c = new Cgroup;
@@ -94,6 +96,16 @@ bool ListLru::remove_cgroup(CgroupId cgroup) {
     from.dead.store(true, std::memory_order_release);
   }
   c->live.store(false, std::memory_order_release);
+  return true;
+}
+
+bool ListLru::release_cgroup(CgroupId cgroup) {
+  std::lock_guard guard(cgroups_lock_);
+  if (cgroup == kRootCgroup) return false;
+  Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
+  if (c == nullptr || c->live.load(std::memory_order_acquire)) return false;
+  released_.push_back(c);
+  cgroups_[cgroup].store(nullptr, std::memory_order_release);
   return true;
 }
 

@@ -7,7 +7,9 @@
 // added (its ancestors must exist, so reparenting always has a target); the
 // root cgroup (id 0) always exists. Removing a cgroup splices each of its
 // lists onto its parent's in O(1) and redirects its id to the parent, like
-// the kernel reparenting a memcg's list_lru and objcg.
+// the kernel reparenting a memcg's list_lru and objcg. Once no item is
+// added under a removed id any more (the page store re-labels its entries
+// first), release_cgroup() forgets it and the id can be added again.
 //
 // Locking. One mutex per list guards the list and the links and referenced
 // bit of every item on it. The cgroup table is guarded by cgroups_lock_;
@@ -21,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "uzswap/common/mapped_array.h"
 
@@ -64,6 +67,12 @@ class ListLru {
   // Its live children must have been removed first. False for the root or
   // an unknown id.
   bool remove_cgroup(CgroupId cgroup);
+  // Forgets a removed cgroup, so that its id can be added again (as a new
+  // cgroup). The caller guarantees that nothing adds, deletes or looks up
+  // items under this id any more; a lookup that still comes resolves to the
+  // root. Its lists are kept until destruction (a walker that raced the
+  // removal may still hold one). False if the id is live or unknown.
+  bool release_cgroup(CgroupId cgroup);
   bool has_cgroup(CgroupId cgroup) const noexcept;
   // The live cgroup whose lists hold items added under `cgroup`.
   CgroupId resolve(CgroupId cgroup) const noexcept;
@@ -127,6 +136,7 @@ class ListLru {
   MappedArray<std::uint64_t> links_;  // per item: prev:32 | next:31 | referenced:1
   mutable std::mutex cgroups_lock_;
   std::unique_ptr<std::atomic<Cgroup*>[]> cgroups_;
+  std::vector<Cgroup*> released_;  // under cgroups_lock_; deleted with the lru
 };
 
 }  // namespace uzswap

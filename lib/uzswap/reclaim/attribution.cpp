@@ -23,7 +23,23 @@ Attribution::Attribution(PageStore& store, AttributionOptions options)
   // same directories keep their ids (entries carry them).
   for (const PersistedCgroup& c : store_.persisted_cgroups())
     if (c.inode != 0) known_[static_cast<ino_t>(c.inode)] = {c.id, c.path};
-  next_id_ = static_cast<unsigned>(std::max<std::uint64_t>(1, store_.next_cgroup_id()));
+  next_id_ = static_cast<unsigned>(std::clamp<std::uint64_t>(store_.next_cgroup_id(), 1, options_.max_cgroups));
+  for (const CgroupId id : store_.free_cgroup_ids())
+    if (id < options_.max_cgroups) free_ids_.push_back(id);
+  // Removed by a process that died before it released them.
+  released_ = store_.release_cgroups(store_.removed_cgroup_ids());
+}
+
+std::optional<CgroupId> Attribution::take_id() {
+  if (!free_ids_.empty()) {
+    const CgroupId id = free_ids_.back();
+    free_ids_.pop_back();
+    return id;
+  }
+  if (next_id_ >= options_.max_cgroups) return std::nullopt;
+  const auto id = static_cast<CgroupId>(next_id_++);
+  store_.set_next_cgroup_id(next_id_);
+  return id;
 }
 
 std::optional<std::string> Attribution::path_of(CgroupId id) const {
@@ -52,6 +68,10 @@ void Attribution::sync_tree(AttributionPass& pass) {
   struct stat root_st {};
   if (stat(options_.cgroup_root.c_str(), &root_st) != 0) return;
   std::error_code ec;
+  // Ids released by the last pass are free now.
+  free_ids_.insert(free_ids_.end(), released_.begin(), released_.end());
+  released_.clear();
+  UntrackedCgroups untracked;
   // Pre-order: a parent is always seen before its children.
   for (auto it = fs::recursive_directory_iterator(options_.cgroup_root,
                                                    fs::directory_options::skip_permission_denied, ec);
@@ -62,35 +82,49 @@ void Attribution::sync_tree(AttributionPass& pass) {
       continue;  // vanished meanwhile
     const std::string rel = "/" + fs::relative(it->path(), options_.cgroup_root, ec).string();
     seen[st.st_ino] = {rel, parent_st.st_ino};
-    if (known_.contains(st.st_ino) || next_id_ >= kMaxCgroups) continue;
-    const CgroupId parent = parent_st.st_ino == root_st.st_ino ? kRootCgroup
-                            : known_.contains(parent_st.st_ino) ? known_[parent_st.st_ino].id
-                                                                : kRootCgroup;
-    const auto id = static_cast<CgroupId>(next_id_);
-    if (!store_.add_cgroup(id, parent)) continue;
-    ++next_id_;
-    store_.set_next_cgroup_id(next_id_);
-    store_.record_cgroup_identity(id, st.st_ino, rel);
-    known_[st.st_ino] = {id, rel};
-    ++pass.new_cgroups;
+    if (known_.contains(st.st_ino)) continue;
     // The kernel's own per-cgroup zswap knobs, where it has them, are the defaults.
     CgroupPolicy policy;
     const std::string writeback = read_text_file(it->path().string() + "/memory.zswap.writeback");
     if (!writeback.empty()) policy.writeback = writeback[0] != '0';
     const std::string max = read_text_file(it->path().string() + "/memory.zswap.max");
     if (!max.empty() && max.rfind("max", 0) != 0) policy.max_bytes = std::strtoull(max.c_str(), nullptr, 10);
-    store_.set_cgroup_policy(id, policy);
+    const CgroupId parent = parent_st.st_ino == root_st.st_ino ? kRootCgroup
+                            : known_.contains(parent_st.st_ino) ? known_[parent_st.st_ino].id
+                                                                : kRootCgroup;
+    const std::optional<CgroupId> id = take_id();
+    if (!id) {
+      // Every id is live: the cgroup's pages stay the root's. What it asked
+      // for is still known, so that it is not silently ignored.
+      ++untracked.count;
+      if (!policy.writeback) ++untracked.writeback_off;
+      if (policy.max_bytes != 0) ++untracked.with_max;
+      continue;
+    }
+    if (!store_.add_cgroup(*id, parent)) {
+      free_ids_.push_back(*id);
+      continue;
+    }
+    store_.record_cgroup_identity(*id, st.st_ino, rel);
+    known_[st.st_ino] = {*id, rel};
+    ++pass.new_cgroups;
+    store_.set_cgroup_policy(*id, policy);
   }
+  untracked_ = untracked;
+  pass.untracked_cgroups = untracked.count;
   // Gone since the last pass: deepest first, so children go before parents.
   std::vector<std::pair<std::size_t, ino_t>> gone;
   for (const auto& [ino, k] : known_)
     if (!seen.contains(ino)) gone.emplace_back(std::count(k.path.begin(), k.path.end(), '/'), ino);
   std::sort(gone.rbegin(), gone.rend());
+  std::vector<CgroupId> removed;
   for (const auto& [depth, ino] : gone) {
-    store_.remove_cgroup(known_[ino].id);
+    if (store_.remove_cgroup(known_[ino].id)) removed.push_back(known_[ino].id);
     known_.erase(ino);
     ++pass.removed_cgroups;
   }
+  released_ = store_.release_cgroups(removed);
+  pass.released_ids = released_.size();
 }
 
 void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pass) {

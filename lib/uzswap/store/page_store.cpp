@@ -371,20 +371,31 @@ void PageStore::adopt() {
   // 1. Changes a dead process left half done: their old entries come back.
   report.rolled_back = table_.roll_back_torn();
 
-  // 2. The cgroup registry: live cgroups in id order (a parent's id is
-  //    always lower: the attribution walks the tree parents first).
+  // 2. The cgroup registry: live cgroups, each after its parent (ids are
+  //    reused, so a child's id may be lower than its parent's).
   CgroupRecord* records = state_->cgroups();
   set_cgroup_policy(kRootCgroup, {records[0].writeback != 0, records[0].max_bytes});
-  for (unsigned id = 1; id < kMaxCgroups; ++id) {
-    const CgroupRecord& r = records[id];
-    if (!r.used || !r.live) continue;
-    if (!records[r.parent].live || !add_cgroup(static_cast<CgroupId>(id), r.parent)) {
-      records[id].live = 0;  // an orphan: its pages go to the nearest live ancestor
-      continue;
-    }
-    set_cgroup_policy(static_cast<CgroupId>(id), {r.writeback != 0, r.max_bytes});
-    ++report.cgroups;
+  std::vector<CgroupId> pending;
+  for (unsigned id = 1; id < kMaxCgroups; ++id)
+    if (records[id].used && records[id].live) pending.push_back(static_cast<CgroupId>(id));
+  for (bool progress = true; progress && !pending.empty();) {
+    progress = false;
+    std::erase_if(pending, [&](CgroupId id) {
+      const CgroupRecord& r = records[id];
+      if (r.parent != kRootCgroup && !lru_.has_cgroup(r.parent)) return false;  // parent first
+      progress = true;
+      if (!add_cgroup(id, r.parent)) {
+        records[id].live = 0;
+        return true;
+      }
+      set_cgroup_policy(id, {r.writeback != 0, r.max_bytes});
+      ++report.cgroups;
+      return true;
+    });
   }
+  // Orphans (a parent that is not live): their pages go to the nearest
+  // live ancestor.
+  for (const CgroupId id : pending) records[id].live = 0;
   const auto live_ancestor = [&](unsigned id) {
     for (unsigned hops = 0; id != kRootCgroup && !records[id].live && hops < kMaxCgroups; ++hops)
       id = records[id].parent;

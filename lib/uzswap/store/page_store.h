@@ -166,6 +166,17 @@ class PageStore {
   // Cgroups (ids from the attribution; 0 is the root and always exists).
   bool add_cgroup(CgroupId cgroup, CgroupId parent);
   bool remove_cgroup(CgroupId cgroup);  // its entries go to the parent's lists
+  // Makes removed ids free to be handed out again: every entry still
+  // carrying one of them is re-labelled with the live cgroup it resolves to
+  // (one pass over the slot table, a stripe lock at a time), then the ids
+  // are forgotten by the lists and the shared registry. Ids that are live
+  // or unknown are left alone. Returns the ids released. One caller at a
+  // time, and the only one that hands out ids (the attribution).
+  std::vector<CgroupId> release_cgroups(const std::vector<CgroupId>& removed);
+  // Ids below next_cgroup_id() that were handed out, removed and never
+  // released (a process died between the two), and ids free to hand out.
+  std::vector<CgroupId> removed_cgroup_ids() const;
+  std::vector<CgroupId> free_cgroup_ids() const;
   std::vector<CgroupId> cgroups() const;
   void set_cgroup_policy(CgroupId cgroup, const CgroupPolicy& policy) noexcept;
   CgroupPolicy cgroup_policy(CgroupId cgroup) const noexcept;

@@ -111,6 +111,65 @@ bool PageStore::remove_cgroup(CgroupId cgroup) {
   return true;
 }
 
+std::vector<CgroupId> PageStore::release_cgroups(const std::vector<CgroupId>& removed) {
+  std::vector<CgroupId> released;
+  std::vector<CgroupId> target(kMaxCgroups, kRootCgroup);
+  std::vector<bool> dead(kMaxCgroups, false);
+  for (const CgroupId id : removed) {
+    if (id == kRootCgroup || lru_.has_cgroup(id) || !state_->cgroups()[id].used) continue;
+    dead[id] = true;
+    target[id] = lru_.resolve(id);
+    released.push_back(id);
+  }
+  if (released.empty()) return released;
+  // Re-label: the entries' lists and counters are the target's already
+  // (remove_cgroup moved both), so only the id in the entry changes. Not a
+  // store: no version change, and a writeback in flight completes as usual.
+  for (Slot first = 0; first < table_.size(); first += SlotTable::kRun) {
+    std::lock_guard guard(table_.lock_for(first));
+    const Slot end = std::min<Slot>(first + SlotTable::kRun, table_.size());
+    for (Slot slot = first; slot < end; ++slot) {
+      const SlotEntry& entry = table_.entryLocked(slot);
+      if (entry.slot_state() == SlotState::empty || !dead[entry.cgroup]) continue;
+      SlotEntry next = entry;
+      next.cgroup = target[entry.cgroup];
+      table_.publishLocked(slot, next);
+    }
+  }
+  for (const CgroupId id : released) {
+    lru_.release_cgroup(id);
+    CgroupRecord& record = state_->cgroups()[id];
+    record.live = 0;
+    record.inode = 0;
+    record.path[0] = '\0';
+    record.writeback = 1;
+    record.max_bytes = 0;
+    record.parent = kRootCgroup;
+    record.used = 0;  // last: the id is free from here on
+    cgroup_counters_[id].writeback.store(true, std::memory_order_relaxed);
+    cgroup_counters_[id].max_bytes.store(0, std::memory_order_relaxed);
+  }
+  return released;
+}
+
+std::vector<CgroupId> PageStore::removed_cgroup_ids() const {
+  std::vector<CgroupId> out;
+  const CgroupRecord* records = state_->cgroups();
+  const std::uint64_t next = std::min<std::uint64_t>(state_->header().next_cgroup_id, kMaxCgroups);
+  for (std::uint64_t id = 1; id < next; ++id)
+    if (records[id].used && !lru_.has_cgroup(static_cast<CgroupId>(id))) out.push_back(static_cast<CgroupId>(id));
+  return out;
+}
+
+std::vector<CgroupId> PageStore::free_cgroup_ids() const {
+  std::vector<CgroupId> out;
+  const CgroupRecord* records = state_->cgroups();
+  const std::uint64_t next = std::min<std::uint64_t>(state_->header().next_cgroup_id, kMaxCgroups);
+  for (std::uint64_t id = 1; id < next; ++id)
+    if (!records[id].used) out.push_back(static_cast<CgroupId>(id));
+  return out;
+}
+
 std::vector<CgroupId> PageStore::cgroups() const {
   std::lock_guard guard(cgroups_lock_);
   return cgroups_;
