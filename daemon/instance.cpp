@@ -140,6 +140,7 @@ void Instance::start() {
         spdlog::info("{} slots written by the dead process are writable again", store_->release_stale_file_writes());
       });
     }
+    start_wipe();
     shrinker_ = std::make_unique<ShrinkWorker>(*store_, ShrinkWorkerOptions{});
     store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
     start_reclaim();
@@ -512,6 +513,7 @@ void Instance::serve() {
       if (stuck && !stuck_logged_) spdlog::critical("a FUSE request has been served for {} s: not feeding the watchdog",
                                                     std::chrono::duration_cast<std::chrono::seconds>(health.longest_busy).count());
       stuck_logged_ = stuck;
+      log_integrity_errors();
       sd_notifyf(0, "%sSTATUS=%s", watchdog && !stuck ? "WATCHDOG=1\n" : "", summary().c_str());
     }
     if (fds[0].revents & POLLIN) {
@@ -529,6 +531,48 @@ void Instance::serve() {
   }
   close(sfd);
   close(tfd);
+}
+
+void Instance::start_wipe() {
+  // Freed pages do not stay in the backing file: a block whose page the
+  // kernel discarded (or stored anew) is overwritten with zeros, in the
+  // background, a second at most after it was freed.
+  wipe_thread_ = Thread("uzswap-wipe", [this] {
+    std::unique_lock guard(wipe_lock_);
+    while (!wipe_stop_) {
+      guard.unlock();
+      store_->wipe_freed(16384);
+      guard.lock();
+      wipe_wakeup_.wait_for(guard, std::chrono::seconds(1), [this] { return wipe_stop_; });
+    }
+  });
+}
+
+void Instance::stop_wipe() noexcept {
+  if (!wipe_thread_.joinable()) return;
+  {
+    std::lock_guard guard(wipe_lock_);
+    wipe_stop_ = true;
+  }
+  wipe_wakeup_.notify_all();
+  wipe_thread_.join();
+}
+
+void Instance::log_integrity_errors() {
+  // The request path notes damaged pages; the log line is written here.
+  const IntegrityLog& log = store_->integrity_log();
+  const std::uint64_t count = log.count();
+  if (count == integrity_logged_) return;
+  const std::uint64_t from = std::max(integrity_logged_, count - std::min<std::uint64_t>(count, IntegrityLog::kKept));
+  if (from > integrity_logged_)
+    spdlog::error("integrity: {} more damaged page(s) not listed", from - integrity_logged_);
+  for (std::uint64_t n = from; n < count; ++n) {
+    const auto [slot, from_file] = log.at(n);
+    spdlog::error("integrity: the page in slot {} came back damaged from the {} (checksum mismatch): "
+                  "answered with an I/O error, never with wrong bytes",
+                  slot, from_file ? "backing file (offset " + std::to_string(slot * kPageSize) + ")" : "pool");
+  }
+  integrity_logged_ = count;
 }
 
 bool Instance::try_stop() {
@@ -579,6 +623,7 @@ void Instance::teardown() noexcept {
   server_.reset();
   reclaimer_.reset();
   shrinker_.reset();
+  stop_wipe();
   stale_writes_thread_ = Thread();
   std::error_code ignored;
   std::filesystem::remove(config_.device_link(), ignored);
@@ -651,7 +696,9 @@ json Instance::status() const {
              {"raced", s.writeback_raced},
              {"direct_writes", s.direct_writes},
              {"backing_reads", s.backing_reads},
-             {"backing_read_errors", s.backing_read_errors}};
+             {"backing_read_errors", s.backing_read_errors},
+             {"wiped_pages", s.wiped_pages},
+             {"wipe_pending", store_->wipe_pending()}};
   if (shrinker_) {
     const ShrinkWorkerStats w = shrinker_->stats();
     wb["worker"] = {{"wakeups", w.wakeups}, {"runs", w.runs}, {"written", w.written},
@@ -674,6 +721,7 @@ json Instance::status() const {
   j["read_pages"] = f.read_pages;
   j["written_pages"] = f.written_pages;
   j["write_errors"] = f.write_errors;
+  j["read_errors"] = f.read_errors;
   j["bad_requests"] = f.bad_requests;
   j["load_errors"] = s.load_errors;
   j["integrity_errors"] = s.integrity_errors + s.load_errors;

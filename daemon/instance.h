@@ -74,6 +74,14 @@ class Instance {
   std::unique_ptr<SharedState> state_;  // outlives the store made on it
   std::atomic<bool> restart_requested_{false};
   bool stuck_logged_ = false;
+  std::uint64_t integrity_logged_ = 0;  // IntegrityLog entries logged so far
+  void log_integrity_errors();
+  void start_wipe();
+  void stop_wipe() noexcept;
+  Thread wipe_thread_;  // PageStore::wipe_freed, with a backing file
+  std::mutex wipe_lock_;
+  std::condition_variable wipe_wakeup_;
+  bool wipe_stop_ = false;  // guarded by wipe_lock_
   mutable std::mutex paths_lock_;
   std::map<CgroupId, std::string> cgroup_paths_;  // guarded by paths_lock_
   // The attribution's id use, as of its last pass; guarded by paths_lock_.

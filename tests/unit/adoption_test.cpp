@@ -110,7 +110,9 @@ TEST(Adoption, AHalfDoneChangeIsRolledBack) {
   const std::size_t stripe = (7 / SlotTable::kRun) % SlotTable::kStripes;
   JournalRecord& record = state.journal()[stripe];
   record.old = state.slots()[7];
+  record.old_checksum = state.checksums()[7];
   record.armed_slot = 7 + 1;
+  state.checksums()[7] = 0x12345678;
   state.slots()[7].value = 0xdeadbeefdeadbeef;
   state.slots()[7].length = 77;
   SharedState again = reopen(state);

@@ -348,3 +348,24 @@ TEST(FuseServer, AFullPoolFailsWritesWithEnospc) {
 
 }  // namespace
 }  // namespace uzswap
+
+namespace uzswap {
+namespace {
+
+TEST_F(FuseServerTest, ADamagedPageEndsTheReadThereAndTheGoodOnesBeforeItAreAnswered) {
+  const auto data = pages(4, 500);
+  ASSERT_EQ(write_pages(0, data), 0);
+  store_.shared_state().checksums()[2] ^= 1;  // slot 2's bytes no longer match
+  ASSERT_EQ(read_pages(0, 4 * kPageSize), 0);
+  ASSERT_EQ(body_.size(), 2 * kPageSize) << "a short read: pages 0 and 1";
+  EXPECT_EQ(0, std::memcmp(body_.data(), data.data(), 2 * kPageSize));
+  // The kernel asks again from the bad page: that one fails alone.
+  EXPECT_EQ(read_pages(2 * kPageSize, 2 * kPageSize), -EIO);
+  ASSERT_EQ(read_pages(3 * kPageSize, kPageSize), 0);
+  EXPECT_EQ(0, std::memcmp(body_.data(), data.data() + 3 * kPageSize, kPageSize));
+  EXPECT_EQ(server_.stats().read_errors, 2u);
+  EXPECT_EQ(store_.stats().integrity_errors, 2u);
+}
+
+}  // namespace
+}  // namespace uzswap

@@ -265,10 +265,11 @@ TEST(PageStore, StatsAddUp) {
   EXPECT_GE(st.pool_bytes, st.pool.span_bytes);
 }
 
-TEST(SlotTable, EntriesAreSixteenBytes) {
-  EXPECT_EQ(SlotTable::bytes_per_slot(), 16u);
+TEST(SlotTable, EntriesAreSixteenBytesWithAFourByteChecksum) {
+  EXPECT_EQ(sizeof(SlotEntry), 16u);
+  EXPECT_EQ(SlotTable::bytes_per_slot(), 20u);
   SharedState state = SharedState::create({1000, 1, ZPool::region_bytes_for(0)});
-  SlotTable table(state.slots(), state.journal(), 1000);
+  SlotTable table(state.slots(), state.checksums(), state.journal(), 1000);
   EXPECT_EQ(table.size(), 1000u);
   EXPECT_GE(table.bytes(), 1000u * 16u);
   std::lock_guard guard(table.lock_for(999));
@@ -276,8 +277,8 @@ TEST(SlotTable, EntriesAreSixteenBytes) {
 }
 
 TEST(SlotTable, RefusesEmptyAndOversizedTables) {
-  EXPECT_THROW(SlotTable(nullptr, nullptr, 0), std::system_error);
-  EXPECT_THROW(SlotTable(nullptr, nullptr, std::uint64_t{1} << 33), std::system_error);
+  EXPECT_THROW(SlotTable(nullptr, nullptr, nullptr, 0), std::system_error);
+  EXPECT_THROW(SlotTable(nullptr, nullptr, nullptr, std::uint64_t{1} << 33), std::system_error);
 }
 
 }  // namespace

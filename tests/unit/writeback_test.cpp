@@ -3,7 +3,10 @@
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <optional>
+#include <chrono>
 #include <thread>
 
 #include "uzswap/backing/backing_store.h"
@@ -331,6 +334,134 @@ TEST_F(WritebackTest, RemovingACgroupHandsItsPagesToTheParent) {
   ASSERT_TRUE(store_.store(0, page_of(77)).has_value());
   EXPECT_EQ(load(0), page_of(77));
   EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+}
+
+}  // namespace
+}  // namespace uzswap
+
+namespace uzswap {
+namespace {
+
+// Integrity: every page's checksum is taken when it is stored and checked
+// whenever its bytes come back, from the pool or from the backing file.
+
+TEST_F(WritebackTest, ABlockDamagedInTheBackingFileIsAnErrorNeverWrongBytes) {
+  for (Slot s = 0; s < 8; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
+  ASSERT_EQ(shrink_all(8).written, 8u);
+  faulty_.corrupt_reads(true);
+  Page p;
+  const auto r = store_.load(3, p);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error(), LoadError::corrupt);
+  EXPECT_EQ(store_.stats().integrity_errors, 1u);
+  ASSERT_EQ(store_.integrity_log().count(), 1u);
+  EXPECT_EQ(store_.integrity_log().at(0), std::make_pair(std::uint64_t{3}, true));
+  faulty_.corrupt_reads(false);
+  EXPECT_EQ(load(3), page_of(3)) << "the block itself was fine: only that read was damaged";
+}
+
+TEST_F(WritebackTest, APageDamagedInThePoolIsNeitherReadNorWrittenBack) {
+  for (Slot s = 0; s < 8; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
+  store_.shared_state().checksums()[5] ^= 1;  // as if its bytes had changed
+  Page p;
+  const auto r = store_.load(5, p);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error(), LoadError::corrupt);
+  const WritebackResult w = shrink_all(8);
+  EXPECT_EQ(w.written, 7u) << "the damaged page is not moved to the file";
+  EXPECT_EQ(w.failed, 1u);
+  EXPECT_FALSE(store_.load(5, p).has_value()) << "still an error, from the pool";
+  EXPECT_EQ(store_.stats().integrity_errors, 3u);
+  for (Slot s = 0; s < 8; ++s) {
+    if (s != 5) {
+      EXPECT_EQ(load(s), page_of(s)) << s;
+    }
+  }
+}
+
+TEST_F(WritebackTest, AWrittenBackPageBeingOverwrittenIsNeverReadTorn) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 1;  // once one page is in, every store goes straight to the file
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  ASSERT_TRUE(store.store(100, page_of(100)));
+  ASSERT_EQ(store.store(5, page_of(1)), StoredAs::written_back);
+  // Slot 5 is stored anew; while that write is in flight (no slot lock
+  // held), a read of slot 5 must not see a half-written block: it waits for
+  // the write and returns the new page.
+  std::thread reader;
+  Page during{};
+  bool read_ok = false;
+  faulty_.on_next_write([&] {
+    reader = std::thread([&] { read_ok = store.load(5, during).has_value(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // it is waiting now
+  });
+  ASSERT_EQ(store.store(5, page_of(2)), StoredAs::written_back);
+  reader.join();
+  EXPECT_TRUE(read_ok);
+  EXPECT_EQ(during, page_of(2)) << "never the torn or the old block";
+  Page p;
+  ASSERT_TRUE(store.load(5, p).has_value());
+  EXPECT_EQ(p, page_of(2));
+}
+
+TEST_F(WritebackTest, ALoadRacingAStoreDuringTheFileReadReturnsTheNewPage) {
+  for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
+  ASSERT_EQ(shrink_all(4).written, 4u);
+  // The file read runs without the slot lock: a store that lands meanwhile
+  // makes the load start over and return what is there now.
+  faulty_.on_next_read([&] { ASSERT_TRUE(store_.store(2, page_of(77))); });
+  LoadedFrom from{};
+  EXPECT_EQ(load(2, &from), page_of(77));
+  EXPECT_EQ(from, LoadedFrom::pool);
+  EXPECT_EQ(store_.stats().integrity_errors, 0u);
+}
+
+TEST_F(WritebackTest, FreedWrittenBackPagesAreWipedFromTheFile) {
+  for (Slot s = 0; s < 12; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
+  ASSERT_EQ(shrink_all(12).written, 12u);
+  ASSERT_TRUE(store_.invalidate(0, 4));          // discarded by the kernel
+  ASSERT_TRUE(store_.invalidate(5, 1));          // discarded, then written back anew:
+  ASSERT_TRUE(store_.store(5, page_of(50)));
+  ASSERT_EQ(shrink_all(1).written, 1u);          // its block is live again
+  ASSERT_TRUE(store_.store(4, page_of(40)));     // replaced by a page in the pool
+  EXPECT_EQ(store_.wipe_pending(), 6u);
+  EXPECT_EQ(store_.wipe_freed(1000), 5u);
+  EXPECT_EQ(store_.wipe_pending(), 0u);
+  EXPECT_EQ(store_.stats().wiped_pages, 5u);
+  const Page zero{};
+  for (Slot s = 0; s < 5; ++s) {
+    Page block;
+    ASSERT_FALSE(file_.read(s, block));
+    EXPECT_EQ(block, zero) << "slot " << s << ": the freed page is gone from the disk";
+  }
+  EXPECT_EQ(load(4), page_of(40));
+  EXPECT_EQ(load(5), page_of(50));
+  for (Slot s = 6; s < 12; ++s) EXPECT_EQ(load(s), page_of(s));
+  EXPECT_EQ(store_.wipe_freed(1000), 0u);
+}
+
+TEST_F(WritebackTest, AFailedWriteOverAWrittenBackPageNeverReadsAsWrongBytes) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 1;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  ASSERT_TRUE(store.store(100, page_of(100)));
+  ASSERT_EQ(store.store(5, page_of(1)), StoredAs::written_back);
+  // A write that fails after tearing the block: half the new page landed.
+  faulty_.on_next_write([&] {
+    Page half = page_of(1);
+    std::memcpy(half.data(), page_of(2).data(), kPageSize / 2);
+    PageWrite w{5, half.data(), 0};
+    file_.write(std::span(&w, 1));
+    faulty_.fail_writes(EIO);
+  });
+  EXPECT_FALSE(store.store(5, page_of(2)).has_value());
+  faulty_.fail_writes(0);
+  Page p;
+  const auto r = store.load(5, p);
+  ASSERT_FALSE(r.has_value()) << "the torn block fails its checksum";
+  EXPECT_EQ(r.error(), LoadError::corrupt);
 }
 
 }  // namespace

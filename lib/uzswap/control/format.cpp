@@ -282,6 +282,10 @@ std::string format_prometheus(const json& s) {
   metric("loads", "counter", "Pages loaded since start.", u64(s, "loads"));
   metric("discarded_pages", "counter", "Pages discarded by the kernel.", u64(s, "discarded_pages"));
   metric("pool_limit_hits", "counter", "Times the pool reached its limit.", u64(s, "pool_limit_hits"));
+  metric("integrity_errors", "counter", "Loads refused because the page's bytes failed their checksum.",
+         u64(s, "integrity_errors"));
+  metric("read_errors", "counter", "Read requests that stopped at a page that could not be served.",
+         u64(s, "read_errors"));
   const json& rejects = object(s, "rejects");
   out << "# TYPE uzswap_rejects counter\n# HELP uzswap_rejects Stores refused, by reason.\n";
   for (const char* reason : {"pool_full", "alloc_failed"})

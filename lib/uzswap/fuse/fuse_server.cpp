@@ -188,8 +188,14 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       std::byte* data = reply.data() + sizeof(fuse_out_header);
       for (std::uint64_t off = start; off < end; off += kPageSize, data += kPageSize) {
         if (!store_.load(off / kPageSize, PageBuffer(data, kPageSize))) {
-          // Stored data that does not decode: report it, never make it up.
-          return reply_error(reply, unique, EIO);
+          // Damaged or unreadable stored data: report it, never make it up.
+          // The good pages before it are answered (a short read: the loop
+          // driver completes them and asks again from the bad one, which
+          // then fails alone).
+          read_errors_.fetch_add(1, std::memory_order_relaxed);
+          if (off == start) return reply_error(reply, unique, EIO);
+          read_pages_.fetch_add((off - start) / kPageSize, std::memory_order_relaxed);
+          return reply_header(reply, unique, 0, off - start);
         }
       }
       read_pages_.fetch_add((end - start) / kPageSize, std::memory_order_relaxed);
@@ -278,6 +284,7 @@ FuseStats FuseServer::stats() const noexcept {
   s.discarded_pages = discarded_pages_.load(std::memory_order_relaxed);
   s.discard_requests = discard_requests_.load(std::memory_order_relaxed);
   s.write_errors = write_errors_.load(std::memory_order_relaxed);
+  s.read_errors = read_errors_.load(std::memory_order_relaxed);
   s.bad_requests = bad_requests_.load(std::memory_order_relaxed);
   s.unsupported = unsupported_.load(std::memory_order_relaxed);
   s.initialized = initialized_.load(std::memory_order_relaxed);

@@ -42,6 +42,7 @@ struct FuseStats {
   std::uint64_t discarded_pages = 0;   // slots freed by PUNCH_HOLE / ZERO_RANGE
   std::uint64_t discard_requests = 0;
   std::uint64_t write_errors = 0;      // writes refused (pool full, no memory)
+  std::uint64_t read_errors = 0;       // reads that stopped at a page that failed (EIO)
   std::uint64_t bad_requests = 0;      // malformed, unaligned, out of range
   std::uint64_t unsupported = 0;       // opcodes answered with ENOSYS
   bool initialized = false;            // INIT handshake done
@@ -77,7 +78,7 @@ class FuseServer {
   PageStore& store_;
   FuseConfig config_;
   std::atomic<std::uint64_t> requests_{0}, read_pages_{0}, written_pages_{0},
-      discarded_pages_{0}, discard_requests_{0}, write_errors_{0}, bad_requests_{0},
+      discarded_pages_{0}, discard_requests_{0}, write_errors_{0}, read_errors_{0}, bad_requests_{0},
       unsupported_{0};
   std::atomic<bool> initialized_{false};
   std::atomic<bool> uring_{false};

@@ -16,11 +16,12 @@
 //   JournalRecord[kJournalRecords]   one per slot-table lock stripe
 //   CgroupRecord[kCgroupRecords]     the cgroup registry, by id
 //   SlotEntry[slots]                 the slot table
+//   std::uint32_t[slots]             each slot's page checksum (common/checksum.h)
 //
 // The commit point of every change is the slot entry. A change of an entry is
-// journaled (SlotTable::publishLocked): the old entry is recorded in its
-// stripe's record, the record is armed, the entry written, the record
-// disarmed. A process that dies between arming and disarming leaves an armed
+// journaled (SlotTable::publishLocked): the old entry and checksum are
+// recorded in its stripe's record, the record is armed, the entry and
+// checksum written, the record disarmed. A process that dies between arming and disarming leaves an armed
 // record, and the next process puts the old entry back: the request that was
 // changing it was never answered, and the kernel sends it again. Pool objects
 // are freed only after the entry that referred to them has been replaced, so
@@ -35,7 +36,7 @@
 
 namespace uzswap {
 
-inline constexpr std::uint32_t kStateLayoutVersion = 1;
+inline constexpr std::uint32_t kStateLayoutVersion = 2;  // 2: page checksums
 inline constexpr char kStateMagic[8] = {'u', 'z', 's', 'w', 'a', 'p', 's', '1'};
 
 enum class SlotState : std::uint8_t {
@@ -44,6 +45,8 @@ enum class SlotState : std::uint8_t {
   compressed = 2,      // value holds a pool handle to `length` compressed bytes
   incompressible = 3,  // value holds a pool handle to the raw page
   written_back = 4,    // the page lives in the backing file at the slot's offset
+                       // (with file_write set, a newer page of the slot is being
+                       // written over it: the old one is dead, reads fail)
   writeback = 5,       // being written back; still served from the pool handle
   lost = 6,            // found damaged when a process adopted the state: reads fail (EIO)
 };
@@ -72,7 +75,8 @@ static_assert(sizeof(SlotEntry) == 16, "slot entries must stay at 16 bytes");
 // stripe's lock, as it was before.
 struct JournalRecord {
   std::uint64_t armed_slot;  // slot + 1 while a change is under way; 0 = none
-  std::uint64_t reserved;
+  std::uint32_t old_checksum;
+  std::uint32_t reserved;
   SlotEntry old;
 };
 static_assert(sizeof(JournalRecord) == 32);

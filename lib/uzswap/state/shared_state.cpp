@@ -69,7 +69,7 @@ std::uint64_t segment_bytes(int id) {
 }  // namespace
 
 std::uint64_t SharedState::meta_bytes_for(std::uint64_t slots) noexcept {
-  return round_up_page(kSlotsOffset + slots * sizeof(SlotEntry));
+  return round_up_page(kSlotsOffset + slots * (sizeof(SlotEntry) + sizeof(std::uint32_t)));
 }
 
 JournalRecord* SharedState::journal() const noexcept {
@@ -80,6 +80,9 @@ CgroupRecord* SharedState::cgroups() const noexcept {
 }
 SlotEntry* SharedState::slots() const noexcept {
   return reinterpret_cast<SlotEntry*>(base_ + kSlotsOffset);
+}
+std::uint32_t* SharedState::checksums() const noexcept {
+  return reinterpret_cast<std::uint32_t*>(base_ + kSlotsOffset + header().slots * sizeof(SlotEntry));
 }
 
 StateGeometry SharedState::geometry() const noexcept {

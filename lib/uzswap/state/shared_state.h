@@ -54,6 +54,7 @@ class SharedState {
   JournalRecord* journal() const noexcept;
   CgroupRecord* cgroups() const noexcept;
   SlotEntry* slots() const noexcept;
+  std::uint32_t* checksums() const noexcept;  // one per slot, after the slot table
   StateGeometry geometry() const noexcept;
   StateIds ids() const;
   // No serving process has initialised it yet.

@@ -1,6 +1,7 @@
 #include "uzswap/store/page_store.h"
 
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <string>
 #include <chrono>
 
+#include "uzswap/common/checksum.h"
 #include "uzswap/compress/same_filled.h"
 #include "uzswap/store/slot_table.h"
 
@@ -67,14 +69,19 @@ std::unique_ptr<SharedState> private_state(const PageStoreOptions& options) {
 
 }  // namespace
 
-PageStore::PageStore(const PageStoreOptions& options) : PageStore(options, *private_state(options).release()) {
-  own_state_.reset(state_);
-}
+PageStore::PageStore(const PageStoreOptions& options) : PageStore(options, private_state(options)) {}
 
-PageStore::PageStore(const PageStoreOptions& options, SharedState& state)
-    : state_(&state),
+PageStore::PageStore(const PageStoreOptions& options, std::unique_ptr<SharedState>&& own)
+    : PageStore(options, *own, std::move(own)) {}
+
+PageStore::PageStore(const PageStoreOptions& options, SharedState& state) : PageStore(options, state, nullptr) {}
+
+// own_state_ is the first member: should a later one throw, it goes too.
+PageStore::PageStore(const PageStoreOptions& options, SharedState& state, std::unique_ptr<SharedState>&& own)
+    : own_state_(std::move(own)),
+      state_(&state),
       pool_(pool_options_on(options.pool, state)),
-      table_(state.slots(), state.journal(), state.geometry().slots),
+      table_(state.slots(), state.checksums(), state.journal(), state.geometry().slots),
       lru_(static_cast<std::uint32_t>(std::min<std::uint64_t>(state.geometry().slots, ListLru::kMaxItems)),
            state.geometry().pool_nodes),
       cgroup_counters_(std::make_unique<CgroupCounters[]>(kMaxCgroups)),
@@ -91,11 +98,73 @@ PageStore::PageStore(const PageStoreOptions& options, SharedState& state)
   if (!valid_level(options.codec, options.level))
     throw std::invalid_argument("invalid " + std::string(codec_name(options.codec)) +
                                 " level " + std::to_string(options.level));
+  const std::uint64_t words = (table_.size() + 63) / 64;
+  wipe_bits_ = std::make_unique<std::atomic<std::uint64_t>[]>(words);
   if (state.fresh()) {
     state.header().serving = 1;
   } else {
     adopt();
   }
+}
+
+void PageStore::mark_for_wipe(Slot slot) noexcept {
+  const std::uint64_t bit = std::uint64_t{1} << (slot % 64);
+  if ((wipe_bits_[slot / 64].fetch_or(bit, std::memory_order_relaxed) & bit) == 0)
+    wipe_pending_count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::uint64_t PageStore::wipe_freed(std::uint64_t max_pages) noexcept {
+  if (backing_ == nullptr || wipe_pending_count_.load(std::memory_order_relaxed) == 0) return 0;
+  alignas(4096) static const std::byte zeros[kPageSize] = {};
+  constexpr std::size_t kBatch = 64;
+  PageWrite writes[kBatch];
+  std::uint64_t wiped = 0;
+  const std::uint64_t words = (table_.size() + 63) / 64;
+  std::uint64_t visited = 0;
+  while (wiped < max_pages && visited < words && wipe_pending_count_.load(std::memory_order_relaxed) > 0) {
+    // Claim up to a batch of marked slots: each must be neither written back
+    // (its block holds a live page again) nor have a write in flight.
+    std::size_t n = 0;
+    for (; visited < words && n < kBatch && wiped + n < max_pages; ++visited) {
+      const std::uint64_t w = wipe_cursor_ / 64 % words;
+      wipe_cursor_ = (w + 1) * 64;
+      std::uint64_t bits = wipe_bits_[w].load(std::memory_order_relaxed);
+      while (bits != 0 && n < kBatch) {
+        const unsigned b = static_cast<unsigned>(__builtin_ctzll(bits));
+        bits &= bits - 1;
+        const Slot slot = w * 64 + b;
+        std::lock_guard guard(table_.lock_for(slot));
+        SlotEntry entry = table_.entryLocked(slot);
+        if (entry.file_write) continue;  // busy: the next call sees it again
+        wipe_bits_[w].fetch_and(~(std::uint64_t{1} << b), std::memory_order_relaxed);
+        wipe_pending_count_.fetch_sub(1, std::memory_order_relaxed);
+        if (entry.slot_state() == SlotState::written_back) continue;  // live again
+        entry.file_write = 1;  // no other write of the block meanwhile
+        table_.publishLocked(slot, entry);
+        writes[n++] = {slot, zeros, 0};
+      }
+      if (bits != 0) {
+        wipe_cursor_ = w * 64;  // the rest of this word next time
+        break;
+      }
+    }
+    if (n == 0) continue;
+    backing_->write(std::span(writes, n));
+    for (std::size_t i = 0; i < n; ++i) {
+      std::lock_guard guard(table_.lock_for(writes[i].slot));
+      SlotEntry entry = table_.entryLocked(writes[i].slot);
+      entry.file_write = 0;
+      table_.publishLocked(writes[i].slot, entry);
+      if (writes[i].result != 0) {
+        mark_for_wipe(writes[i].slot);  // tried again later
+        continue;
+      }
+      ++wiped;
+      counters_.add(Counter::wiped_pages);
+    }
+    if (wiped == 0) break;  // every write failed: not now
+  }
+  return wiped;
 }
 
 void PageStore::set_codec(Codec codec, int level) noexcept {
@@ -126,11 +195,13 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   if (const auto word = same_filled_word(page)) {
     fresh.state = static_cast<std::uint64_t>(SlotState::same_filled);
     fresh.value = *word;
-    install(slot, fresh);
+    install(slot, fresh, 0);
     return StoredAs::same_filled;
   }
 
   ThreadContext& ctx = thread_context();
+  // Of the page as the kernel wrote it: every load checks what it returns.
+  const std::uint32_t checksum = page_checksum(page);
   const Codec codec = codec_.load(std::memory_order_relaxed);
   // A buffer of the worst-case size lets lz4 run its unchecked fast path;
   // bounding the output by the threshold instead is slower on every page.
@@ -141,7 +212,7 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
 
   if (!admit_to_pool()) {
     counters_.add(Counter::reject_pool_full);
-    if (backing_ != nullptr) return store_to_backing(slot, page);
+    if (backing_ != nullptr) return store_to_backing(slot, page, checksum);
     return std::unexpected(StoreError::pool_full);
   }
   const PoolHandle handle = pool_.alloc(length, node);
@@ -156,7 +227,7 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   fresh.length = length;
   fresh.codec = static_cast<std::uint64_t>(codec);
   fresh.node = node;
-  install(slot, fresh);
+  install(slot, fresh, checksum);
   const std::uint64_t wake = node_wake_bytes_[node].load(std::memory_order_relaxed);
   if (wake != 0 && pool_.span_bytes(node) > wake && node_hook_) node_hook_(node);
   return raw ? StoredAs::incompressible : StoredAs::compressed;
@@ -191,7 +262,7 @@ bool PageStore::above_accept_threshold() const noexcept {
 
 PageStore::Removed PageStore::detachLocked(Slot slot, const SlotEntry& entry) noexcept {
   const Removed removed{entry.slot_state(), entry.value, static_cast<std::uint32_t>(entry.length),
-                        static_cast<CgroupId>(entry.cgroup)};
+                        static_cast<CgroupId>(entry.cgroup), slot};
   // An entry being written back was isolated already; del is then a no-op.
   if (entry.in_pool())
     lru_.del(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
@@ -219,7 +290,7 @@ void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
   lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
 }
 
-void PageStore::install(Slot slot, const SlotEntry& fresh) noexcept {
+void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept {
   Removed old;
   {
     std::lock_guard guard(table_.lock_for(slot));
@@ -229,7 +300,7 @@ void PageStore::install(Slot slot, const SlotEntry& fresh) noexcept {
     next.version = entry.version + 1;
     next.cgroup = entry.cgroup;          // kept until re-attributed
     next.file_write = entry.file_write;  // an older write may be in flight
-    table_.publishLocked(slot, next);
+    table_.publishLocked(slot, next, checksum);
     attachLocked(slot, next);
   }
   counters_.add(Counter::stores);
@@ -247,6 +318,7 @@ void PageStore::account_removed(const Removed& removed) noexcept {
     case SlotState::written_back:
       counters_.sub(Counter::written_back_pages);
       cg.written_back_pages.fetch_sub(1, std::memory_order_relaxed);
+      mark_for_wipe(removed.slot);  // its block still holds the page
       return;
     case SlotState::same_filled:
       counters_.sub(Counter::stored_pages);
@@ -272,39 +344,54 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
     return std::unexpected(LoadError::out_of_range);
   }
   counters_.add(Counter::loads);
+  // A read of the backing file runs without the slot lock; should the slot
+  // change meanwhile, or a newer page of it be on its way to the file, the
+  // load starts over once that write is done (the kernel never reads a slot
+  // it is writing, so this only serves other callers; a write that takes
+  // over a second is a failing disk, and the read fails).
+  for (unsigned attempt = 0;; ++attempt) {
+    const auto loaded = load_once(slot, out);
+    if (loaded || loaded.error() != LoadError::raced) return loaded;
+    if (attempt == 10000) {
+      counters_.add(Counter::backing_read_errors);
+      return std::unexpected(LoadError::backing_io);
+    }
+    if (attempt >= 3) {
+      const timespec pause{0, 100000};  // 0.1 ms
+      nanosleep(&pause, nullptr);
+    }
+  }
+}
+
+std::expected<LoadedFrom, LoadError> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
   ThreadContext& ctx = thread_context();
-  SlotState state;
-  std::uint64_t value;
-  std::uint32_t length;
-  Codec codec;
+  SlotEntry seen;
+  std::uint32_t checksum;
   {
     std::lock_guard guard(table_.lock_for(slot));
     const SlotEntry& entry = table_.entryLocked(slot);
-    state = entry.slot_state();
-    value = entry.value;
-    length = static_cast<std::uint32_t>(entry.length);
-    codec = static_cast<Codec>(entry.codec);
+    seen = entry;
+    checksum = table_.checksumLocked(slot);
     // Copy pool bytes out under the lock: once it drops, a store, a
     // writeback or a compaction may free or move the object.
     if (entry.in_pool()) {
-      std::memcpy(length == kPageSize ? out.data() : ctx.buffer, pool_.map(entry.value), length);
+      std::memcpy(entry.length == kPageSize ? out.data() : ctx.buffer, pool_.map(entry.value), entry.length);
       // Used again: a second chance before writeback (the kernel may drop
       // its clean copy and read this one later).
       lru_.mark_referenced(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup),
                            entry.node);
-    } else if (state == SlotState::lost) {
+    } else if (entry.slot_state() == SlotState::lost) {
       counters_.add(Counter::integrity_errors);
       return std::unexpected(LoadError::corrupt);
-    } else if (state == SlotState::written_back) {
-      // Under the slot lock: no write of this slot can start meanwhile.
-      counters_.add(Counter::backing_reads);
-      if (backing_ == nullptr || backing_->read(slot, out)) {
-        counters_.add(Counter::backing_read_errors);
-        return std::unexpected(LoadError::backing_io);
-      }
     }
   }
-  switch (state) {
+  const auto verified = [&](LoadedFrom from) -> std::expected<LoadedFrom, LoadError> {
+    if (page_checksum(out) == checksum) return from;
+    counters_.add(Counter::integrity_errors);
+    integrity_log_.note(slot, from == LoadedFrom::backing);
+    return std::unexpected(LoadError::corrupt);
+  };
+  switch (seen.slot_state()) {
     case SlotState::lost:
       break;
     case SlotState::empty:
@@ -312,16 +399,34 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
       fill_page(out, 0);
       return LoadedFrom::empty;
     case SlotState::same_filled:
-      fill_page(out, value);
+      fill_page(out, seen.value);
       return LoadedFrom::same_filled;
-    case SlotState::written_back:
-      return LoadedFrom::backing;
+    case SlotState::written_back: {
+      // A newer page of this slot is being written over this one: never
+      // read a torn block; load again once the write is over.
+      if (seen.file_write) return std::unexpected(LoadError::raced);
+      counters_.add(Counter::backing_reads);
+      if (backing_ == nullptr || backing_->read(slot, out)) {
+        counters_.add(Counter::backing_read_errors);
+        return std::unexpected(LoadError::backing_io);
+      }
+      {
+        // Check again: only a block no write touched while it was read counts.
+        std::lock_guard guard(table_.lock_for(slot));
+        const SlotEntry& now = table_.entryLocked(slot);
+        if (now.version != seen.version || now.file_write || now.slot_state() != SlotState::written_back)
+          return std::unexpected(LoadError::raced);
+      }
+      return verified(LoadedFrom::backing);
+    }
     case SlotState::incompressible:
     case SlotState::compressed:
     case SlotState::writeback:
-      if (length == kPageSize) return LoadedFrom::pool;
-      if (ctx.compressors.get(codec).decompress(std::span<const std::byte>(ctx.buffer, length), out))
-        return LoadedFrom::pool;
+      if (seen.length == kPageSize) return verified(LoadedFrom::pool);
+      if (ctx.compressors.get(static_cast<Codec>(seen.codec))
+              .decompress(std::span<const std::byte>(ctx.buffer, seen.length), out))
+        return verified(LoadedFrom::pool);
+      integrity_log_.note(slot, false);
       break;
   }
   counters_.add(Counter::load_errors);
@@ -543,6 +648,7 @@ PageStoreStats PageStore::stats() const noexcept {
   s.direct_writes = counters_.sum(Counter::direct_writes);
   s.backing_reads = counters_.sum(Counter::backing_reads);
   s.backing_read_errors = counters_.sum(Counter::backing_read_errors);
+  s.wiped_pages = counters_.sum(Counter::wiped_pages);
   s.compaction_moved = counters_.sum(Counter::compaction_moved);
   return s;
 }

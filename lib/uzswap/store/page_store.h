@@ -25,7 +25,12 @@
 // write.
 //
 // Lock order: compaction_lock_ -> slot stripe -> LRU list -> pool class ->
-// pool region. Reads of written-back slots run under the slot lock.
+// pool region. Reads of written-back slots run without the slot lock and
+// check the entry's version again afterwards.
+//
+// Integrity: every page's checksum (common/checksum.h) is taken when it is
+// stored and kept beside its entry; every load of bytes from the pool or the
+// backing file checks it.
 //
 // Surviving the process. The slot table, the pool's object bytes and the
 // cgroup registry live in a SharedState (state/layout.h) that outlives this
@@ -133,7 +138,9 @@ class PageStore {
   // Stores on `node` (< pool nodes): for callers that know better, and tests.
   std::expected<StoredAs, StoreError> store(Slot slot, PageView page, unsigned node) noexcept;
 
-  // Fills `out` with the slot's page; an empty slot reads as zeros.
+  // Fills `out` with the slot's page; an empty slot reads as zeros. A page
+  // whose bytes do not match the checksum taken when it was stored is an
+  // error (corrupt), counted and noted in integrity_log(): never wrong bytes.
   std::expected<LoadedFrom, LoadError> load(Slot slot, PageBuffer out) noexcept;
 
   // Forgets slots [first, first + count). Returns how many held a page.
@@ -146,6 +153,16 @@ class PageStore {
   // 10% and 1 MiB: RAM back without I/O, which reclaim tries before
   // writeback (zsmalloc's shrinker does the same). True if it compacted.
   bool compact_if_fragmented();
+
+  // Users' swapped memory does not stay on disk once it is freed: a slot
+  // whose written-back page is discarded or replaced is marked, and this
+  // overwrites the marked blocks of the backing file with zeros, up to
+  // `max_pages` of them (a write, not a hole punch: the file's blocks stay
+  // allocated, so no later write of the swap-out path needs the
+  // filesystem's journal). Off the request path (a housekeeping thread);
+  // one caller at a time. Returns how many blocks were wiped.
+  std::uint64_t wipe_freed(std::uint64_t max_pages) noexcept;
+  std::uint64_t wipe_pending() const noexcept { return wipe_pending_count_.load(std::memory_order_relaxed); }
 
   // Where written-back pages go. Attach before serving; without one, a full
   // pool refuses stores and nothing is written back.
@@ -253,6 +270,8 @@ class PageStore {
   std::uint64_t slots() const noexcept { return table_.size(); }
   unsigned nodes() const noexcept { return pool_.nodes(); }
   PageStoreStats stats() const noexcept;
+  // The slots whose pages came back damaged (load answered an error).
+  const IntegrityLog& integrity_log() const noexcept { return integrity_log_; }
 
   // Creates the calling thread's compressors and buffers (allocates), and
   // its ring on the backing store if one is attached.
@@ -260,11 +279,15 @@ class PageStore {
   static void prepare_thread();
 
  private:
+  PageStore(const PageStoreOptions& options, std::unique_ptr<SharedState>&& own);
+  PageStore(const PageStoreOptions& options, SharedState& state, std::unique_ptr<SharedState>&& own);
+
   struct Removed {
     SlotState state;
     PoolHandle handle;
     std::uint32_t length;
     CgroupId cgroup;
+    Slot slot = 0;
   };
   struct CgroupCounters {
     std::atomic<std::int64_t> stored_pages{0};
@@ -275,7 +298,8 @@ class PageStore {
   };
   // Swaps `fresh` into the slot (keeping cgroup and file_write), fixes LRU
   // membership and counters, frees the old version. Takes the slot lock.
-  void install(Slot slot, const SlotEntry& fresh) noexcept;
+  void install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept;
+  std::expected<LoadedFrom, LoadError> load_once(Slot slot, PageBuffer out) noexcept;
   // LRU membership and counters of an entry leaving/entering the slot; the
   // caller holds the slot lock.
   Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept;
@@ -289,7 +313,8 @@ class PageStore {
   // Gauges and LRU membership of an entry found at adoption.
   void account_adopted(Slot slot, const SlotEntry& entry) noexcept;
   bool admit_to_pool() noexcept;
-  std::expected<StoredAs, StoreError> store_to_backing(Slot slot, PageView page) noexcept;
+  std::expected<StoredAs, StoreError> store_to_backing(Slot slot, PageView page,
+                                                       std::uint32_t checksum) noexcept;
 
   std::unique_ptr<SharedState> own_state_;  // only for a store on its own
   SharedState* state_;
@@ -316,6 +341,13 @@ class PageStore {
   std::atomic<bool> pool_full_{false};
   std::mutex compaction_lock_;
   mutable StoreCounters counters_;
+  IntegrityLog integrity_log_;
+  // Slots whose block in the backing file holds a freed page (wipe_freed):
+  // one bit per slot, set on the request path without allocating.
+  void mark_for_wipe(Slot slot) noexcept;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> wipe_bits_;
+  std::atomic<std::uint64_t> wipe_pending_count_{0};
+  Slot wipe_cursor_ = 0;  // where the last wipe_freed() stopped
   AdoptionReport adoption_;
   std::vector<Slot> stale_file_writes_;  // guarded by compaction_lock_
 };

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "uzswap/common/checksum.h"
 #include "uzswap/store/page_store.h"
 
 namespace uzswap {
@@ -351,6 +352,15 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
         ++result.failed;
         continue;
       }
+      if (page_checksum(PageView(page, kPageSize)) != table_.checksumLocked(slot)) {
+        // Damaged in the pool: writing it out would only move the damage.
+        // It stays, and its loads fail the same check.
+        counters_.add(Counter::integrity_errors);
+        integrity_log_.note(slot, false);
+        lru_.add(item, cgroup, entry.node);
+        ++result.failed;
+        continue;
+      }
       SlotEntry claimed = entry;
       claimed.state = static_cast<std::uint64_t>(SlotState::writeback);
       claimed.file_write = 1;
@@ -446,7 +456,8 @@ WritebackResult PageStore::writeback_isolated(std::span<const Slot> slots) {
   return result;
 }
 
-std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageView page) noexcept {
+std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageView page,
+                                                                std::uint32_t checksum) noexcept {
   std::uint64_t version;
   {
     std::lock_guard guard(table_.lock_for(slot));
@@ -456,6 +467,9 @@ std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageV
       return std::unexpected(StoreError::pool_full);
     // A write of this slot is already in flight: the kernel retries later.
     if (entry.file_write) return std::unexpected(StoreError::pool_full);
+    // From here the slot's block is being overwritten: an older page of the
+    // slot still there (written back) is dead, and no load reads it (see
+    // load_once).
     entry.file_write = 1;
     table_.publishLocked(slot, entry);
     version = entry.version;
@@ -464,28 +478,31 @@ std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageV
   backing_->write(std::span(&write, 1));
 
   Removed old{SlotState::empty, 0, 0, kRootCgroup};
+  bool stored = false;
   {
     std::lock_guard guard(table_.lock_for(slot));
     SlotEntry entry = table_.entryLocked(slot);
     entry.file_write = 0;
-    if (write.result != 0) {
-      table_.publishLocked(slot, entry);
-      return std::unexpected(StoreError::backing_failed);
-    }
-    // A store that overtook this one wins: this one is older.
-    if (entry.version == version) {
+    // A store that overtook this one wins: this one is older. A failed
+    // write changes nothing: the kernel, told of it, keeps its page and
+    // writes again. Should the failed write have torn the block of an older
+    // written-back page (dead anyway: the kernel wrote the slot anew), a
+    // load of it fails the checksum: never wrong bytes.
+    if (entry.version == version && write.result == 0) {
       old = detachLocked(slot, entry);
       SlotEntry fresh{};
       fresh.state = static_cast<std::uint64_t>(SlotState::written_back);
       fresh.version = entry.version + 1;
       fresh.cgroup = entry.cgroup;
-      entry = fresh;
-      attachLocked(slot, entry);
+      attachLocked(slot, fresh);
       counters_.add(Counter::stores);
+      stored = true;
+      entry = fresh;
     }
-    table_.publishLocked(slot, entry);
+    table_.publishLocked(slot, entry, stored ? checksum : table_.checksumLocked(slot));
   }
   account_removed(old);
+  if (write.result != 0) return std::unexpected(StoreError::backing_failed);
   counters_.add(Counter::direct_writes);
   return StoredAs::written_back;
 }

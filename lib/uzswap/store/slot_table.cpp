@@ -26,22 +26,27 @@ inline void keep_order() noexcept { std::atomic_signal_fence(std::memory_order_s
 
 }  // namespace
 
-SlotTable::SlotTable(SlotEntry* entries, JournalRecord* journal, std::uint64_t slots)
+SlotTable::SlotTable(SlotEntry* entries, std::uint32_t* checksums, JournalRecord* journal,
+                     std::uint64_t slots)
     : entries_(entries),
+      checksums_(checksums),
       journal_(journal),
       slots_(checked_slot_count(slots)),
       stripes_(std::make_unique<Stripe[]>(kStripes)) {
   // No page faults on the request path.
   madvise(entries_, slots_ * sizeof(SlotEntry), 23 /* MADV_POPULATE_WRITE */);
+  madvise(checksums_, slots_ * sizeof(std::uint32_t), 23);
   madvise(journal_, kStripes * sizeof(JournalRecord), 23);
 }
 
-void SlotTable::publishLocked(Slot slot, const SlotEntry& fresh) noexcept {
+void SlotTable::publishLocked(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept {
   JournalRecord& record = journal_[stripe_of(slot)];
   record.old = entries_[slot];
+  record.old_checksum = checksums_[slot];
   keep_order();
   record.armed_slot = slot + 1;
   keep_order();
+  checksums_[slot] = checksum;
   entries_[slot] = fresh;
   keep_order();
   record.armed_slot = 0;
@@ -57,6 +62,7 @@ std::uint64_t SlotTable::roll_back_torn() noexcept {
     // a record this code wrote, and is dropped.
     if (slot < slots_ && stripe_of(slot) == i) {
       entries_[slot] = record.old;
+      checksums_[slot] = record.old_checksum;
       ++rolled;
     }
     keep_order();

@@ -1,9 +1,9 @@
 // The slot table: slot number -> entry (zswap's xarray of zswap_entry, zram's
-// table). One 16-byte entry per slot of the device, in the shared state's
-// meta memfd (state/layout.h), so storing a page never allocates table memory
-// and a new serving process finds every entry where the last one left it.
-// (The ListLru keeps its 8-byte links per slot in its own array: 24 bytes per
-// slot in all.)
+// table). One 16-byte entry and a 4-byte page checksum per slot of the
+// device, in the shared state's meta segment (state/layout.h), so storing a
+// page never allocates table memory and a new serving process finds every
+// entry where the last one left it. (The ListLru keeps its 8-byte links per
+// slot in its own array: 28 bytes per slot in all.)
 //
 // Locking. Entries are guarded by striped mutexes: slot s is guarded by
 // lock_for(s), shared by the kRun slots of its run. Every field of an entry
@@ -33,17 +33,25 @@ class SlotTable {
   static constexpr std::size_t kStripes = kJournalRecords;
   static constexpr std::size_t kRun = 16;
 
-  // `entries` and `journal` live in the shared state and outlive this object.
-  SlotTable(SlotEntry* entries, JournalRecord* journal, std::uint64_t slots);
+  // `entries`, `checksums` and `journal` live in the shared state and
+  // outlive this object.
+  SlotTable(SlotEntry* entries, std::uint32_t* checksums, JournalRecord* journal, std::uint64_t slots);
 
   std::uint64_t size() const noexcept { return slots_; }
   std::mutex& lock_for(Slot slot) noexcept { return stripes_[stripe_of(slot)].lock; }
   const SlotEntry& entryLocked(Slot slot) const noexcept { return entries_[slot]; }
+  // The checksum of the page the entry holds (page_checksum); meaningful
+  // for entries whose page has bytes (pool objects, written back).
+  std::uint32_t checksumLocked(Slot slot) const noexcept { return checksums_[slot]; }
 
-  // Replaces the slot's entry, crash-consistently: the old entry is recorded
-  // in the stripe's journal record, which stays armed only while the entry
-  // is being written. Every change of an entry goes through here.
-  void publishLocked(Slot slot, const SlotEntry& fresh) noexcept;
+  // Replaces the slot's entry (and checksum, in the second form),
+  // crash-consistently: the old entry and checksum are recorded in the
+  // stripe's journal record, which stays armed only while they are being
+  // written. Every change of an entry goes through here.
+  void publishLocked(Slot slot, const SlotEntry& fresh) noexcept {
+    publishLocked(slot, fresh, checksums_[slot]);
+  }
+  void publishLocked(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept;
 
   // At adoption, before anything else reads the table: puts back the old
   // entry of every change a dead process left half done. Returns how many.
@@ -51,9 +59,9 @@ class SlotTable {
 
   // RAM the table can hold: entries plus lock stripes.
   std::uint64_t bytes() const noexcept {
-    return slots_ * sizeof(SlotEntry) + kStripes * (sizeof(Stripe) + sizeof(JournalRecord));
+    return slots_ * bytes_per_slot() + kStripes * (sizeof(Stripe) + sizeof(JournalRecord));
   }
-  static constexpr std::size_t bytes_per_slot() noexcept { return sizeof(SlotEntry); }
+  static constexpr std::size_t bytes_per_slot() noexcept { return sizeof(SlotEntry) + sizeof(std::uint32_t); }
 
  private:
   struct alignas(64) Stripe {
@@ -62,6 +70,7 @@ class SlotTable {
   static std::size_t stripe_of(Slot slot) noexcept { return (slot / kRun) % kStripes; }
 
   SlotEntry* entries_;
+  std::uint32_t* checksums_;
   JournalRecord* journal_;
   std::uint64_t slots_;
   std::unique_ptr<Stripe[]> stripes_;

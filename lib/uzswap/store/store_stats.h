@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <utility>
 
 #include "uzswap/pool/zpool.h"
 
@@ -20,6 +21,30 @@ enum class LoadError : std::uint8_t {
   out_of_range,  // slot beyond the device
   corrupt,       // stored data did not decompress, or was lost in a crash: never wrong data
   backing_io,    // reading a written-back page from the backing store failed
+  raced,         // (internal) the slot changed while its page was read: load again
+};
+
+// The slots whose pages came back damaged (checksum mismatch, undecodable),
+// newest last, for the daemon to log off the request path: note() is
+// lock-free and allocates nothing.
+class IntegrityLog {
+ public:
+  static constexpr unsigned kKept = 16;
+  void note(std::uint64_t slot, bool from_backing) noexcept {
+    const std::uint64_t n = count_.fetch_add(1, std::memory_order_relaxed);
+    ring_[n % kKept].store(slot << 1 | (from_backing ? 1 : 0), std::memory_order_relaxed);
+  }
+  // How many were noted since start.
+  std::uint64_t count() const noexcept { return count_.load(std::memory_order_acquire); }
+  // The n-th noted (n < count(), and one of the last kKept): slot, from the file.
+  std::pair<std::uint64_t, bool> at(std::uint64_t n) const noexcept {
+    const std::uint64_t v = ring_[n % kKept].load(std::memory_order_relaxed);
+    return {v >> 1, (v & 1) != 0};
+  }
+
+ private:
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<std::uint64_t> ring_[kKept]{};
 };
 
 struct PageStoreStats {
@@ -52,6 +77,7 @@ struct PageStoreStats {
   std::uint64_t direct_writes = 0;       // stores sent to the backing store (pool full)
   std::uint64_t backing_reads = 0;       // loads served from the backing store
   std::uint64_t backing_read_errors = 0;
+  std::uint64_t wiped_pages = 0;         // freed blocks of the backing file overwritten with zeros
   ZPoolStats pool;
 };
 
@@ -81,6 +107,7 @@ enum class Counter : unsigned {
   direct_writes,
   backing_reads,
   backing_read_errors,
+  wiped_pages,
   count_,
 };
 

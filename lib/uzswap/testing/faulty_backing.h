@@ -22,6 +22,14 @@ class FaultyBacking final : public BackingStore {
   // with -EIO: a short write that could not be completed.
   void short_writes(std::size_t pages) { short_after_.store(pages); }
   void fail_reads(int error) { read_error_.store(error); }
+  // Reads succeed but the page comes back with one byte flipped: a block
+  // damaged on disk.
+  void corrupt_reads(bool on) { corrupt_reads_.store(on); }
+  // Runs once, inside the next read, before the data is read.
+  void on_next_read(std::function<void()> hook) {
+    std::lock_guard guard(lock_);
+    read_hook_ = std::move(hook);
+  }
   // Runs once, inside the next write, before the data reaches the file.
   void on_next_write(std::function<void()> hook) {
     std::lock_guard guard(lock_);
@@ -47,8 +55,16 @@ class FaultyBacking final : public BackingStore {
     for (PageWrite& p : pages.subspan(ok)) p.result = -EIO;
   }
   std::error_code read(Slot slot, PageBuffer out) noexcept override {
+    std::function<void()> hook;
+    {
+      std::lock_guard guard(lock_);
+      hook.swap(read_hook_);
+    }
+    if (hook) hook();
     if (const int error = read_error_.load()) return {error, std::generic_category()};
-    return real_.read(slot, out);
+    const std::error_code ec = real_.read(slot, out);
+    if (!ec && corrupt_reads_.load()) out[1234] ^= std::byte{0x10};
+    return ec;
   }
   std::error_code punch(Slot first, std::uint64_t count) noexcept override {
     return real_.punch(first, count);
@@ -60,10 +76,12 @@ class FaultyBacking final : public BackingStore {
   BackingStore& real_;
   std::atomic<int> fail_error_{0};
   std::atomic<int> read_error_{0};
+  std::atomic<bool> corrupt_reads_{false};
   std::atomic<std::size_t> short_after_{SIZE_MAX};
   std::atomic<std::uint64_t> writes_{0};
   std::mutex lock_;
   std::function<void()> hook_;
+  std::function<void()> read_hook_;
 };
 
 }  // namespace uzswap::testing
