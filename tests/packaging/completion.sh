@@ -42,9 +42,9 @@ spec=$(bash -c 'source "$1"; complete -p uzswapctl' _ "$file") || fail "sourcing
 [[ $spec == "complete -F _uzswapctl uzswapctl" ]] || fail "complete -p uzswapctl: '$spec'"
 
 ctl=$tmp/uzswapctl
-expect "uzswapctl " "status cgroups set writeback attribute stats top"
+expect "uzswapctl " "status cgroups set writeback attribute restart stats top"
 expect "uzswapctl s" "status set stats"
-expect "uzswapctl --" "--help --version --name --run-dir"
+expect "uzswapctl --" "--help --version --name --run-dir --timeout"
 expect "uzswapctl --run-dir $tmp/run --name " "alpha beta"
 expect "uzswapctl --run-dir $tmp/run --name a" "alpha"
 expect "uzswapctl --name beta st" "status stats"
