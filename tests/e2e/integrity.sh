@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Integrity end to end: bytes flipped in the backing file under written-back
+# pages come back as an I/O error for those pages (the workload gets SIGBUS
+# on them), never as wrong bytes, and integrity_errors counts them. Every
+# other page reads back right; a freed page does not stay on the disk.
+source "$(dirname "$0")/lib.sh"
+require_machine
+
+BACKING=/var/tmp/uzswap-e2e-$NAME.swap
+TEMP_FILES+=("$BACKING")
+start_daemon --size 1G --backing-file "$BACKING"
+swap_type=$(status_field "['device']['swap_type']")
+
+make_memcg $((128 << 20))
+GATE=$(mktemp -u /tmp/uzswap-e2e-gate.XXXXXX)
+WORKLOAD_OUT=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
+TEMP_FILES+=("$GATE" "$WORKLOAD_OUT")
+in_memcg "$WORKLOAD" 256 --pause-file "$GATE" --io-errors-ok >"$WORKLOAD_OUT" &
+WORKLOAD_PID=$!
+wait_until 60 grep -q filled "$WORKLOAD_OUT" || fail "workload did not finish its fill"
+"$UZSWAPCTL" --name "$NAME" writeback --pages 100000 >/dev/null || fail "uzswapctl writeback"
+written=$(status_field "['written_back_pages']")
+(( written > 10000 )) || fail "only $written pages written back"
+pass "$written pages written back while the workload waits"
+
+# The workload's pages that are out on our device: page index -> slot, from
+# its pagemap; flip one byte in the file block of 40 of them.
+workload_pid=$(head -n 1 "$MEMCG/cgroup.procs")
+base=$(awk '/^filled/ {print $2}' "$WORKLOAD_OUT")
+flipped=$(python3 - "$workload_pid" "$swap_type" "$BACKING" "$base" <<'PY'
+import os, random, struct, sys
+pid, swap_type, backing, start = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4], 16)
+out = {}
+with open(f"/proc/{pid}/pagemap", "rb") as pm:
+    pm.seek(start // 4096 * 8)
+    data = pm.read((256 << 20) // 4096 * 8)
+for i in range(len(data) // 8):
+    (word,) = struct.unpack_from("<Q", data, i * 8)
+    if word >> 62 & 1 and word & 0x1f == swap_type:
+        out[i] = (word >> 5) & ((1 << 50) - 1)
+rng = random.Random(7)
+chosen = rng.sample(sorted(out), 40)
+fd = os.open(backing, os.O_RDWR)
+for i in chosen:
+    off = out[i] * 4096 + 1000
+    b = os.pread(fd, 1, off)
+    os.pwrite(fd, bytes([b[0] ^ 0x55]), off)
+os.fsync(fd)
+os.close(fd)
+print(" ".join(str(i) for i in chosen))
+PY
+) || fail "could not flip bytes in the backing file"
+pass "flipped one byte in the file blocks of 40 swapped-out pages"
+# The page cache must not serve the old bytes to the daemon's O_DIRECT reads.
+echo 1 > /proc/sys/vm/drop_caches
+
+touch "$GATE"
+wait "$WORKLOAD_PID" || { cat "$WORKLOAD_OUT"; fail "workload failed"; }
+grep -v '^io_error_page' "$WORKLOAD_OUT"
+grep -q '"wrong_pages": 0' "$WORKLOAD_OUT" || fail "workload saw wrong bytes"
+errored=$(grep '^io_error_page' "$WORKLOAD_OUT" | awk '{print $2}' | sort -n | tr '\n' ' ')
+n_errored=$(grep -c '^io_error_page' "$WORKLOAD_OUT")
+for page in $errored; do
+  [[ " $flipped " == *" $page "* ]] || fail "page $page failed but was not damaged"
+done
+(( n_errored >= 1 )) || fail "no damaged page came back as an error (were they all in RAM?)"
+integrity=$(status_field "['integrity_errors']")
+(( integrity >= n_errored )) || fail "integrity_errors is $integrity, but $n_errored pages failed"
+pass "$n_errored of 40 damaged pages failed with SIGBUS (the rest were in RAM), none wrong; integrity_errors $integrity"
+grep -q "integrity: the page in slot" "$DAEMON_LOG" || fail "no integrity error in the log"
+pass "logged: $(grep -m1 'integrity: the page in slot' "$DAEMON_LOG" | sed 's/.*\] //')"
+
+stop_daemon
+assert_clean
+pass "clean stop"
