@@ -114,6 +114,13 @@ void Instance::start() {
   options.pool.nodes = header.pool_nodes;
   options.pool.bind_nodes = options.pool.nodes > 1 && options.pool.nodes <= online_numa_nodes();
   options.pool.lock_memory = true;
+  // Fault injection for tests of a real shortage (docs/operations.md).
+  if (const char* every = std::getenv("UZSWAP_FAULT_POOL_GROWTH")) {
+    options.pool.fail_growth_every = static_cast<unsigned>(std::strtoul(every, nullptr, 10));
+    if (options.pool.fail_growth_every != 0)
+      spdlog::warn("UZSWAP_FAULT_POOL_GROWTH: every {}th growth of the pool fails (fault injection)",
+                   options.pool.fail_growth_every);
+  }
   store_ = std::make_unique<PageStore>(options, *state_);
   save_settings();
   publish_cgroup_paths();
@@ -305,7 +312,8 @@ void Instance::leave_for_new_process() {
 }
 
 void Instance::swap_type_probe() {
-  auto type = probe_swap_type([this](std::uint64_t offset, PageView page) {
+  // The probe is this very binary, run anew (never a fork of this process).
+  auto type = probe_swap_type("/proc/self/exe", [this](std::uint64_t offset, PageView page) {
     std::array<std::byte, kPageSize> stored;
     return offset < store_->slots() && store_->load(offset, stored).has_value() &&
            std::memcmp(stored.data(), page.data(), kPageSize) == 0;

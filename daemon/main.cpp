@@ -13,8 +13,12 @@
 #include "handover.h"
 #include "instance.h"
 #include "supervisor.h"
+#include "uzswap/reclaim/swap_type.h"
 
 int main(int argc, char** argv) {
+  // The swap type probe a serving process starts (reclaim/swap_type.h).
+  if (argc == 4 && std::strcmp(argv[1], uzswap::kSwapTypeProbeArg) == 0)
+    uzswap::run_swap_type_probe_child(std::atoi(argv[2]), std::atoi(argv[3]));
   // Asked by a serving process before it hands over to this binary.
   if (argc == 2 && std::strcmp(argv[1], "--state-layout-version") == 0) {
     std::printf("%u\n", uzswap::kStateLayoutVersion);

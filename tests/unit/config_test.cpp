@@ -198,6 +198,15 @@ TEST(DaemonConfig, BackingFileMustBeOnADiskFilesystem) {
   EXPECT_TRUE(check_backing_file(c).has_value()) << check_backing_file(c).error();
 }
 
+TEST(DaemonConfig, CopyOnWriteNetworkAndOverlayFilesystemsAreRefused) {
+  EXPECT_NE(refused_backing_filesystem(0x9123683e).value_or("").find("btrfs"), std::string::npos);
+  EXPECT_NE(refused_backing_filesystem(0x6969).value_or("").find("NFS"), std::string::npos);
+  EXPECT_NE(refused_backing_filesystem(0x794c7630).value_or("").find("overlayfs"), std::string::npos);
+  EXPECT_NE(refused_backing_filesystem(0x01021997).value_or("").find("9p"), std::string::npos);
+  EXPECT_FALSE(refused_backing_filesystem(0xef53).has_value()) << "ext4";
+  EXPECT_FALSE(refused_backing_filesystem(0x58465342).has_value()) << "xfs";
+}
+
 TEST(DaemonConfig, InstanceNames) {
   EXPECT_TRUE(valid_instance_name("uzswap"));
   EXPECT_TRUE(valid_instance_name("fast-1_b"));

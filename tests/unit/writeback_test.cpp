@@ -417,6 +417,31 @@ TEST_F(WritebackTest, ALoadRacingAStoreDuringTheFileReadReturnsTheNewPage) {
   EXPECT_EQ(store_.stats().integrity_errors, 0u);
 }
 
+TEST_F(WritebackTest, WhenThePoolCannotGrowStoresGoToTheBackingFileNotToAnError) {
+  PageStoreOptions o = options();
+  o.pool.fail_growth_every = 2;  // every second new span: no memory
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  std::uint64_t direct = 0;
+  for (Slot s = 0; s < 300; ++s) {
+    const auto r = store.store(s, page_of(s));
+    ASSERT_TRUE(r.has_value()) << "slot " << s << ": the kernel would have seen an error";
+    direct += *r == StoredAs::written_back;
+  }
+  EXPECT_GT(direct, 0u);
+  EXPECT_EQ(store.stats().reject_alloc_failed, direct);
+  for (Slot s = 0; s < 300; ++s) {
+    Page p;
+    ASSERT_TRUE(store.load(s, p).has_value());
+    EXPECT_EQ(p, page_of(s)) << s;
+  }
+  // Without a backing file the store is refused (the kernel keeps the page).
+  PageStore alone(o);
+  std::uint64_t refused = 0;
+  for (Slot s = 0; s < 300; ++s) refused += !alone.store(s, page_of(s)).has_value();
+  EXPECT_GT(refused, 0u);
+}
+
 TEST_F(WritebackTest, FreedWrittenBackPagesAreWipedFromTheFile) {
   for (Slot s = 0; s < 12; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
   ASSERT_EQ(shrink_all(12).written, 12u);

@@ -149,6 +149,30 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   return parsed;
 }
 
+std::optional<std::string> refused_backing_filesystem(unsigned long magic) {
+  // Writes in the swap-out path must not need the filesystem to allocate:
+  // a copy-on-write filesystem allocates on every overwrite, a network one
+  // needs the network (and memory) to write at all.
+  struct Refused {
+    unsigned long magic;
+    const char* what;
+  };
+  static constexpr Refused kRefused[] = {
+      {0x9123683eul, "btrfs (copy-on-write: every overwrite allocates)"},
+      {0xca451a4eul, "bcachefs (copy-on-write: every overwrite allocates)"},
+      {0x2fc12fc1ul, "zfs (copy-on-write: every overwrite allocates)"},
+      {0x794c7630ul, "overlayfs (its writes land in an upper layer that may live in RAM)"},
+      {0x6969ul, "NFS (a network filesystem: writeback would need the network and memory)"},
+      {0xff534d42ul, "CIFS (a network filesystem: writeback would need the network and memory)"},
+      {0xfe534d42ul, "SMB2 (a network filesystem: writeback would need the network and memory)"},
+      {0x00c36400ul, "ceph (a network filesystem: writeback would need the network and memory)"},
+      {0x01021997ul, "9p (a network filesystem: writeback would need the network and memory)"},
+  };
+  for (const Refused& r : kRefused)
+    if (magic == r.magic) return std::string(r.what);
+  return std::nullopt;
+}
+
 std::expected<void, std::string> check_backing_file(const DaemonConfig& config) {
   if (config.backing_file.empty()) return {};
   const std::filesystem::path file(config.backing_file);
@@ -163,6 +187,8 @@ std::expected<void, std::string> check_backing_file(const DaemonConfig& config) 
   if (fs.f_type == kFuseMagic)
     return std::unexpected("--backing-file: " + config.backing_file +
                            " is on a FUSE filesystem; writeback there could deadlock reclaim");
+  if (const auto why = refused_backing_filesystem(static_cast<unsigned long>(fs.f_type)))
+    return std::unexpected("--backing-file: " + config.backing_file + " is on " + *why + "; put it on ext4 or xfs");
   const std::string own = config.run_dir;
   const std::string abs = std::filesystem::weakly_canonical(file).string();
   if (abs.rfind(own + "/", 0) == 0)

@@ -226,7 +226,9 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages) noexcept {
   // Back the span with RAM and map it now, in one call, so a shortage is an
   // error here rather than a fault on first touch.
   std::byte* start = region.base + std::size_t{span} * region.span_bytes();
-  if (madvise(start, region.span_bytes(), MADV_POPULATE_WRITE) != 0) {
+  const unsigned every = options_.fail_growth_every;
+  const bool injected = every != 0 && growth_attempts_.fetch_add(1, std::memory_order_relaxed) % every == every - 1;
+  if (injected || madvise(start, region.span_bytes(), MADV_POPULATE_WRITE) != 0) {
     std::lock_guard guard(region.lock);
     region.cold[region.cold_top++] = span;
     return kNoSpan;

@@ -66,6 +66,10 @@ struct ZPoolOptions {
   std::vector<std::byte*> arena_bases;
   // Bytes per span-length region; 0 = region_bytes_for(reserve_bytes_per_node).
   std::size_t region_bytes = 0;
+  // Fault injection: every Nth attempt to back a new span with RAM fails as
+  // if the system had none (0 = never). For tests of the paths a real
+  // shortage takes; uzswapd takes it from UZSWAP_FAULT_POOL_GROWTH.
+  unsigned fail_growth_every = 0;
 };
 
 // A live object, as the owner of its handle knows it (for adopt_objects).
@@ -154,6 +158,7 @@ class ZPool {
 
   SizeClasses classes_;
   ZPoolOptions options_;
+  std::atomic<std::uint64_t> growth_attempts_{0};  // for fail_growth_every
   std::size_t region_bytes_;
   std::vector<std::unique_ptr<Arena>> arenas_;
 };

@@ -1,6 +1,8 @@
 #include "uzswap/reclaim/swap_type.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/wait.h>
@@ -9,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "uzswap/reclaim/kernel_files.h"
 
@@ -32,9 +35,11 @@ bool read_all(int fd, void* buf, std::size_t len) {
   return true;
 }
 
+}  // namespace
+
 // In the child: marker page out to swap, then its pagemap word to `out`;
 // waits for a byte on `release` before exiting (which frees the slot).
-[[noreturn]] void child(int out, int release) {
+void run_swap_type_probe_child(int out, int release) {
   auto* page = static_cast<std::byte*>(
       mmap(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   std::uint64_t word = 0;
@@ -61,6 +66,8 @@ bool read_all(int fd, void* buf, std::size_t len) {
   _exit(0);
 }
 
+namespace {
+
 // The page is unmapped (and its swap entry visible) before its write reaches
 // the device: give the write up to a second.
 bool eventually_holds(const std::function<bool(std::uint64_t, PageView)>& holds,
@@ -75,7 +82,7 @@ bool eventually_holds(const std::function<bool(std::uint64_t, PageView)>& holds,
 }  // namespace
 
 std::expected<unsigned, std::string> probe_swap_type(
-    const std::function<bool(std::uint64_t, PageView)>& holds, int attempts) {
+    const std::string& exe, const std::function<bool(std::uint64_t, PageView)>& holds, int attempts) {
   std::string why = "no attempt made";
   for (int attempt = 0; attempt < attempts; ++attempt) {
     int to_parent[2], to_child[2];
@@ -85,12 +92,30 @@ std::expected<unsigned, std::string> probe_swap_type(
       close(to_parent[1]);
       return std::unexpected(std::string("pipe: ") + std::strerror(errno));
     }
-    const pid_t pid = fork();
-    if (pid < 0) return std::unexpected(std::string("fork: ") + std::strerror(errno));
-    if (pid == 0) {
-      close(to_parent[0]);
-      close(to_child[1]);
-      child(to_parent[1], to_child[0]);
+    // The child's ends become its fds 3 and 4 (dup2 clears close-on-exec).
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to_parent[1], 3);
+    posix_spawn_file_actions_adddup2(&actions, to_child[0], 4);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 5);  // nothing else of ours
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    std::string program = exe;
+    std::string arg = kSwapTypeProbeArg;
+    std::string out_fd = "3", release_fd = "4";
+    char* argv[] = {program.data(), arg.data(), out_fd.data(), release_fd.data(), nullptr};
+    char* envp[] = {nullptr};
+    pid_t pid = -1;
+    const int spawned = posix_spawn(&pid, exe.c_str(), &actions, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (spawned != 0) {
+      for (const int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) close(fd);
+      return std::unexpected("cannot start the probe " + exe + ": " + std::strerror(spawned));
     }
     close(to_parent[1]);
     close(to_child[0]);

@@ -7,6 +7,12 @@
 // and reports the swap entry from its own pagemap; the caller then checks
 // that its device really holds the marker at that offset. The child keeps
 // the page (and so the swap slot) until the check is done.
+//
+// The child is a new program (`exe`, run with the arguments
+// kSwapTypeProbeArg OUT_FD RELEASE_FD, which must call
+// run_swap_type_probe_child), started by posix_spawn: the daemon never
+// forks once it serves swap, since a forked child would make every private
+// page of the locked daemon copy-on-write while it lives.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +27,14 @@ namespace uzswap {
 // `holds(offset, page)`: true if our device stores exactly `page` at swap
 // offset `offset`. Tries a few times (the page may land on another device,
 // or not be paged out); the error says why it could not tell.
+inline constexpr const char* kSwapTypeProbeArg = "--swap-type-probe";
+
 std::expected<unsigned, std::string> probe_swap_type(
-    const std::function<bool(std::uint64_t offset, PageView page)>& holds, int attempts = 3);
+    const std::string& exe, const std::function<bool(std::uint64_t offset, PageView page)>& holds,
+    int attempts = 3);
+
+// The child's side: writes the pagemap word and the marker to `out`, waits
+// for a byte on `release`, exits.
+[[noreturn]] void run_swap_type_probe_child(int out, int release);
 
 }  // namespace uzswap

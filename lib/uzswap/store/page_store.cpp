@@ -217,7 +217,10 @@ std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
   }
   const PoolHandle handle = pool_.alloc(length, node);
   if (handle == kNullHandle) {
+    // No memory for the pool (zswap's __GFP_NORETRY store failing): the
+    // next tier takes the page rather than the kernel getting an error.
     counters_.add(Counter::reject_alloc_failed);
+    if (backing_ != nullptr) return store_to_backing(slot, page, checksum);
     return std::unexpected(StoreError::alloc_failed);
   }
   std::memcpy(pool_.map(handle), raw ? page.data() : ctx.buffer, length);
