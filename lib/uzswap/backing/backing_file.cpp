@@ -1,5 +1,4 @@
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,13 +133,6 @@ std::error_code BackingFile::read(Slot slot, PageBuffer out) noexcept {
   r->run(std::span(&op, 1));
   if (op.result < 0) return {-op.result, std::generic_category()};
   std::memcpy(out.data(), r->buffer(0), kPageSize);
-  return {};
-}
-
-std::error_code BackingFile::punch(Slot first, std::uint64_t count) noexcept {
-  if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(first * kPageSize),
-                static_cast<off_t>(count * kPageSize)) != 0)
-    return {errno, std::generic_category()};
   return {};
 }
 

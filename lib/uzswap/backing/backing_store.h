@@ -42,8 +42,6 @@ class BackingStore {
     pending_ = {};
   }
   virtual std::error_code read(Slot slot, PageBuffer out) noexcept = 0;
-  // Gives the disk space of [first, first + count) back (optional).
-  virtual std::error_code punch(Slot first, std::uint64_t count) noexcept = 0;
   // Waits until nobody else (a dead serving process's I/O still in flight)
   // has the store open for writing, up to `timeout`. True when that is
   // known; false on timeout or when the store cannot tell.
@@ -72,7 +70,6 @@ class BackingFile final : public BackingStore {
   void begin_write(std::span<PageWrite> pages) noexcept override;
   void end_write() noexcept override;
   std::error_code read(Slot slot, PageBuffer out) noexcept override;
-  std::error_code punch(Slot first, std::uint64_t count) noexcept override;
   std::size_t max_batch() const noexcept override { return kBatchPages; }
   void prepare_thread() override;
   // A write lease is granted only while no other open file description has

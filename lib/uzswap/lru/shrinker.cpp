@@ -31,11 +31,6 @@ int ShrinkerRegistry::add(Shrinker& shrinker) {
   return -1;
 }
 
-void ShrinkerRegistry::remove(int id) {
-  std::lock_guard guard(lock_);
-  shrinkers_[id] = nullptr;
-}
-
 void ShrinkerRegistry::add_cgroup(CgroupId cgroup) {
   std::lock_guard guard(lock_);
   if (cgroups_[cgroup].load(std::memory_order_acquire) == nullptr)

@@ -62,7 +62,6 @@ class ShrinkerRegistry {
 
   // Returns the shrinker's id, or -1 when the registry is full.
   int add(Shrinker& shrinker);
-  void remove(int id);
 
   // Creates the cgroup's bitmaps and deferred counts (root always exists).
   void add_cgroup(CgroupId cgroup);

@@ -66,9 +66,6 @@ class FaultyBacking final : public BackingStore {
     if (!ec && corrupt_reads_.load()) out[1234] ^= std::byte{0x10};
     return ec;
   }
-  std::error_code punch(Slot first, std::uint64_t count) noexcept override {
-    return real_.punch(first, count);
-  }
   std::size_t max_batch() const noexcept override { return real_.max_batch(); }
   void prepare_thread() override { real_.prepare_thread(); }
 
