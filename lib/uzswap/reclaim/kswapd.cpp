@@ -1,5 +1,7 @@
 #include "uzswap/reclaim/kswapd.h"
 
+#include "uzswap/daemon/safety.h"
+
 #include <algorithm>
 
 namespace uzswap {
@@ -55,7 +57,17 @@ Kswapd::Kswapd(PageStore& store, ShrinkerRegistry& registry, unsigned node, Kswa
 Kswapd::~Kswapd() { stop(); }
 
 void Kswapd::start() {
-  thread_ = Thread("uzswap-kswapd" + std::to_string(node_), [this] { run(); });
+  {
+    std::lock_guard guard(lock_);
+    queue_.reserve(64);
+  }
+  thread_ = Thread("uzswap-kswapd" + std::to_string(node_), [this] {
+    // It frees pool room: its own allocations must not wait on the I/O
+    // reclaim it is there to help (refused without CAP_SYS_RESOURCE; the
+    // daemon says so once).
+    (void)set_io_flusher();
+    run();
+  });
 }
 
 void Kswapd::stop() noexcept {
@@ -86,6 +98,17 @@ void Kswapd::post(const ReclaimWork& work) {
   {
     std::lock_guard guard(lock_);
     if (!stop_) {
+      // Pressure events come in bursts: work nobody waits for joins queued
+      // work of the same cause and cgroup, so the queue stays as long as
+      // the number of distinct requests, not of events.
+      if (work.completion == nullptr) {
+        for (ReclaimWork& queued : queue_)
+          if (queued.completion == nullptr && queued.cause == work.cause && queued.cgroup == work.cgroup) {
+            queued.pages += work.pages;
+            wakeup_.notify_one();
+            return;
+          }
+      }
       queue_.push_back(work);
       wakeup_.notify_one();
       return;

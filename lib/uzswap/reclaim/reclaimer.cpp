@@ -1,4 +1,5 @@
 #include "uzswap/reclaim/reclaimer.h"
+#include "uzswap/daemon/safety.h"
 
 #include <system_error>
 
@@ -18,7 +19,10 @@ Reclaimer::Reclaimer(PageStore& store, ReclaimOptions options, std::function<voi
     for (auto& k : kswapds_) k->start();
   if (options_.watch_pressure) {
     watcher_ = std::make_unique<PressureWatcher>(options_.pressure);
-    watcher_thread_ = Thread("uzswap-pressure", [this] { watch(); });
+    watcher_thread_ = Thread("uzswap-pressure", [this] {
+    (void)set_io_flusher();  // it frees pool room (see Kswapd::start)
+    watch();
+  });
   }
 }
 

@@ -1,10 +1,14 @@
 #include "uzswap/writeback/shrink_worker.h"
+#include "uzswap/daemon/safety.h"
 
 namespace uzswap {
 
 ShrinkWorker::ShrinkWorker(PageStore& store, ShrinkWorkerOptions options)
     : store_(store), options_(options) {
-  thread_ = Thread("uzswap-shrink", [this] { run(); });
+  thread_ = Thread("uzswap-shrink", [this] {
+    (void)set_io_flusher();  // it frees pool room (see Kswapd::start)
+    run();
+  });
 }
 
 ShrinkWorker::~ShrinkWorker() {
