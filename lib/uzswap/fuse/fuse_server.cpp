@@ -61,7 +61,7 @@ std::size_t FuseServer::reply_buffer_bytes(const FuseConfig& config) noexcept {
 }
 
 FuseServer::FuseServer(PageStore& store, const FuseConfig& config)
-    : store_(store), config_(config) {}
+    : store_(store), io_(store), config_(config) {}
 
 std::size_t FuseServer::handle(std::span<const std::byte> request,
                                std::span<std::byte> reply) noexcept {
@@ -186,13 +186,8 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
           std::min<std::uint64_t>(config_.size_bytes, std::max<std::uint64_t>(rd.offset, rd.offset + rd.size));
       const std::uint64_t start = std::min(rd.offset, end);
       std::byte* data = reply.data() + sizeof(fuse_out_header);
-      for (std::uint64_t off = start; off < end; off += kPageSize, data += kPageSize) {
-        if (!store_.load(off / kPageSize, PageBuffer(data, kPageSize))) {
-          // Stored data that does not decode: report it, never make it up.
-          return reply_error(reply, unique, EIO);
-        }
-      }
-      read_pages_.fetch_add((end - start) / kPageSize, std::memory_order_relaxed);
+      // Stored data that does not decode: report it, never make it up.
+      if (!io_.read(start, std::span(data, end - start))) return reply_error(reply, unique, EIO);
       return reply_header(reply, unique, 0, end - start);
     }
     case FUSE_WRITE: {
@@ -205,19 +200,10 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
         bad_requests_.fetch_add(1, std::memory_order_relaxed);
         return reply_error(reply, unique, EFBIG);
       }
-      for (std::uint64_t done = 0; done < wr.size; done += kPageSize) {
-        const auto stored = store_.store((wr.offset + done) / kPageSize,
-                                         PageView(data.data() + done, kPageSize));
-        if (!stored) {
-          // The kernel keeps the page and retries; earlier pages of this
-          // request hold their new versions, which is what it will rewrite.
-          write_errors_.fetch_add(1, std::memory_order_relaxed);
-          written_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);
-          return reply_error(reply, unique,
-                             stored.error() == StoreError::pool_full ? ENOSPC : EIO);
-        }
-      }
-      written_pages_.fetch_add(wr.size / kPageSize, std::memory_order_relaxed);
+      // On a refusal the kernel keeps the page and retries; earlier pages of
+      // this request hold their new versions, which is what it will rewrite.
+      if (const auto written = io_.write(wr.offset, data); !written)
+        return reply_error(reply, unique, written.error());
       fuse_write_out out{};
       out.size = wr.size;
       return reply_body(reply, unique, out);
@@ -242,10 +228,7 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       if (!page_aligned(fa.offset) || !page_aligned(fa.length)) return malformed();
       if (fa.offset >= config_.size_bytes) return reply_error(reply, unique, 0);
       const std::uint64_t end = std::min(config_.size_bytes, fa.offset + fa.length);
-      const auto dropped = store_.invalidate(fa.offset / kPageSize, (end - fa.offset) / kPageSize);
-      if (!dropped) return malformed();
-      discard_requests_.fetch_add(1, std::memory_order_relaxed);
-      discarded_pages_.fetch_add(*dropped, std::memory_order_relaxed);
+      if (!io_.discard(fa.offset, end - fa.offset)) return malformed();
       return reply_error(reply, unique, 0);
     }
     case FUSE_LOOKUP:
@@ -273,11 +256,12 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
 FuseStats FuseServer::stats() const noexcept {
   FuseStats s;
   s.requests = requests_.load(std::memory_order_relaxed);
-  s.read_pages = read_pages_.load(std::memory_order_relaxed);
-  s.written_pages = written_pages_.load(std::memory_order_relaxed);
-  s.discarded_pages = discarded_pages_.load(std::memory_order_relaxed);
-  s.discard_requests = discard_requests_.load(std::memory_order_relaxed);
-  s.write_errors = write_errors_.load(std::memory_order_relaxed);
+  const SlotIoStats io = io_.stats();
+  s.read_pages = io.read_pages;
+  s.written_pages = io.written_pages;
+  s.discarded_pages = io.discarded_pages;
+  s.discard_requests = io.discard_requests;
+  s.write_errors = io.write_errors;
   s.bad_requests = bad_requests_.load(std::memory_order_relaxed);
   s.unsupported = unsupported_.load(std::memory_order_relaxed);
   s.initialized = initialized_.load(std::memory_order_relaxed);
