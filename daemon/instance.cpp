@@ -153,6 +153,57 @@ void Instance::start() {
     if (!store_->store(0, swap_header)) throw StartError("cannot store the swap header");
   }
 
+  const unsigned workers =
+      config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
+  // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
+  auto flusher_warned = std::make_shared<std::once_flag>();
+  const std::function<void()> worker_init = [this, flusher_warned] {
+    store_->prepare_thread_with_backing();
+    if (auto ec = set_io_flusher())
+      std::call_once(*flusher_warned, [&] {
+        spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
+                     ec.message());
+      });
+  };
+  if (config_.nbd_frontend()) start_nbd(workers, worker_init);
+  else start_fuse(workers, worker_init);
+
+  // Last: once the control socket answers, status is complete.
+  control_ = std::make_unique<ControlServer>(
+      config_.control_socket(), readers,
+      [this](std::string_view request, Access access) { return handle_control(request, access); });
+
+  sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
+}
+
+void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_init) {
+  const std::uint64_t slots = state_->header().slots;
+  NbdConfig nbd;
+  nbd.size_bytes = slots * kPageSize;
+  nbd.export_name = config_.name;
+  nbd_server_ = std::make_unique<NbdServer>(*store_, nbd);
+  try {
+    // The supervisor made the listening socket; it outlives this process,
+    // and clients reconnect to the next one.
+    nbd_listener_ = std::make_unique<NbdListener>(*nbd_server_, fds_.fuse, config_.nbd_connections, worker_init);
+  } catch (const std::system_error& e) {
+    throw StartError(std::string("NBD connection threads: ") + e.what());
+  }
+  if (config_.swapon) {
+    // As swap, the kernel's NBD client is the one client (nbd_kernel.h).
+    throw StartError("--frontend nbd as swap needs the kernel's NBD client, which this daemon does not attach yet; "
+                     "use --no-swapon to serve the export only");
+  }
+  (void)workers;
+  spdlog::info("serving {} of swap as NBD export '{}' on {} ({} connections at most){}", human_bytes(slots * kPageSize),
+               config_.name, config_.nbd_listen_address(), nbd_listener_->connections(),
+               swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
+}
+
+void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_init) {
+  StateHeader& header = state_->header();
+  const bool fresh = state_->fresh();
+  const std::uint64_t slots = header.slots;
   FuseConfig fuse;
   fuse.size_bytes = slots * kPageSize;
   fuse.max_write = header.fuse_max_write != 0 ? header.fuse_max_write : 1u << 20;
@@ -165,18 +216,6 @@ void Instance::start() {
   server_ = std::make_unique<FuseServer>(*store_, fuse);
   if (header.fuse_initialized) server_->resume_connection(header.fuse_over_io_uring != 0);
 
-  const unsigned workers =
-      config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
-  // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
-  auto flusher_warned = std::make_shared<std::once_flag>();
-  const auto worker_init = [this, flusher_warned] {
-    store_->prepare_thread_with_backing();
-    if (auto ec = set_io_flusher())
-      std::call_once(*flusher_warned, [&] {
-        spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
-                     ec.message());
-      });
-  };
   workers_ = std::make_unique<FuseWorkers>(fds_.fuse, *server_, workers, worker_init);
   if (!fresh) {
     // Requests the dead process read but never answered: again, please.
@@ -246,11 +285,6 @@ void Instance::start() {
     swap_type_probe();
     header.swap_type = swap_type_;
   }
-  // Last: once the control socket answers, status is complete.
-  control_ = std::make_unique<ControlServer>(
-      config_.control_socket(), readers,
-      [this](std::string_view request, Access access) { return handle_control(request, access); });
-
   // The kernel may abort FUSE requests that take longer than a timeout
   // (Linux 6.14+): a restart or heavy thrashing beyond it would fail swap I/O.
   // (A server that asks for no timeout gets default_request_timeout.)
@@ -262,7 +296,6 @@ void Instance::start() {
   }
   spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(), human_bytes(slots * kPageSize),
                workers, loop_.path(), swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
-  sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
 }
 
 void Instance::save_settings() noexcept {
@@ -482,7 +515,7 @@ void Instance::serve() {
       // worker waits for the next request or has been on its current one
       // for less than the stuck limit. Slow is fine (thrashing makes every
       // request slow); one request for a minute is not.
-      const FuseWorkers::Health health = workers_->health();
+      const FuseWorkers::Health health = workers_ ? workers_->health() : FuseWorkers::Health{};
       const bool stuck = health.longest_busy > kStuckRequest;
       if (health.exited > 0) {
         // A worker met an error none should: serve on in a fresh process.
@@ -537,6 +570,9 @@ void Instance::teardown() noexcept {
     std::fflush(nullptr);
     _exit(kExitStartFailed);
   }
+  // NBD: every connection ends; the listening socket is the supervisor's.
+  nbd_listener_.reset();
+  nbd_server_.reset();
   loop_.detach();
   if (state_) {
     state_->header().loop_device[0] = '\0';
@@ -546,7 +582,7 @@ void Instance::teardown() noexcept {
   // the detach a little. Unmounting ends the FUSE connection, and with it
   // the workers' reads.
   int err = 0;
-  for (int attempt = 0; attempt < 50; ++attempt) {
+  for (int attempt = 0; attempt < 50 && !config_.nbd_frontend(); ++attempt) {
     err = umount2(config_.swap_file().c_str(), UMOUNT_NOFOLLOW) == 0 ? 0 : errno;
     if (err != EBUSY) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -580,7 +616,38 @@ std::string Instance::summary() const {
 json Instance::status() const {
   std::lock_guard settings(settings_lock_);
   const PageStoreStats s = store_->stats();
-  const FuseStats f = server_->stats();
+  // The request counters of whichever front end serves.
+  FuseStats f{};
+  json frontend;
+  if (server_) {
+    f = server_->stats();
+    frontend = {{"type", "fuse"}, {"requests", f.requests}, {"unsupported", f.unsupported}};
+  } else if (nbd_server_) {
+    const NbdStats n = nbd_server_->stats();
+    f.requests = n.requests;
+    f.read_pages = n.io.read_pages;
+    f.written_pages = n.io.written_pages;
+    f.discarded_pages = n.io.discarded_pages;
+    f.discard_requests = n.io.discard_requests;
+    f.write_errors = n.io.write_errors;
+    f.bad_requests = n.error_replies;
+    frontend = {{"type", "nbd"},
+                {"listen", config_.nbd_listen_address()},
+                {"export", config_.name},
+                {"connections", {{"active", n.connections_active},
+                                 {"total", n.connections_total},
+                                 {"refused", n.connections_refused},
+                                 {"max", nbd_listener_ ? nbd_listener_->connections() : 0}}},
+                {"handshakes", n.handshakes},
+                {"handshake_failures", n.handshake_failures},
+                {"options_refused", n.options_refused},
+                {"protocol_errors", n.protocol_errors},
+                {"timeouts", n.timeouts},
+                {"structured_connections", n.structured_connections},
+                {"requests", n.requests},
+                {"error_replies", n.error_replies},
+                {"read_errors", n.io.read_errors}};
+  }
   json j;
   j["name"] = config_.name;
   j["version"] = kVersion;
@@ -598,7 +665,8 @@ json Instance::status() const {
   j["uptime_seconds"] = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::steady_clock::now() - started_)
                             .count();
-  j["device"] = {{"file", config_.swap_file()},
+  j["frontend"] = frontend;
+  j["device"] = {{"file", config_.nbd_frontend() ? std::string() : config_.swap_file()},
                  {"loop", loop_.path()},
                  {"size_bytes", config_.size_bytes},
                  {"slots", store_->slots()},
