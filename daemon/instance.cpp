@@ -123,11 +123,25 @@ void Instance::start() {
                  a.seconds, header.adoptions + 1, a.pool_objects, a.written_back, a.rolled_back, a.writebacks_reset,
                  a.cgroups, a.lost ? fmt::format(", {} DAMAGED entries (their reads fail)", a.lost) : "");
   }
-  if (!config_.backing_file.empty()) {
-    try {
-      backing_ = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize);
-    } catch (const std::system_error& e) {
-      throw StartError(std::string("--backing-file: ") + e.what());
+  if (config_.has_backing()) {
+    if (!config_.backing_file.empty()) {
+      try {
+        backing_ = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize);
+      } catch (const std::system_error& e) {
+        throw StartError(std::string("--backing-file: ") + e.what());
+      }
+    } else {
+      try {
+        auto remote = std::make_unique<BackingNbd>(config_.backing_nbd, slots * kPageSize);
+        backing_nbd_ = remote.get();
+        remote_up_ = true;
+        const BackingNbdStatus r = remote->status();
+        spdlog::info("remote tier: {} ({} of export, {} connection(s))", config_.backing_nbd,
+                     human_bytes(r.export_bytes), r.connections);
+        backing_ = std::move(remote);
+      } catch (const std::exception& e) {
+        throw StartError(std::string("--backing-nbd: ") + e.what());
+      }
     }
     store_->attach_backing(backing_.get());
     if (store_->adoption().stale_file_writes > 0) {
@@ -136,7 +150,7 @@ void Instance::start() {
       stale_writes_thread_ = Thread("uzswap-stale", [this] {
         if (!backing_->wait_for_other_writers(std::chrono::seconds(60)))
           spdlog::warn("could not tell whether the dead process's writes to {} landed; going on",
-                       config_.backing_file);
+                       backing_name());
         spdlog::info("{} slots written by the dead process are writable again", store_->release_stale_file_writes());
       });
     }
@@ -296,6 +310,10 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
   }
   spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(), human_bytes(slots * kPageSize),
                workers, loop_.path(), swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
+}
+
+std::string Instance::backing_name() const {
+  return config_.backing_file.empty() ? config_.backing_nbd : config_.backing_file;
 }
 
 void Instance::save_settings() noexcept {
@@ -526,6 +544,12 @@ void Instance::serve() {
       if (stuck && !stuck_logged_) spdlog::critical("a FUSE request has been served for {} s: not feeding the watchdog",
                                                     std::chrono::duration_cast<std::chrono::seconds>(health.longest_busy).count());
       stuck_logged_ = stuck;
+      if (backing_nbd_ != nullptr && backing_nbd_->up() != remote_up_) {
+        remote_up_ = !remote_up_;
+        if (remote_up_) spdlog::info("remote tier {} is back: writeback resumes", config_.backing_nbd);
+        else spdlog::warn("remote tier {} is down ({}): writeback stops, pages stay in RAM; reconnecting",
+                          config_.backing_nbd, backing_nbd_->status().last_error);
+      }
       sd_notifyf(0, "%sSTATUS=%s", watchdog && !stuck ? "WATCHDOG=1\n" : "", summary().c_str());
     }
     if (fds[0].revents & POLLIN) {
@@ -692,6 +716,7 @@ json Instance::status() const {
   j["table_bytes"] = s.table_bytes;
   j["written_back_pages"] = s.written_back_pages;
   j["backing_file"] = config_.backing_file;
+  j["backing_nbd"] = config_.backing_nbd;
   const CgroupPolicy root_policy = store_->cgroup_policy(kRootCgroup);
   json wb = {{"backing_file", config_.backing_file},
              {"enabled", backing_ != nullptr && root_policy.writeback},
@@ -705,6 +730,23 @@ json Instance::status() const {
     const ShrinkWorkerStats w = shrinker_->stats();
     wb["worker"] = {{"wakeups", w.wakeups}, {"runs", w.runs}, {"written", w.written},
                     {"backoffs", w.backoffs}, {"over_max_runs", w.over_max_runs}};
+  }
+  if (backing_nbd_ != nullptr) {
+    const BackingNbdStatus r = backing_nbd_->status();
+    wb["enabled"] = wb["enabled"].get<bool>() && r.up;
+    wb["backing_nbd"] = {{"uri", r.uri},
+                         {"state", r.up ? "up" : "down"},
+                         {"connections", r.connections},
+                         {"connections_up", r.connections_up},
+                         {"export_bytes", r.export_bytes},
+                         {"connects", r.connects},
+                         {"disconnects", r.disconnects},
+                         {"failed_connects", r.failed_connects},
+                         {"write_requests", r.write_requests},
+                         {"read_requests", r.read_requests},
+                         {"refused_pages", r.refused_writes},
+                         {"last_error", r.last_error}};
+    if (!r.up) wb["stopped"] = "the remote tier is down: writeback waits for it to come back (" + r.last_error + ")";
   }
   j["writeback"] = wb;
   json nodes = json::array();
@@ -820,7 +862,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     store_->set_accept_threshold_percent(*v);
   } else if (key == "writeback") {
     if (value != "on" && value != "off") return error_reply("writeback: '" + value + "' is not on or off");
-    if (!backing_) return error_reply("writeback: needs a backing file (--backing-file)");
+    if (!backing_) return error_reply("writeback: needs a backing store (--backing-file or --backing-nbd)");
     CgroupPolicy policy = store_->cgroup_policy(kRootCgroup);
     policy.writeback = value == "on";
     store_->set_cgroup_policy(kRootCgroup, policy);
@@ -846,7 +888,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     const bool factor = key == "watermark-scale-factor";
     const auto v = factor ? number(1, 3000) : number(0, 86400);
     if (!v) return error_reply(key + ": '" + value + "' is not in " + (factor ? "1..3000" : "0..86400"));
-    if (!reclaimer_) return error_reply(key + ": needs a backing file (--backing-file)");
+    if (!reclaimer_) return error_reply(key + ": needs a backing store (--backing-file or --backing-nbd)");
     if (factor) {
       config_.watermark_scale_factor = *v;
       reclaimer_->set_watermark_scale_factor(*v);
@@ -871,7 +913,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
 }
 
 json Instance::writeback(std::uint64_t pages, const std::optional<std::string>& cgroup_path) {
-  if (!reclaimer_) return error_reply("writeback: needs a backing file (--backing-file)");
+  if (!reclaimer_) return error_reply("writeback: needs a backing store (--backing-file or --backing-nbd)");
   std::optional<CgroupId> cgroup;
   if (cgroup_path) {
     cgroup = find_cgroup(*cgroup_path);

@@ -15,6 +15,7 @@
 #include "uzswap/device/loop_device.h"
 #include "uzswap/fuse/fuse_server.h"
 #include "uzswap/fuse/fuse_session.h"
+#include "uzswap/backing/backing_nbd.h"
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/fuse/fuse_uring.h"
@@ -72,6 +73,7 @@ class Instance {
   // the control commands, which must never wait on a pass.
   void publish_cgroup_paths();
   std::string summary() const;
+  std::string backing_name() const;
 
   DaemonConfig config_;
   ServeFds fds_;
@@ -86,6 +88,8 @@ class Instance {
   std::uint64_t ram_bytes_;
   std::chrono::steady_clock::time_point started_;
   std::unique_ptr<BackingStore> backing_;  // outlives the store that writes to it
+  BackingNbd* backing_nbd_ = nullptr;      // backing_, when it is the remote tier
+  bool remote_up_ = false;                 // as last logged
   std::unique_ptr<PageStore> store_;
   std::unique_ptr<ShrinkWorker> shrinker_;
   std::unique_ptr<Reclaimer> reclaimer_;
