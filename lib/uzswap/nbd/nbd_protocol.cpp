@@ -299,7 +299,7 @@ std::size_t write_structured_error(std::span<std::byte> out, std::uint32_t error
   std::byte* p = out.data() + kStructuredReplyBytes;
   put32(p, error);
   put16(p + 4, static_cast<std::uint16_t>(message.size()));
-  std::memcpy(p + 6, message.data(), message.size());
+  if (!message.empty()) std::memcpy(p + 6, message.data(), message.size());
   return kStructuredReplyBytes + body;
 }
 
