@@ -40,16 +40,21 @@ std::string libnbd_error(const char* what) {
 BackingNbd::BackingNbd(std::string uri, std::uint64_t bytes)
     : uri_(std::move(uri)), bytes_(bytes), id_(g_next_id.fetch_add(1)) {
   conns_ = std::make_unique<Connection[]>(kConnections);
+  nbd_handle* first = open_connection();
+  if (first == nullptr) throw std::runtime_error(status().last_error);
+  // Without multi-conn, writes on one connection need not be visible to
+  // reads on another: one connection only.
+  count_ = nbd_can_multi_conn(first) == 1 ? kConnections : 1;
   {
     std::lock_guard guard(conns_[0].lock);
-    if (!connectLocked(0)) throw std::runtime_error(last_error_);
-    // Without multi-conn, writes on one connection need not be visible to
-    // reads on another: one connection only.
-    count_ = nbd_can_multi_conn(conns_[0].handle) == 1 ? kConnections : 1;
+    installLocked(0, first);
   }
   for (unsigned i = 1; i < count_; ++i) {
-    std::lock_guard guard(conns_[i].lock);
-    connectLocked(i);  // a failure here is retried by the reconnect thread
+    // A failure here is retried by the reconnect thread.
+    if (nbd_handle* h = open_connection()) {
+      std::lock_guard guard(conns_[i].lock);
+      installLocked(i, h);
+    }
   }
   reconnector_ = Thread("uzswap-nbd-tier", [this] { reconnect_loop(); });
 }
@@ -79,36 +84,53 @@ void BackingNbd::set_error(const std::string& message) noexcept {
   }
 }
 
-bool BackingNbd::connectLocked(unsigned i) {
-  Connection& c = conns_[i];
+nbd_handle* BackingNbd::open_connection() {
   nbd_handle* h = nbd_create();
   if (h == nullptr) {
     set_error(libnbd_error("nbd_create"));
     failed_connects_.fetch_add(1, std::memory_order_relaxed);
-    return false;
+    return nullptr;
   }
+  // Asynchronously, with a deadline: a server that accepts and then says
+  // nothing (a stopped process behind a live socket) must not hold us.
   std::string why;
-  if (nbd_connect_uri(h, uri_.c_str()) != 0) {
+  if (nbd_aio_connect_uri(h, uri_.c_str()) != 0) {
     why = libnbd_error(("connect to " + uri_).c_str());
-  } else if (const std::int64_t size = nbd_get_size(h); size < 0 || static_cast<std::uint64_t>(size) < bytes_) {
-    why = uri_ + ": the export holds " + std::to_string(size) + " bytes, the swap area needs " + std::to_string(bytes_);
-  } else if (nbd_is_read_only(h) == 1) {
-    why = uri_ + ": the export is read-only";
   } else {
-    export_bytes_.store(static_cast<std::uint64_t>(size), std::memory_order_relaxed);
+    const auto deadline = std::chrono::steady_clock::now() + kCommandTimeout;
+    while (nbd_aio_is_connecting(h) == 1) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || nbd_poll(h, static_cast<int>(std::min<long long>(left.count(), 1000))) < 0) break;
+    }
+    if (nbd_aio_is_ready(h) != 1) {
+      why = nbd_aio_is_connecting(h) == 1 ? uri_ + ": no handshake within " + std::to_string(kCommandTimeout.count()) + " s"
+                                          : libnbd_error(("connect to " + uri_).c_str());
+    }
+  }
+  if (why.empty()) {
+    if (const std::int64_t size = nbd_get_size(h); size < 0 || static_cast<std::uint64_t>(size) < bytes_)
+      why = uri_ + ": the export holds " + std::to_string(size) + " bytes, the swap area needs " + std::to_string(bytes_);
+    else if (nbd_is_read_only(h) == 1)
+      why = uri_ + ": the export is read-only";
+    else
+      export_bytes_.store(static_cast<std::uint64_t>(size), std::memory_order_relaxed);
   }
   if (!why.empty()) {
     set_error(why);
     nbd_close(h);
     failed_connects_.fetch_add(1, std::memory_order_relaxed);
-    return false;
+    return nullptr;
   }
+  return h;
+}
+
+void BackingNbd::installLocked(unsigned i, nbd_handle* h) noexcept {
+  Connection& c = conns_[i];
   c.fua = nbd_can_fua(h) == 1;
   c.trim = nbd_can_trim(h) == 1;
   c.handle = h;
   up_count_.fetch_add(1, std::memory_order_relaxed);
   connects_.fetch_add(1, std::memory_order_relaxed);
-  return true;
 }
 
 void BackingNbd::dropLocked(unsigned i, const char* why) noexcept {
@@ -309,7 +331,10 @@ void BackingNbd::reconnect_loop() noexcept {
     {
       std::unique_lock guard(wake_lock_);
       const bool all_up = up_count_.load() == count_;
-      wake_.wait_for(guard, all_up ? std::chrono::milliseconds(1000) : backoff, [this] { return stop_; });
+      // A dropped connection wakes this thread at once; a failed reconnect
+      // waits out its backoff.
+      wake_.wait_for(guard, all_up ? std::chrono::milliseconds(1000) : backoff,
+                     [&] { return stop_ || (all_up && up_count_.load() < count_); });
       if (stop_) return;
     }
     if (up_count_.load() == count_) {
@@ -318,14 +343,23 @@ void BackingNbd::reconnect_loop() noexcept {
     }
     bool all = true;
     for (unsigned i = 0; i < count_; ++i) {
-      std::lock_guard guard(conns_[i].lock);
-      if (conns_[i].handle == nullptr) {
-        try {
-          if (!connectLocked(i)) all = false;
-        } catch (...) {
-          all = false;
-        }
+      {
+        std::lock_guard guard(conns_[i].lock);
+        if (conns_[i].handle != nullptr) continue;
       }
+      // Connected without the lock, so readers are not held up meanwhile;
+      // only this thread fills an empty connection.
+      nbd_handle* h = nullptr;
+      try {
+        h = open_connection();
+      } catch (...) {
+      }
+      if (h == nullptr) {
+        all = false;
+        break;  // the remote is not back: wait before the next one
+      }
+      std::lock_guard guard(conns_[i].lock);
+      installLocked(i, h);
     }
     backoff = all ? std::chrono::milliseconds(100) : std::min(backoff * 2, std::chrono::milliseconds(5000));
   }

@@ -83,8 +83,10 @@ class BackingNbd final : public BackingStore {
     bool fua = false;
     bool trim = false;
   };
-  // Opens connection `i`; false (and last_error_) on failure. Caller holds its lock.
-  bool connectLocked(unsigned i);
+  // A new connection, checked (size, writable); null (and last_error_) on
+  // failure. Takes no connection lock.
+  nbd_handle* open_connection();
+  void installLocked(unsigned i, nbd_handle* h) noexcept;
   void dropLocked(unsigned i, const char* why) noexcept;
   // Locks a connection that is up, preferring `hint`; -1 when none is.
   int lock_up(unsigned hint) noexcept;
