@@ -32,7 +32,7 @@ thread_local ThreadBatch t_batch;
 
 std::string libnbd_error(const char* what) {
   const char* e = nbd_get_error();
-  return std::string(what) + ": " + (e != nullptr ? e : "unknown error");
+  return e != nullptr && *e != '\0' ? std::string(what) + ": " + e : std::string(what);
 }
 
 }  // namespace
@@ -336,6 +336,17 @@ void BackingNbd::reconnect_loop() noexcept {
       wake_.wait_for(guard, all_up ? std::chrono::milliseconds(1000) : backoff,
                      [&] { return stop_ || (all_up && up_count_.load() < count_); });
       if (stop_) return;
+    }
+    // An idle connection learns of a remote that went away only when it
+    // looks: the end of the stream is processed here, so status says
+    // "down" without waiting for the next write.
+    for (unsigned i = 0; i < count_; ++i) {
+      if (!conns_[i].lock.try_lock()) continue;  // busy: its command will tell
+      if (nbd_handle* h = conns_[i].handle; h != nullptr) {
+        if (nbd_aio_in_flight(h) == 0 && (nbd_poll(h, 0) < 0 || nbd_aio_is_ready(h) != 1))
+          dropLocked(i, "the remote closed the connection");
+      }
+      conns_[i].lock.unlock();
     }
     if (up_count_.load() == count_) {
       backoff = std::chrono::milliseconds(100);
