@@ -145,7 +145,8 @@ refused=$(status_field "['frontend']['connections']['refused']")
 (( refused >= 1 )) || fail "refused connections not counted"
 pass "a client beyond --nbd-connections 3 is closed at once ($refused refused)"
 
-wait_until 10 test "$(status_field "['frontend']['connections']['active']")" -eq 0 || fail "connections still active"
+idle() { (( $(status_field "['frontend']['connections']['active']") == 0 )); }
+wait_until 10 idle || fail "connections still active"
 stored=$(status_field "['stored_pages']")
 (( stored == stored_before )) || fail "stored_pages went from $stored_before to $stored"
 info=$(nbdinfo --size "$URI") || fail "nbdinfo after the hostile clients: $info"

@@ -23,6 +23,7 @@ tier_fail() {
   cat "$MEM_LOG" >&2
   fail "$@"
 }
+tier_is() { [[ $(status_field "['writeback']['backing_nbd']['state']") == "$1" ]]; }
 mem_status() { "$UZSWAPCTL" --name "$MEM" status --json | "$PY3" -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 "$UZSWAPD" --name "$MEM" --config /dev/null --size 2G --frontend nbd --no-swapon >>"$MEM_LOG" 2>&1 {SYSTEM_LOCK_FD}>&- &
@@ -50,7 +51,7 @@ sleep 0.5
 kill -KILL "$(mem_status "['pid']")"
 wait "$wb"
 "$UZSWAPCTL" --name "$NAME" writeback --pages $((stored * 2)) || fail "writeback"
-wait_until 30 test "$(status_field "['writeback']['backing_nbd']['state']")" = up || tier_fail "remote tier did not come back"
+wait_until 30 tier_is up || tier_fail "remote tier did not come back"
 written=$(status_field "['written_back_pages']")
 mem_now=$(mem_status "['stored_pages']")
 (( written > stored / 2 )) || fail "only $written of $stored pages written back"
@@ -63,7 +64,7 @@ pass "$written pages written back over NBD, the memory server's stored_pages gre
 kill -STOP "$MEM_PID"
 kill -KILL "$(pgrep -P "$MEM_PID")"
 "$UZSWAPCTL" --name "$NAME" writeback --pages 1000 >/dev/null 2>&1
-wait_until 15 test "$(status_field "['writeback']['backing_nbd']['state']")" = down || { kill -CONT "$MEM_PID"; tier_fail "status never said the tier is down"; }
+wait_until 15 tier_is down || { kill -CONT "$MEM_PID"; tier_fail "status never said the tier is down"; }
 why=$(status_field "['writeback']['stopped']")
 before=$(status_field "['written_back_pages']")
 out=$("$UZSWAPCTL" --name "$NAME" writeback --pages 1000)
