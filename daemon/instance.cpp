@@ -204,11 +204,26 @@ void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_i
     throw StartError(std::string("NBD connection threads: ") + e.what());
   }
   if (config_.swapon) {
-    // As swap, the kernel's NBD client is the one client (nbd_kernel.h).
-    throw StartError("--frontend nbd as swap needs the kernel's NBD client, which this daemon does not attach yet; "
-                     "use --no-swapon to serve the export only");
+    // As swap, the kernel's NBD client is a client over socketpairs, one
+    // per queue (nbd_kernel.h); the listener serves other clients beside it.
+    if (!KernelNbd::available())
+      throw StartError("--frontend nbd as swap needs the kernel's NBD client: this kernel has no nbd module "
+                       "(modprobe nbd), or use --no-swapon to serve the export only");
+    try {
+      kernel_nbd_ = std::make_unique<KernelNbd>(*nbd_server_, workers, worker_init);
+    } catch (const std::exception& e) {
+      throw StartError(std::string("connecting the kernel's NBD client: ") + e.what());
+    }
+    std::filesystem::remove(config_.device_link());
+    std::filesystem::create_symlink(kernel_nbd_->path(), config_.device_link());
+    if (auto ec = swap_on(kernel_nbd_->path(), config_.swap_priority))
+      throw StartError("swapon " + kernel_nbd_->path() + " failed: " + ec.message());
+    swap_on_ = true;
+    // Not recorded in the shared state: a serving process that dies takes
+    // the kernel's connections with it (nbd_kernel.h), there is nothing for
+    // a next one to adopt on this device.
+    swap_type_probe();
   }
-  (void)workers;
   spdlog::info("serving {} of swap as NBD export '{}' on {} ({} connections at most){}", human_bytes(slots * kPageSize),
                config_.name, config_.nbd_listen_address(), nbd_listener_->connections(),
                swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
@@ -569,13 +584,15 @@ void Instance::serve() {
   close(tfd);
 }
 
+std::string Instance::swap_device() const { return kernel_nbd_ ? kernel_nbd_->path() : loop_.path(); }
+
 bool Instance::try_stop() {
   sd_notify(0, "STOPPING=1\nSTATUS=swapoff: bringing pages back into RAM");
   if (swap_on_) {
-    if (auto ec = swap_off(loop_.path())) {
+    if (auto ec = swap_off(swap_device())) {
       // Every page stays served; the operator can free memory and try again.
       spdlog::error("swapoff {} failed: {}; still serving, send SIGTERM again to retry",
-                    loop_.path(), ec.message());
+                    swap_device(), ec.message());
       sd_notifyf(0, "READY=1\nSTATUS=swapoff failed (%s), still serving", ec.message().c_str());
       return false;
     }
@@ -595,6 +612,14 @@ void Instance::teardown() noexcept {
     _exit(kExitStartFailed);
   }
   // NBD: every connection ends; the listening socket is the supervisor's.
+  if (kernel_nbd_ && swap_on_) {
+    // A start that failed after swapon: the kernel's pages must come back
+    // before its connections go.
+    if (auto ec = swap_off(kernel_nbd_->path()))
+      spdlog::critical("swapoff {}: {}: its pages are lost with this process", kernel_nbd_->path(), ec.message());
+    swap_on_ = false;
+  }
+  kernel_nbd_.reset();
   nbd_listener_.reset();
   nbd_server_.reset();
   loop_.detach();
@@ -691,7 +716,7 @@ json Instance::status() const {
                             .count();
   j["frontend"] = frontend;
   j["device"] = {{"file", config_.nbd_frontend() ? std::string() : config_.swap_file()},
-                 {"loop", loop_.path()},
+                 {"loop", swap_device()},
                  {"size_bytes", config_.size_bytes},
                  {"slots", store_->slots()},
                  {"swap_on", swap_on_},

@@ -19,6 +19,7 @@
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/fuse/fuse_uring.h"
+#include "uzswap/nbd/nbd_kernel.h"
 #include "uzswap/nbd/nbd_server.h"
 #include "uzswap/reclaim/attribution.h"
 #include "uzswap/reclaim/reclaimer.h"
@@ -74,6 +75,8 @@ class Instance {
   void publish_cgroup_paths();
   std::string summary() const;
   std::string backing_name() const;
+  // What is swapped on: the loop device, or /dev/nbdN.
+  std::string swap_device() const;
 
   DaemonConfig config_;
   ServeFds fds_;
@@ -98,6 +101,7 @@ class Instance {
   std::unique_ptr<FuseUring> uring_;  // FUSE-over-io_uring, when INIT agreed on it
   std::unique_ptr<NbdServer> nbd_server_;      // --frontend nbd
   std::unique_ptr<NbdListener> nbd_listener_;
+  std::unique_ptr<KernelNbd> kernel_nbd_;      // --frontend nbd as swap: /dev/nbdN
   LoopDevice loop_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<Attribution> attribution_;

@@ -126,6 +126,14 @@ NbdEnd NbdServer::serve(int fd, std::span<std::byte> buffer) noexcept {
   return end;
 }
 
+NbdEnd NbdServer::serve_transmission(int fd, std::span<std::byte> buffer) noexcept {
+  if (buffer.size() < buffer_bytes()) return NbdEnd::io_error;
+  set_timeout(fd, SO_SNDTIMEO, config_.send_timeout);
+  const NbdEnd end = transmission(fd, buffer, false);
+  if (end == NbdEnd::protocol_error) protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+  return end;
+}
+
 std::optional<NbdEnd> NbdServer::handshake(int fd, std::span<std::byte> buffer, HandshakeState& state) noexcept {
   std::byte* scratch = buffer.data();
   write_greeting(std::span<std::byte, kGreetingBytes>(scratch, kGreetingBytes));

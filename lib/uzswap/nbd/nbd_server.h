@@ -72,6 +72,9 @@ class NbdServer {
 
   // Serves one connection until it ends; `fd` stays open (the caller closes).
   NbdEnd serve(int fd, std::span<std::byte> buffer) noexcept;
+  // The same from the transmission phase, with simple replies: for the
+  // kernel's NBD client, which has no handshake (nbd_kernel.h).
+  NbdEnd serve_transmission(int fd, std::span<std::byte> buffer) noexcept;
 
   NbdStats stats() const noexcept;
   const nbd::ExportInfo& export_info() const noexcept { return info_; }
