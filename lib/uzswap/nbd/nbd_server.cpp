@@ -364,9 +364,20 @@ void NbdListener::accept_loop() noexcept {
       return;
     }
     if (fds[1].revents != 0 || stopping_.load()) return;
-    if (!(fds[0].revents & POLLIN)) continue;
+    if (fds[0].revents & POLLNVAL) return;  // no listening socket: nothing to accept, ever
+    if (!(fds[0].revents & POLLIN)) {
+      // An error on the listening socket: do not spin on it.
+      poll(&fds[1], 1, 100);
+      continue;
+    }
     const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;  // the client went away, or no fds: the next one may fare better
+    if (fd < 0) {
+      // The client went away (ECONNABORTED), or no fds or memory for it:
+      // the next one may fare better, after a pause that keeps this thread
+      // from spinning on a queue it cannot empty.
+      if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) poll(&fds[1], 1, 100);
+      continue;
+    }
     bool placed = false;
     for (unsigned i = 0; i < count_ && !placed; ++i) {
       int idle = -1;
