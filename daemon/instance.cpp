@@ -887,7 +887,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     store_->set_accept_threshold_percent(*v);
   } else if (key == "writeback") {
     if (value != "on" && value != "off") return error_reply("writeback: '" + value + "' is not on or off");
-    if (!backing_) return error_reply("writeback: needs a backing store (--backing-file or --backing-nbd)");
+    if (!backing_) return error_reply("writeback: needs a backing file or a remote tier (--backing-file or --backing-nbd)");
     CgroupPolicy policy = store_->cgroup_policy(kRootCgroup);
     policy.writeback = value == "on";
     store_->set_cgroup_policy(kRootCgroup, policy);
@@ -913,7 +913,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     const bool factor = key == "watermark-scale-factor";
     const auto v = factor ? number(1, 3000) : number(0, 86400);
     if (!v) return error_reply(key + ": '" + value + "' is not in " + (factor ? "1..3000" : "0..86400"));
-    if (!reclaimer_) return error_reply(key + ": needs a backing store (--backing-file or --backing-nbd)");
+    if (!reclaimer_) return error_reply(key + ": needs a backing file or a remote tier (--backing-file or --backing-nbd)");
     if (factor) {
       config_.watermark_scale_factor = *v;
       reclaimer_->set_watermark_scale_factor(*v);
@@ -938,7 +938,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
 }
 
 json Instance::writeback(std::uint64_t pages, const std::optional<std::string>& cgroup_path) {
-  if (!reclaimer_) return error_reply("writeback: needs a backing store (--backing-file or --backing-nbd)");
+  if (!reclaimer_) return error_reply("writeback: needs a backing file or a remote tier (--backing-file or --backing-nbd)");
   std::optional<CgroupId> cgroup;
   if (cgroup_path) {
     cgroup = find_cgroup(*cgroup_path);
