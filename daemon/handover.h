@@ -12,7 +12,9 @@
 
 namespace uzswap {
 
-inline constexpr const char* kServeEnv = "UZSWAP_SERVE";    // "LOCK_FD FUSE_FD META_SHMID"
+// "LOCK_FD FUSE_FD META_SHMID"; with --frontend nbd, FUSE_FD is the NBD
+// listening socket.
+inline constexpr const char* kServeEnv = "UZSWAP_SERVE";
 inline constexpr const char* kBinaryEnv = "UZSWAP_BINARY";  // what `restart` runs next
 
 inline constexpr int kExitStopped = 0;       // swapoff done, everything taken down
@@ -23,7 +25,7 @@ inline constexpr int kExitHandover = 75;     // left for a new serving process (
 // of the state's meta segment (whose header names the pool segments).
 struct ServeFds {
   int lock = -1;
-  int fuse = -1;
+  int fuse = -1;  // the FUSE connection, or the NBD listening socket
   int meta_shm = -1;
 };
 

@@ -130,11 +130,25 @@ void Instance::start() {
                  a.seconds, header.adoptions + 1, a.pool_objects, a.written_back, a.rolled_back, a.writebacks_reset,
                  a.cgroups, a.lost ? fmt::format(", {} DAMAGED entries (their reads fail)", a.lost) : "");
   }
-  if (!config_.backing_file.empty()) {
-    try {
-      backing_ = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize);
-    } catch (const std::system_error& e) {
-      throw StartError(std::string("--backing-file: ") + e.what());
+  if (config_.has_backing()) {
+    if (!config_.backing_file.empty()) {
+      try {
+        backing_ = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize);
+      } catch (const std::system_error& e) {
+        throw StartError(std::string("--backing-file: ") + e.what());
+      }
+    } else {
+      try {
+        auto remote = std::make_unique<BackingNbd>(config_.backing_nbd, slots * kPageSize);
+        backing_nbd_ = remote.get();
+        remote_up_ = true;
+        const BackingNbdStatus r = remote->status();
+        spdlog::info("remote tier: {} ({} of export, {} connection(s))", config_.backing_nbd,
+                     human_bytes(r.export_bytes), r.connections);
+        backing_ = std::move(remote);
+      } catch (const std::exception& e) {
+        throw StartError(std::string("--backing-nbd: ") + e.what());
+      }
     }
     store_->attach_backing(backing_.get());
     if (store_->adoption().stale_file_writes > 0) {
@@ -143,7 +157,7 @@ void Instance::start() {
       stale_writes_thread_ = Thread("uzswap-stale", [this] {
         if (!backing_->wait_for_other_writers(std::chrono::seconds(60)))
           spdlog::warn("could not tell whether the dead process's writes to {} landed; going on",
-                       config_.backing_file);
+                       backing_name());
         spdlog::info("{} slots written by the dead process are writable again", store_->release_stale_file_writes());
       });
     }
@@ -161,6 +175,72 @@ void Instance::start() {
     if (!store_->store(0, swap_header)) throw StartError("cannot store the swap header");
   }
 
+  const unsigned workers =
+      config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
+  // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
+  auto flusher_warned = std::make_shared<std::once_flag>();
+  const std::function<void()> worker_init = [this, flusher_warned] {
+    store_->prepare_thread_with_backing();
+    if (auto ec = set_io_flusher())
+      std::call_once(*flusher_warned, [&] {
+        spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
+                     ec.message());
+      });
+  };
+  if (config_.nbd_frontend()) start_nbd(workers, worker_init);
+  else start_fuse(workers, worker_init);
+
+  // Last: once the control socket answers, status is complete.
+  control_ = std::make_unique<ControlServer>(
+      config_.control_socket(), readers,
+      [this](std::string_view request, Access access) { return handle_control(request, access); });
+
+  sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
+}
+
+void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_init) {
+  const std::uint64_t slots = state_->header().slots;
+  NbdConfig nbd;
+  nbd.size_bytes = slots * kPageSize;
+  nbd.export_name = config_.name;
+  nbd_server_ = std::make_unique<NbdServer>(*store_, nbd);
+  try {
+    // The supervisor made the listening socket; it outlives this process,
+    // and clients reconnect to the next one.
+    nbd_listener_ = std::make_unique<NbdListener>(*nbd_server_, fds_.fuse, config_.nbd_connections, worker_init);
+  } catch (const std::system_error& e) {
+    throw StartError(std::string("NBD connection threads: ") + e.what());
+  }
+  if (config_.swapon) {
+    // As swap, the kernel's NBD client is a client over socketpairs, one
+    // per queue (nbd_kernel.h); the listener serves other clients beside it.
+    if (!KernelNbd::available())
+      throw StartError("--frontend nbd as swap needs the kernel's NBD client: this kernel has no nbd module "
+                       "(modprobe nbd), or use --no-swapon to serve the export only");
+    try {
+      kernel_nbd_ = std::make_unique<KernelNbd>(*nbd_server_, workers, worker_init);
+    } catch (const std::exception& e) {
+      throw StartError(std::string("connecting the kernel's NBD client: ") + e.what());
+    }
+    std::filesystem::remove(config_.device_link());
+    std::filesystem::create_symlink(kernel_nbd_->path(), config_.device_link());
+    if (auto ec = swap_on(kernel_nbd_->path(), config_.swap_priority))
+      throw StartError("swapon " + kernel_nbd_->path() + " failed: " + ec.message());
+    swap_on_ = true;
+    // Not recorded in the shared state: a serving process that dies takes
+    // the kernel's connections with it (nbd_kernel.h), there is nothing for
+    // a next one to adopt on this device.
+    swap_type_probe();
+  }
+  spdlog::info("serving {} of swap as NBD export '{}' on {} ({} connections at most){}", human_bytes(slots * kPageSize),
+               config_.name, config_.nbd_listen_address(), nbd_listener_->connections(),
+               swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
+}
+
+void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_init) {
+  StateHeader& header = state_->header();
+  const bool fresh = state_->fresh();
+  const std::uint64_t slots = header.slots;
   FuseConfig fuse;
   fuse.size_bytes = slots * kPageSize;
   fuse.max_write = header.fuse_max_write != 0 ? header.fuse_max_write : 1u << 20;
@@ -173,18 +253,6 @@ void Instance::start() {
   server_ = std::make_unique<FuseServer>(*store_, fuse);
   if (header.fuse_initialized) server_->resume_connection(header.fuse_over_io_uring != 0);
 
-  const unsigned workers =
-      config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
-  // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
-  auto flusher_warned = std::make_shared<std::once_flag>();
-  const auto worker_init = [this, flusher_warned] {
-    store_->prepare_thread_with_backing();
-    if (auto ec = set_io_flusher())
-      std::call_once(*flusher_warned, [&] {
-        spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
-                     ec.message());
-      });
-  };
   workers_ = std::make_unique<FuseWorkers>(fds_.fuse, *server_, workers, worker_init);
   if (!fresh) {
     // Requests the dead process read but never answered: again, please.
@@ -254,11 +322,6 @@ void Instance::start() {
     swap_type_probe();
     header.swap_type = swap_type_;
   }
-  // Last: once the control socket answers, status is complete.
-  control_ = std::make_unique<ControlServer>(
-      config_.control_socket(), readers,
-      [this](std::string_view request, Access access) { return handle_control(request, access); });
-
   // The kernel may abort FUSE requests that take longer than a timeout
   // (Linux 6.14+): a restart or heavy thrashing beyond it would fail swap I/O.
   // (A server that asks for no timeout gets default_request_timeout.)
@@ -270,7 +333,10 @@ void Instance::start() {
   }
   spdlog::info("serving {} ({} of swap, {} workers) on {}{}", config_.swap_file(), human_bytes(slots * kPageSize),
                workers, loop_.path(), swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
-  sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
+}
+
+std::string Instance::backing_name() const {
+  return config_.backing_file.empty() ? config_.backing_nbd : config_.backing_file;
 }
 
 void Instance::save_settings() noexcept {
@@ -510,7 +576,7 @@ void Instance::serve() {
       // worker waits for the next request or has been on its current one
       // for less than the stuck limit. Slow is fine (thrashing makes every
       // request slow); one request for a minute is not.
-      const FuseWorkers::Health health = workers_->health();
+      const FuseWorkers::Health health = workers_ ? workers_->health() : FuseWorkers::Health{};
       const bool stuck = health.longest_busy > kStuckRequest;
       if (health.exited > 0) {
         // A worker met an error none should: serve on in a fresh process.
@@ -522,6 +588,12 @@ void Instance::serve() {
                                                     std::chrono::duration_cast<std::chrono::seconds>(health.longest_busy).count());
       stuck_logged_ = stuck;
       log_integrity_errors();
+      if (backing_nbd_ != nullptr && backing_nbd_->up() != remote_up_) {
+        remote_up_ = !remote_up_;
+        if (remote_up_) spdlog::info("remote tier {} is back: writeback resumes", config_.backing_nbd);
+        else spdlog::warn("remote tier {} is down ({}): writeback stops, pages stay in RAM; reconnecting",
+                          config_.backing_nbd, backing_nbd_->status().last_error);
+      }
       sd_notifyf(0, "%sSTATUS=%s", watchdog && !stuck ? "WATCHDOG=1\n" : "", summary().c_str());
     }
     if (fds[0].revents & POLLIN) {
@@ -582,14 +654,15 @@ void Instance::log_integrity_errors() {
   }
   integrity_logged_ = count;
 }
+std::string Instance::swap_device() const { return kernel_nbd_ ? kernel_nbd_->path() : loop_.path(); }
 
 bool Instance::try_stop() {
   sd_notify(0, "STOPPING=1\nSTATUS=swapoff: bringing pages back into RAM");
   if (swap_on_) {
-    if (auto ec = swap_off(loop_.path())) {
+    if (auto ec = swap_off(swap_device())) {
       // Every page stays served; the operator can free memory and try again.
       spdlog::error("swapoff {} failed: {}; still serving, send SIGTERM again to retry",
-                    loop_.path(), ec.message());
+                    swap_device(), ec.message());
       sd_notifyf(0, "READY=1\nSTATUS=swapoff failed (%s), still serving", ec.message().c_str());
       return false;
     }
@@ -608,6 +681,17 @@ void Instance::teardown() noexcept {
     std::fflush(nullptr);
     _exit(kExitStartFailed);
   }
+  // NBD: every connection ends; the listening socket is the supervisor's.
+  if (kernel_nbd_ && swap_on_) {
+    // A start that failed after swapon: the kernel's pages must come back
+    // before its connections go.
+    if (auto ec = swap_off(kernel_nbd_->path()))
+      spdlog::critical("swapoff {}: {}: its pages are lost with this process", kernel_nbd_->path(), ec.message());
+    swap_on_ = false;
+  }
+  kernel_nbd_.reset();
+  nbd_listener_.reset();
+  nbd_server_.reset();
   loop_.detach();
   if (state_) {
     state_->header().loop_device[0] = '\0';
@@ -617,7 +701,7 @@ void Instance::teardown() noexcept {
   // the detach a little. Unmounting ends the FUSE connection, and with it
   // the workers' reads.
   int err = 0;
-  for (int attempt = 0; attempt < 50; ++attempt) {
+  for (int attempt = 0; attempt < 50 && !config_.nbd_frontend(); ++attempt) {
     err = umount2(config_.swap_file().c_str(), UMOUNT_NOFOLLOW) == 0 ? 0 : errno;
     if (err != EBUSY) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -652,7 +736,38 @@ std::string Instance::summary() const {
 json Instance::status() const {
   std::lock_guard settings(settings_lock_);
   const PageStoreStats s = store_->stats();
-  const FuseStats f = server_->stats();
+  // The request counters of whichever front end serves.
+  FuseStats f{};
+  json frontend;
+  if (server_) {
+    f = server_->stats();
+    frontend = {{"type", "fuse"}, {"requests", f.requests}, {"unsupported", f.unsupported}};
+  } else if (nbd_server_) {
+    const NbdStats n = nbd_server_->stats();
+    f.requests = n.requests;
+    f.read_pages = n.io.read_pages;
+    f.written_pages = n.io.written_pages;
+    f.discarded_pages = n.io.discarded_pages;
+    f.discard_requests = n.io.discard_requests;
+    f.write_errors = n.io.write_errors;
+    f.bad_requests = n.error_replies;
+    frontend = {{"type", "nbd"},
+                {"listen", config_.nbd_listen_address()},
+                {"export", config_.name},
+                {"connections", {{"active", n.connections_active},
+                                 {"total", n.connections_total},
+                                 {"refused", n.connections_refused},
+                                 {"max", nbd_listener_ ? nbd_listener_->connections() : 0}}},
+                {"handshakes", n.handshakes},
+                {"handshake_failures", n.handshake_failures},
+                {"options_refused", n.options_refused},
+                {"protocol_errors", n.protocol_errors},
+                {"timeouts", n.timeouts},
+                {"structured_connections", n.structured_connections},
+                {"requests", n.requests},
+                {"error_replies", n.error_replies},
+                {"read_errors", n.io.read_errors}};
+  }
   json j;
   j["name"] = config_.name;
   j["version"] = kVersion;
@@ -670,8 +785,9 @@ json Instance::status() const {
   j["uptime_seconds"] = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::steady_clock::now() - started_)
                             .count();
-  j["device"] = {{"file", config_.swap_file()},
-                 {"loop", loop_.path()},
+  j["frontend"] = frontend;
+  j["device"] = {{"file", config_.nbd_frontend() ? std::string() : config_.swap_file()},
+                 {"loop", swap_device()},
                  {"size_bytes", config_.size_bytes},
                  {"slots", store_->slots()},
                  {"swap_on", swap_on_},
@@ -696,6 +812,7 @@ json Instance::status() const {
   j["table_bytes"] = s.table_bytes;
   j["written_back_pages"] = s.written_back_pages;
   j["backing_file"] = config_.backing_file;
+  j["backing_nbd"] = config_.backing_nbd;
   const CgroupPolicy root_policy = store_->cgroup_policy(kRootCgroup);
   json wb = {{"backing_file", config_.backing_file},
              {"enabled", backing_ != nullptr && root_policy.writeback},
@@ -711,6 +828,23 @@ json Instance::status() const {
     const ShrinkWorkerStats w = shrinker_->stats();
     wb["worker"] = {{"wakeups", w.wakeups}, {"runs", w.runs}, {"written", w.written},
                     {"backoffs", w.backoffs}, {"over_max_runs", w.over_max_runs}};
+  }
+  if (backing_nbd_ != nullptr) {
+    const BackingNbdStatus r = backing_nbd_->status();
+    wb["enabled"] = wb["enabled"].get<bool>() && r.up;
+    wb["backing_nbd"] = {{"uri", r.uri},
+                         {"state", r.up ? "up" : "down"},
+                         {"connections", r.connections},
+                         {"connections_up", r.connections_up},
+                         {"export_bytes", r.export_bytes},
+                         {"connects", r.connects},
+                         {"disconnects", r.disconnects},
+                         {"failed_connects", r.failed_connects},
+                         {"write_requests", r.write_requests},
+                         {"read_requests", r.read_requests},
+                         {"refused_pages", r.refused_writes},
+                         {"last_error", r.last_error}};
+    if (!r.up) wb["stopped"] = "the remote tier is down: writeback waits for it to come back (" + r.last_error + ")";
   }
   j["writeback"] = wb;
   json nodes = json::array();
@@ -835,7 +969,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     store_->set_accept_threshold_percent(*v);
   } else if (key == "writeback") {
     if (value != "on" && value != "off") return error_reply("writeback: '" + value + "' is not on or off");
-    if (!backing_) return error_reply("writeback: needs a backing file (--backing-file)");
+    if (!backing_) return error_reply("writeback: needs a backing file or a remote tier (--backing-file or --backing-nbd)");
     CgroupPolicy policy = store_->cgroup_policy(kRootCgroup);
     policy.writeback = value == "on";
     store_->set_cgroup_policy(kRootCgroup, policy);
@@ -861,7 +995,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
     const bool factor = key == "watermark-scale-factor";
     const auto v = factor ? number(1, 3000) : number(0, 86400);
     if (!v) return error_reply(key + ": '" + value + "' is not in " + (factor ? "1..3000" : "0..86400"));
-    if (!reclaimer_) return error_reply(key + ": needs a backing file (--backing-file)");
+    if (!reclaimer_) return error_reply(key + ": needs a backing file or a remote tier (--backing-file or --backing-nbd)");
     if (factor) {
       config_.watermark_scale_factor = *v;
       reclaimer_->set_watermark_scale_factor(*v);
@@ -886,7 +1020,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
 }
 
 json Instance::writeback(std::uint64_t pages, const std::optional<std::string>& cgroup_path) {
-  if (!reclaimer_) return error_reply("writeback: needs a backing file (--backing-file)");
+  if (!reclaimer_) return error_reply("writeback: needs a backing file or a remote tier (--backing-file or --backing-nbd)");
   std::optional<CgroupId> cgroup;
   if (cgroup_path) {
     cgroup = find_cgroup(*cgroup_path);

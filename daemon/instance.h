@@ -15,9 +15,12 @@
 #include "uzswap/device/loop_device.h"
 #include "uzswap/fuse/fuse_server.h"
 #include "uzswap/fuse/fuse_session.h"
+#include "uzswap/backing/backing_nbd.h"
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/fuse/fuse_uring.h"
+#include "uzswap/nbd/nbd_kernel.h"
+#include "uzswap/nbd/nbd_server.h"
 #include "uzswap/reclaim/attribution.h"
 #include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/writeback/shrink_worker.h"
@@ -25,6 +28,7 @@
 #include "handover.h"
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -42,6 +46,8 @@ class Instance {
 
  private:
   void start();
+  void start_fuse(unsigned workers, const std::function<void()>& worker_init);
+  void start_nbd(unsigned workers, const std::function<void()>& worker_init);
   void serve();
   bool try_stop();
   void swap_type_probe();
@@ -68,6 +74,9 @@ class Instance {
   // the control commands, which must never wait on a pass.
   void publish_cgroup_paths();
   std::string summary() const;
+  std::string backing_name() const;
+  // What is swapped on: the loop device, or /dev/nbdN.
+  std::string swap_device() const;
 
   DaemonConfig config_;
   ServeFds fds_;
@@ -94,13 +103,18 @@ class Instance {
   Thread stale_writes_thread_;
   std::uint64_t ram_bytes_;
   std::chrono::steady_clock::time_point started_;
-  std::unique_ptr<BackingFile> backing_;  // outlives the store that writes to it
+  std::unique_ptr<BackingStore> backing_;  // outlives the store that writes to it
+  BackingNbd* backing_nbd_ = nullptr;      // backing_, when it is the remote tier
+  bool remote_up_ = false;                 // as last logged
   std::unique_ptr<PageStore> store_;
   std::unique_ptr<ShrinkWorker> shrinker_;
   std::unique_ptr<Reclaimer> reclaimer_;
   std::unique_ptr<FuseServer> server_;
   std::unique_ptr<FuseWorkers> workers_;
   std::unique_ptr<FuseUring> uring_;  // FUSE-over-io_uring, when INIT agreed on it
+  std::unique_ptr<NbdServer> nbd_server_;      // --frontend nbd
+  std::unique_ptr<NbdListener> nbd_listener_;
+  std::unique_ptr<KernelNbd> kernel_nbd_;      // --frontend nbd as swap: /dev/nbdN
   LoopDevice loop_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<Attribution> attribution_;

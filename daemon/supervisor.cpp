@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "uzswap/device/swap.h"
+#include "uzswap/nbd/nbd_listen.h"
 #include "uzswap/pool/zpool.h"
 
 extern char** environ;
@@ -70,6 +71,7 @@ Supervisor::Supervisor(DaemonConfig config, std::vector<std::string> argv)
 
 Supervisor::~Supervisor() {
   if (fuse_fd_ >= 0) close(fuse_fd_);
+  if (nbd_listen_fd_ >= 0) close(nbd_listen_fd_);
 }
 
 int Supervisor::run() {
@@ -153,6 +155,11 @@ int Supervisor::run() {
     // that has it attached.
     SharedState::destroy(state_->ids());
   }
+  if (nbd_listen_fd_ >= 0) {
+    close(nbd_listen_fd_);
+    nbd_listen_fd_ = -1;
+    remove_listener_path(nbd_address_);
+  }
   if (code == kExitStopped || !attached) {
     std::error_code ignored;
     std::filesystem::remove(config_.swap_file(), ignored);
@@ -181,11 +188,32 @@ void Supervisor::start() {
   for (int s : {SIGPIPE, SIGUSR1, SIGUSR2, SIGQUIT}) signal(s, SIG_IGN);
 
   adopt_or_create_state();
+  if (config_.nbd_frontend()) {
+    // The listening socket outlives a serving process, as the FUSE
+    // connection does: clients reconnect to the next one.
+    listen_nbd();
+    return;
+  }
   if (fuse_fd_ < 0) {
     clean_dead_area();
     mount_fuse();
   }
   store_fds_with_systemd();
+}
+
+void Supervisor::listen_nbd() {
+  const auto address = parse_listen_address(config_.nbd_listen_address());
+  if (!address) throw StartError("--nbd-listen: " + address.error());
+  if (address->kind == ListenAddress::Kind::unix_socket && address->path == config_.nbd_socket()) {
+    const std::string dir = config_.instance_dir();
+    if (!std::filesystem::exists(dir)) std::filesystem::create_directory(dir);
+    chmod(dir.c_str(), 0755);
+  }
+  const auto fd = open_listener(*address, config_.nbd_allow_remote);
+  if (!fd) throw StartError("--nbd-listen: " + fd.error());
+  nbd_listen_fd_ = *fd;
+  nbd_address_ = *address;
+  spdlog::info("NBD: listening on {}", address->to_string());
 }
 
 void Supervisor::adopt_or_create_state() {
@@ -306,7 +334,7 @@ void Supervisor::hold_loop_device() {
 pid_t Supervisor::spawn() {
   ServeFds fds;
   fds.lock = lock_->fd();
-  fds.fuse = mount_ ? mount_->fd() : fuse_fd_;
+  fds.fuse = nbd_listen_fd_ >= 0 ? nbd_listen_fd_ : mount_ ? mount_->fd() : fuse_fd_;
   fds.meta_shm = state_->ids().meta;
   // Everything exec needs, made before fork.
   std::vector<std::string> env_strings;

@@ -22,6 +22,7 @@
 #include "uzswap/daemon/safety.h"
 #include "uzswap/device/loop_device.h"
 #include "uzswap/fuse/fuse_session.h"
+#include "uzswap/nbd/nbd_listen.h"
 #include "uzswap/state/shared_state.h"
 
 namespace uzswap {
@@ -40,6 +41,7 @@ class Supervisor {
   void clean_dead_area();
   void adopt_or_create_state();
   void mount_fuse();
+  void listen_nbd();
   void store_fds_with_systemd();
   pid_t spawn();
   // What to do after the serving process ended with `status`: true = go on
@@ -54,6 +56,8 @@ class Supervisor {
   std::unique_ptr<SharedState> state_;
   std::unique_ptr<FuseMount> mount_;
   int fuse_fd_ = -1;          // adopted from systemd, when there is no mount_
+  int nbd_listen_fd_ = -1;    // --frontend nbd: the listening socket, handed to each serving process
+  ListenAddress nbd_address_;
   LoopDevice loop_;           // held so the device outlives a serving process
   pid_t child_ = -1;
   bool stopping_ = false;     // SIGTERM: the next clean exit ends the supervisor

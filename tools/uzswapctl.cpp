@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
       std::cout << s->dump(2) << "\n";
     } else {
       std::cout << uzswap::format_status_table(*s);
+      if (const std::string n = uzswap::format_nbd_table(*s); !n.empty()) std::cout << "\n" << n;
       if (const std::string r = uzswap::format_reclaim_table(*s); !r.empty()) std::cout << "\n" << r;
     }
   } else if (cgroups->parsed()) {

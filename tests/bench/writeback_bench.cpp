@@ -1,9 +1,16 @@
 // Writeback throughput: fills a page store with compressible pages, then
-// drains the whole pool to a backing file in DIR through shrink_memcg (as the
+// drains the whole pool to a backing store through shrink_memcg (as the
 // shrink worker does), and prints pages/s and MB/s of page data written, as
-// JSON, once per repetition.
+// JSON, once per repetition; then loads every page back from it (as faults
+// on written-back pages do) and prints that rate too.
 //
-//   writeback_bench DIR [MIB] [REPETITIONS]
+//   writeback_bench DIR [MIB] [REPETITIONS]         a backing file in DIR
+//   writeback_bench nbd-local [MIB] [REPETITIONS]   the remote tier, to an NBD
+//                                                   server in this process (a
+//                                                   page store, like a memory
+//                                                   server) on a unix socket
+//   writeback_bench nbd+unix:///...|nbd://... [MIB] [REPETITIONS]
+//                                                   the remote tier, to that export
 #include <unistd.h>
 
 #include <array>
@@ -13,7 +20,10 @@
 #include <filesystem>
 #include <string>
 
+#include "uzswap/backing/backing_nbd.h"
 #include "uzswap/backing/backing_store.h"
+#include "uzswap/nbd/nbd_listen.h"
+#include "uzswap/nbd/nbd_server.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/testing/page_mix.h"
 
@@ -24,13 +34,45 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s DIR [MIB] [REPETITIONS]\n", argv[0]);
     return 2;
   }
-  const std::string path = std::string(argv[1]) + "/uzswap-wb-bench-" + std::to_string(getpid());
+  const std::string target = argv[1];
   const std::uint64_t mib = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 256;
   const int reps = argc > 3 ? std::atoi(argv[3]) : 3;
   const std::uint64_t pages = mib << 20 >> 12;
 
-  BackingFile file(path, pages * kPageSize);
-  std::filesystem::remove(path);  // the open file outlives its name
+  // The in-process memory server, for nbd-local.
+  std::unique_ptr<PageStore> remote_store;
+  std::unique_ptr<NbdServer> server;
+  std::unique_ptr<NbdListener> listener;
+  ListenAddress address;
+  int listen_fd = -1;
+  std::unique_ptr<BackingStore> backing;
+  if (target == "nbd-local") {
+    PageStoreOptions o;
+    o.slots = pages;
+    o.pool.reserve_bytes_per_node = 4ull << 30;
+    remote_store = std::make_unique<PageStore>(o);
+    NbdConfig c;
+    c.size_bytes = pages * kPageSize;
+    c.export_name = "bench";
+    server = std::make_unique<NbdServer>(*remote_store, c);
+    address = *parse_listen_address("unix:/tmp/uzswap-wb-bench-" + std::to_string(getpid()) + ".sock");
+    const auto fd = open_listener(address, false);
+    if (!fd) {
+      std::fprintf(stderr, "%s\n", fd.error().c_str());
+      return 1;
+    }
+    listen_fd = *fd;
+    listener = std::make_unique<NbdListener>(*server, listen_fd, BackingNbd::kConnections + 1,
+                                             [] { PageStore::prepare_thread(); });
+    backing = std::make_unique<BackingNbd>("nbd+unix:///?socket=" + address.path, pages * kPageSize);
+  } else if (target.starts_with("nbd://") || target.starts_with("nbd+unix://")) {
+    backing = std::make_unique<BackingNbd>(target, pages * kPageSize);
+  } else {
+    const std::string path = target + "/uzswap-wb-bench-" + std::to_string(getpid());
+    backing = std::make_unique<BackingFile>(path, pages * kPageSize);
+    std::filesystem::remove(path);  // the open file outlives its name
+  }
+  BackingStore& file = *backing;
   for (int rep = 0; rep < reps; ++rep) {
     PageStoreOptions o;
     o.slots = pages;
@@ -55,10 +97,25 @@ int main(int argc, char** argv) {
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("{\"pages\": %llu, \"seconds\": %.4f, \"pages_per_second\": %.0f, \"mb_per_second\": %.1f}\n",
+    // Faults on written-back pages: one synchronous read each.
+    const auto read_start = std::chrono::steady_clock::now();
+    std::uint64_t loaded = 0;
+    for (Slot s = 0; s < pages; ++s)
+      if (store.load(s, page)) ++loaded;
+    const double read_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - read_start).count();
+    std::printf("{\"pages\": %llu, \"seconds\": %.4f, \"pages_per_second\": %.0f, \"mb_per_second\": %.1f, "
+                "\"loaded\": %llu, \"load_seconds\": %.4f, \"loads_per_second\": %.0f}\n",
                 static_cast<unsigned long long>(written), seconds, double(written) / seconds,
-                double(written) * kPageSize / seconds / 1e6);
+                double(written) * kPageSize / seconds / 1e6, static_cast<unsigned long long>(loaded), read_seconds,
+                double(loaded) / read_seconds);
     std::fflush(stdout);
+  }
+  backing.reset();
+  listener.reset();
+  if (listen_fd >= 0) {
+    close(listen_fd);
+    remove_listener_path(address);
   }
   return 0;
 }

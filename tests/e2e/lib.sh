@@ -31,6 +31,17 @@ skip() {
 }
 pass() { echo "ok: $*"; }
 
+# NBD tests: libnbd's tools (tools/install-deps), and Debian's python3 with
+# its nbd module (a python3 earlier on PATH may lack it).
+PY3=/usr/bin/python3
+require_nbd_tools() {
+  [[ $(id -u) -eq 0 ]] || skip "needs root"
+  command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null || skip "no nbdinfo/nbdcopy (libnbd-bin)"
+  "$PY3" -c 'import nbd' 2>/dev/null || skip "no python3-libnbd"
+}
+nbd_uri() { echo "nbd+unix:///?socket=$RUN_DIR/${1:-$NAME}/nbd"; }
+EXTRA_DAEMONS=()  # pids of more uzswapd processes (not swap: NBD servers), ended on exit
+
 require_machine() {
   [[ $(id -u) -eq 0 ]] || skip "needs root"
   [[ -c /dev/fuse ]] || skip "no /dev/fuse"
@@ -51,6 +62,8 @@ cleanup() {
   # the daemon's swapoff needs the RAM they hold.
   local cg i
   for cg in "$MEMCG" "${EXTRA_CGROUPS[@]}"; do [[ -n $cg ]] && kill_cgroup_procs "$cg"; done
+  local pid
+  for pid in "${EXTRA_DAEMONS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   kill $(jobs -p) 2>/dev/null
   wait 2>/dev/null
   local dev

@@ -67,6 +67,50 @@ write("fuse_server", "directory-ops-forget-flush",
 write("fuse_server", "short-header", b"\x10\x00\x00\x00\x1a\x00")
 write("fuse_server", "unknown-opcode", init() + req(9999, b"x" * 12))
 
+# --- NBD: one connection's byte stream from the client (big-endian).
+IHAVEOPT, REQ_MAGIC = 0x49484156454F5054, 0x25609513
+OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_SR, OPT_META = 1, 2, 3, 6, 7, 8, 10
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_ZEROES = 0, 1, 2, 3, 4, 6
+nbd_cookie = 0
+
+
+def nbd_flags(flags=3):
+    return struct.pack(">I", flags)
+
+
+def nbd_opt(opt, data=b""):
+    return struct.pack(">QII", IHAVEOPT, opt, len(data)) + data
+
+
+def nbd_go(name=b"", infos=(3,), opt=OPT_GO):
+    return nbd_opt(opt, struct.pack(">I", len(name)) + name + struct.pack(">H", len(infos))
+                   + b"".join(struct.pack(">H", i) for i in infos))
+
+
+def nbd_req(cmd, offset, length, flags=0, payload=b""):
+    global nbd_cookie
+    nbd_cookie += 1
+    return struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, nbd_cookie, offset, length) + payload
+
+
+nbd_page = bytes(range(256)) * 16
+write("nbd_server", "go-write-read", nbd_flags() + nbd_go() + nbd_req(CMD_WRITE, PAGE, PAGE, 0, nbd_page)
+      + nbd_req(CMD_READ, 0, 2 * PAGE) + nbd_req(CMD_FLUSH, 0, 0) + nbd_req(CMD_DISC, 0, 0))
+write("nbd_server", "structured-trim-zeroes",
+      nbd_flags() + nbd_opt(OPT_SR) + nbd_go(b"swap", (1, 2, 3)) + nbd_req(CMD_WRITE, 0, 2 * PAGE, 1, nbd_page * 2)
+      + nbd_req(CMD_TRIM, 0, PAGE) + nbd_req(CMD_ZEROES, PAGE, PAGE, 2) + nbd_req(CMD_ZEROES, 2 * PAGE, PAGE)
+      + nbd_req(CMD_READ, 0, 4 * PAGE))
+write("nbd_server", "list-info-abort", nbd_flags() + nbd_opt(OPT_LIST) + nbd_go(b"swap", (), OPT_INFO)
+      + nbd_go(b"nope") + nbd_opt(OPT_META, b"x" * 8) + nbd_opt(OPT_ABORT))
+write("nbd_server", "export-name", nbd_flags(1) + nbd_opt(OPT_EXPORT_NAME, b"swap") + nbd_req(CMD_READ, 0, PAGE))
+write("nbd_server", "bad-requests",
+      nbd_flags() + nbd_go() + nbd_req(CMD_READ, 100, PAGE) + nbd_req(CMD_WRITE, 64 * PAGE, PAGE, 0, nbd_page)
+      + nbd_req(CMD_READ, 0, 1 << 30) + nbd_req(99, 0, PAGE) + nbd_req(CMD_TRIM, 0, PAGE, 0x8000)
+      + nbd_req(CMD_WRITE, 0, 1 << 30))
+write("nbd_server", "bad-magic", nbd_flags() + nbd_go() + b"\x00" * 28)
+write("nbd_server", "oldstyle-client", nbd_flags(0))
+write("nbd_server", "huge-option", nbd_flags() + struct.pack(">QII", IHAVEOPT, OPT_GO, 0xFFFFFFFF))
+
 # --- Control requests, as uzswapctl and scripts send them, and not.
 for name, line in {
     "status": '{"cmd":"status"}',

@@ -69,7 +69,14 @@ TEST(DaemonConfig, BadValuesAreRefusedNamingTheKey) {
       {{"--size", "100K"}, "--size"},
       {{"--name", "../etc"}, "--name"},
       {{"--name", ""}, "--name"},
-      {{"--frontend", "nbd"}, "--frontend"},
+      {{"--frontend", "ublk"}, "--frontend"},
+      {{"--nbd-listen", "unix:/run/x.sock"}, "--nbd-listen"},  // needs --frontend nbd
+      {{"--frontend", "nbd", "--nbd-listen", "tcp:0.0.0.0:10809"}, "--nbd-listen"},  // off the loopback
+      {{"--frontend", "nbd", "--nbd-listen", "tcp:127.0.0.1"}, "--nbd-listen"},
+      {{"--frontend", "nbd", "--nbd-listen", "unix:relative"}, "--nbd-listen"},
+      {{"--frontend", "nbd", "--nbd-connections", "0"}, "--nbd-connections"},
+      {{"--backing-nbd", "http://x/"}, "--backing-nbd"},
+      {{"--backing-nbd", "nbd://127.0.0.1/", "--backing-file", "/var/tmp/b"}, "--backing-nbd"},
       {{"--compressor", "zstd", "--level", "40"}, "--level"},
       {{"--backing-file", "relative/path"}, "--backing-file"},
       {{"--max-pool-percent", "twenty"}, "--max-pool-percent"},
@@ -80,6 +87,21 @@ TEST(DaemonConfig, BadValuesAreRefusedNamingTheKey) {
     ASSERT_FALSE(p.has_value()) << args[0];
     EXPECT_NE(p.error().find(key), std::string::npos) << "error '" << p.error() << "' should name " << key;
   }
+}
+
+TEST(DaemonConfig, NbdFrontEndAndRemoteTier) {
+  auto p = parse({"--frontend", "nbd", "--name", "mem"});
+  ASSERT_TRUE(p.has_value()) << p.error();
+  EXPECT_TRUE(p->config.nbd_frontend());
+  EXPECT_EQ(p->config.nbd_listen_address(), "unix:/run/uzswap/mem/nbd");
+  EXPECT_EQ(p->config.nbd_connections, 8u);
+  p = parse({"--frontend", "nbd", "--nbd-listen", "tcp:10.1.2.3:10809", "--nbd-allow-remote"});
+  ASSERT_TRUE(p.has_value()) << p.error();
+  EXPECT_EQ(p->config.nbd_listen_address(), "tcp:10.1.2.3:10809");
+  p = parse({"--backing-nbd", "nbd+unix:///?socket=/run/uzswap/mem/nbd"});
+  ASSERT_TRUE(p.has_value()) << p.error();
+  EXPECT_TRUE(p->config.has_backing());
+  EXPECT_FALSE(p->config.nbd_frontend());
 }
 
 TEST(DaemonConfig, ReclaimSettingsAreCheckedNamingTheKey) {

@@ -498,15 +498,32 @@ TEST(Format, ReclaimTableHasARowPerNode) {
   EXPECT_NE(p.find("uzswap_reclaim_written_total{name=\"uzswap\",node=\"0\"} 700"), std::string::npos);
 }
 
+TEST(Format, NbdTableShowsTheFrontEndAndTheRemoteTier) {
+  const json s = json::parse(R"({"device": {"file": "", "loop": ""},
+    "frontend": {"type": "nbd", "listen": "unix:/run/uzswap/mem/nbd", "export": "mem",
+                 "connections": {"active": 3, "max": 8, "total": 41, "refused": 2}, "requests": 900,
+                 "error_replies": 4, "protocol_errors": 1, "handshake_failures": 5, "timeouts": 0},
+    "writeback": {"backing_nbd": {"uri": "nbd://127.0.0.1:10809/", "state": "down", "connections": 4,
+                                  "connections_up": 0, "refused_pages": 512, "last_error": "connect: refused"}}})");
+  const std::string t = format_nbd_table(s);
+  for (const char* want : {"unix:/run/uzswap/mem/nbd", "41", "REFUSED", "nbd://127.0.0.1:10809/", "down", "512",
+                           "connect: refused"})
+    EXPECT_NE(t.find(want), std::string::npos) << want << "\n" << t;
+  EXPECT_NE(format_status_table(s).find("nbd unix:/run/uzswap/mem/nbd"), std::string::npos);
+  EXPECT_TRUE(format_nbd_table(sample_status()).empty()) << "FUSE without a remote tier: no table";
+}
+
 TEST(Format, MissingOrMistypedFieldsDoNotThrow) {
   for (const char* text : {"{}", "[]", "42", "null", R"({"device": 5, "cgroups": {"a": 1}})",
                            R"({"cgroups": [{"writeback": "yes", "path": 7, "stored_pages": -3}]})",
                            R"({"reclaim": {"enabled": "true", "nodes": 3}})",
+                           R"({"frontend": {"type": "nbd", "connections": 3}, "writeback": {"backing_nbd": 1}})",
                            R"({"reclaim": {"enabled": true, "nodes": [{"wakeups": [], "given_up": 1}]}})"}) {
     const json j = json::parse(text);
     EXPECT_NO_THROW(format_status_table(j)) << text;
     EXPECT_NO_THROW(format_cgroups_table(j)) << text;
     EXPECT_NO_THROW(format_reclaim_table(j)) << text;
+    EXPECT_NO_THROW(format_nbd_table(j)) << text;
     EXPECT_NO_THROW(format_prometheus(j)) << text;
   }
   EXPECT_FALSE(format_status_table(json::object()).empty());

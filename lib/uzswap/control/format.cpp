@@ -206,7 +206,11 @@ std::string format_status_table(const json& s) {
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "DEVICE", "LOOP", "DISKSIZE", "STORED", "DATA", "COMPR", "POOL", "RATIO", "SAME",
        "INCOMP", "WB", "REJECTS", "ALGORITHM", "SWAP"},
-      {str(s, "name"), str(device, "file"), str(device, "loop"),
+      {str(s, "name"),
+       (str(device, "file").empty() || str(device, "file") == "-") && str(object(s, "frontend"), "type") == "nbd"
+           ? "nbd " + str(object(s, "frontend"), "listen")
+           : str(device, "file"),
+       str(device, "loop"),
        human_bytes(u64(device, "size_bytes")), std::to_string(u64(s, "stored_pages")),
        human_bytes(u64(s, "orig_bytes")), human_bytes(u64(s, "compressed_bytes")),
        human_bytes(ram), ratio(u64(s, "orig_bytes"), ram),
@@ -215,6 +219,34 @@ std::string format_status_table(const json& s) {
        std::to_string(u64(rejects, "pool_full") + u64(rejects, "alloc_failed")),
        str(s, "compressor"), flag(device, "swap_on", false) ? "on" : "off"}};
   return table(rows);
+}
+
+std::string format_nbd_table(const json& s) {
+  std::string out;
+  const json& fe = object(s, "frontend");
+  if (str(fe, "type") == "nbd") {
+    const json& c = object(fe, "connections");
+    out += table({{"FRONTEND", "LISTEN", "EXPORT", "CONNS", "MAX", "TOTAL", "REFUSED", "REQUESTS", "ERRORS",
+                   "PROTO-ERR", "HS-FAIL", "TIMEOUTS"},
+                  {"nbd", str(fe, "listen"), str(fe, "export"), std::to_string(u64(c, "active")),
+                   std::to_string(u64(c, "max")), std::to_string(u64(c, "total")), std::to_string(u64(c, "refused")),
+                   std::to_string(u64(fe, "requests")), std::to_string(u64(fe, "error_replies")),
+                   std::to_string(u64(fe, "protocol_errors")), std::to_string(u64(fe, "handshake_failures")),
+                   std::to_string(u64(fe, "timeouts"))}});
+  }
+  const json& tier = object(object(s, "writeback"), "backing_nbd");
+  if (field(tier, "uri").is_string()) {
+    if (!out.empty()) out += "\n";
+    out += table({{"REMOTE-TIER", "STATE", "CONNS", "UP", "EXPORT", "WRITES", "READS", "REFUSED", "DROPS",
+                   "LAST-ERROR"},
+                  {str(tier, "uri"), str(tier, "state"), std::to_string(u64(tier, "connections")),
+                   std::to_string(u64(tier, "connections_up")), human_bytes(u64(tier, "export_bytes")),
+                   std::to_string(u64(tier, "write_requests")), std::to_string(u64(tier, "read_requests")),
+                   std::to_string(u64(tier, "refused_pages")), std::to_string(u64(tier, "disconnects")),
+                   str(tier, "last_error").empty() ? std::string("-") : str(tier, "last_error")}});
+    // (str() gives "-" for a missing field, and an empty string stays empty.)
+  }
+  return out;
 }
 
 std::string format_cgroups_table(const json& s) {

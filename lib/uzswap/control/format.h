@@ -40,6 +40,9 @@ std::string format_status_table(const nlohmann::json& status);
 std::string format_cgroups_table(const nlohmann::json& status);
 // One row per node's reclaim thread; empty when reclaim is off.
 std::string format_reclaim_table(const nlohmann::json& status);
+// The NBD front end (listen address, connections, refusals) and the remote
+// tier (--backing-nbd: state, connections); "" for a FUSE daemon without one.
+std::string format_nbd_table(const nlohmann::json& status);
 std::string format_prometheus(const nlohmann::json& status);
 
 }  // namespace uzswap

@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "uzswap/common/page.h"
+#include "uzswap/nbd/nbd_listen.h"
 #include "uzswap/store/slot_table.h"
 #include "uzswap/version.h"
 
@@ -63,6 +64,18 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
       });
   app.add_option("--size", size, "Device size (bytes, or with K/M/G/T suffix); default half of RAM");
   app.add_option("--backing-file", c.backing_file, "Swap file on disk for writeback");
+  app.add_option("--backing-nbd", c.backing_nbd,
+                 "NBD export for writeback instead of a file (nbd://HOST:PORT/EXPORT or "
+                 "nbd+unix:///EXPORT?socket=PATH)");
+  app.add_option("--frontend", c.frontend, "How the device is served: fuse (a FUSE file on a loop device) or nbd "
+                 "(an NBD server)")
+      ->check(CLI::IsMember({"fuse", "nbd"}));
+  app.add_option("--nbd-listen", c.nbd_listen,
+                 "Where the NBD front end listens: unix:PATH or tcp:ADDR:PORT (default unix:RUN_DIR/NAME/nbd)");
+  app.add_flag("--nbd-allow-remote", c.nbd_allow_remote,
+               "Let --nbd-listen use a TCP address off the loopback (NBD has no authentication)");
+  app.add_option("--nbd-connections", c.nbd_connections, "NBD connections served at once (more are refused)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--compressor", compressor, "Compressor for new pages")
       ->check(CLI::IsMember({"lz4", "zstd"}));
   app.add_option("--level", c.level, "Compression level (zstd 1-19, lz4 acceleration); 0 = default")
@@ -146,6 +159,19 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
     return std::unexpected("--size: at most 8T");
   if (!c.backing_file.empty() && c.backing_file.front() != '/')
     return std::unexpected("--backing-file: must be an absolute path");
+  if (!c.backing_file.empty() && !c.backing_nbd.empty())
+    return std::unexpected("--backing-nbd: give either --backing-file or --backing-nbd, not both");
+  if (!c.backing_nbd.empty() && !c.backing_nbd.starts_with("nbd://") && !c.backing_nbd.starts_with("nbd+unix://"))
+    return std::unexpected("--backing-nbd: '" + c.backing_nbd + "' is not an nbd:// or nbd+unix:// URI");
+  if (!c.nbd_listen.empty() && c.frontend != "nbd")
+    return std::unexpected("--nbd-listen: needs --frontend nbd");
+  if (c.frontend == "nbd") {
+    const auto address = parse_listen_address(c.nbd_listen_address());
+    if (!address) return std::unexpected("--nbd-listen: " + address.error());
+    if (!c.nbd_allow_remote && !is_loopback(*address))
+      return std::unexpected("--nbd-listen: " + address->to_string() +
+                             " is not a loopback address; NBD has no authentication (--nbd-allow-remote to allow it)");
+  }
   return parsed;
 }
 

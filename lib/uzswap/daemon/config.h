@@ -24,6 +24,11 @@ struct DaemonConfig {
   unsigned max_pool_percent = 20;
   unsigned accept_threshold_percent = 90;
   int swap_priority = 100;             // above disk swap's negative default
+  std::string frontend = "fuse";       // fuse (a FUSE file on a loop device) or nbd (an NBD server)
+  std::string nbd_listen;              // unix:PATH or tcp:ADDR:PORT; empty = unix:<instance_dir>/nbd
+  bool nbd_allow_remote = false;       // listen on a TCP address off the loopback
+  unsigned nbd_connections = 8;        // NBD connections served at once
+  std::string backing_nbd;             // NBD URI of the remote tier; empty = none
   std::string fuse_io_uring = "off";   // off (/dev/fuse, restartable), on (io_uring), auto (= off)
   bool swapon = true;
   unsigned workers = 0;                // 0 = one per CPU, at least 2
@@ -46,6 +51,11 @@ struct DaemonConfig {
   std::string control_socket() const { return instance_dir() + "/control"; }
   std::string device_link() const { return instance_dir() + "/device"; }
   std::string lock_file() const { return run_dir + "/" + name + ".lock"; }
+  std::string nbd_socket() const { return instance_dir() + "/nbd"; }
+  // Where the NBD front end listens, the default filled in.
+  std::string nbd_listen_address() const { return nbd_listen.empty() ? "unix:" + nbd_socket() : nbd_listen; }
+  bool nbd_frontend() const { return frontend == "nbd"; }
+  bool has_backing() const { return !backing_file.empty() || !backing_nbd.empty(); }
 };
 
 // What parsing decided: run with a configuration, or exit now (after --help

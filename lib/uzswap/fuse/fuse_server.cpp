@@ -61,7 +61,7 @@ std::size_t FuseServer::reply_buffer_bytes(const FuseConfig& config) noexcept {
 }
 
 FuseServer::FuseServer(PageStore& store, const FuseConfig& config)
-    : store_(store), config_(config) {}
+    : store_(store), io_(store), config_(config) {}
 
 std::size_t FuseServer::handle(std::span<const std::byte> request,
                                std::span<std::byte> reply) noexcept {
@@ -186,20 +186,13 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
           std::min<std::uint64_t>(config_.size_bytes, std::max<std::uint64_t>(rd.offset, rd.offset + rd.size));
       const std::uint64_t start = std::min(rd.offset, end);
       std::byte* data = reply.data() + sizeof(fuse_out_header);
-      for (std::uint64_t off = start; off < end; off += kPageSize, data += kPageSize) {
-        if (!store_.load(off / kPageSize, PageBuffer(data, kPageSize))) {
-          // Damaged or unreadable stored data: report it, never make it up.
-          // The good pages before it are answered (a short read: the loop
-          // driver completes them and asks again from the bad one, which
-          // then fails alone).
-          read_errors_.fetch_add(1, std::memory_order_relaxed);
-          if (off == start) return reply_error(reply, unique, EIO);
-          read_pages_.fetch_add((off - start) / kPageSize, std::memory_order_relaxed);
-          return reply_header(reply, unique, 0, off - start);
-        }
-      }
-      read_pages_.fetch_add((end - start) / kPageSize, std::memory_order_relaxed);
-      return reply_header(reply, unique, 0, end - start);
+      // A page that cannot be served (damaged, or the backing file failed)
+      // is reported, never made up. The good pages before it are answered:
+      // a short read, which the loop driver completes and asks again from
+      // the bad page, which then fails alone.
+      const std::uint64_t good = io_.read_prefix(start, std::span(data, end - start));
+      if (good == 0 && end > start) return reply_error(reply, unique, EIO);
+      return reply_header(reply, unique, 0, good);
     }
     case FUSE_WRITE: {
       fuse_write_in wr;
@@ -211,19 +204,10 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
         bad_requests_.fetch_add(1, std::memory_order_relaxed);
         return reply_error(reply, unique, EFBIG);
       }
-      for (std::uint64_t done = 0; done < wr.size; done += kPageSize) {
-        const auto stored = store_.store((wr.offset + done) / kPageSize,
-                                         PageView(data.data() + done, kPageSize));
-        if (!stored) {
-          // The kernel keeps the page and retries; earlier pages of this
-          // request hold their new versions, which is what it will rewrite.
-          write_errors_.fetch_add(1, std::memory_order_relaxed);
-          written_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);
-          return reply_error(reply, unique,
-                             stored.error() == StoreError::pool_full ? ENOSPC : EIO);
-        }
-      }
-      written_pages_.fetch_add(wr.size / kPageSize, std::memory_order_relaxed);
+      // On a refusal the kernel keeps the page and retries; earlier pages of
+      // this request hold their new versions, which is what it will rewrite.
+      if (const auto written = io_.write(wr.offset, data); !written)
+        return reply_error(reply, unique, written.error());
       fuse_write_out out{};
       out.size = wr.size;
       return reply_body(reply, unique, out);
@@ -248,10 +232,7 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       if (!page_aligned(fa.offset) || !page_aligned(fa.length)) return malformed();
       if (fa.offset >= config_.size_bytes) return reply_error(reply, unique, 0);
       const std::uint64_t end = std::min(config_.size_bytes, fa.offset + fa.length);
-      const auto dropped = store_.invalidate(fa.offset / kPageSize, (end - fa.offset) / kPageSize);
-      if (!dropped) return malformed();
-      discard_requests_.fetch_add(1, std::memory_order_relaxed);
-      discarded_pages_.fetch_add(*dropped, std::memory_order_relaxed);
+      if (!io_.discard(fa.offset, end - fa.offset)) return malformed();
       return reply_error(reply, unique, 0);
     }
     case FUSE_LOOKUP:
@@ -279,12 +260,13 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
 FuseStats FuseServer::stats() const noexcept {
   FuseStats s;
   s.requests = requests_.load(std::memory_order_relaxed);
-  s.read_pages = read_pages_.load(std::memory_order_relaxed);
-  s.written_pages = written_pages_.load(std::memory_order_relaxed);
-  s.discarded_pages = discarded_pages_.load(std::memory_order_relaxed);
-  s.discard_requests = discard_requests_.load(std::memory_order_relaxed);
-  s.write_errors = write_errors_.load(std::memory_order_relaxed);
-  s.read_errors = read_errors_.load(std::memory_order_relaxed);
+  const SlotIoStats io = io_.stats();
+  s.read_pages = io.read_pages;
+  s.written_pages = io.written_pages;
+  s.discarded_pages = io.discarded_pages;
+  s.discard_requests = io.discard_requests;
+  s.write_errors = io.write_errors;
+  s.read_errors = io.read_errors;
   s.bad_requests = bad_requests_.load(std::memory_order_relaxed);
   s.unsupported = unsupported_.load(std::memory_order_relaxed);
   s.initialized = initialized_.load(std::memory_order_relaxed);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <span>
 
+#include "uzswap/frontend/slot_io.h"
 #include "uzswap/store/page_store.h"
 
 namespace uzswap {
@@ -76,10 +77,9 @@ class FuseServer {
 
  private:
   PageStore& store_;
+  SlotIo io_;  // the store-facing path, shared with the NBD front end
   FuseConfig config_;
-  std::atomic<std::uint64_t> requests_{0}, read_pages_{0}, written_pages_{0},
-      discarded_pages_{0}, discard_requests_{0}, write_errors_{0}, read_errors_{0}, bad_requests_{0},
-      unsupported_{0};
+  std::atomic<std::uint64_t> requests_{0}, bad_requests_{0}, unsupported_{0};
   std::atomic<bool> initialized_{false};
   std::atomic<bool> uring_{false};
 };

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# In the VM rig's guest (a Debian kernel with the nbd module): uzswapd
+# --frontend nbd as real swap through the kernel's NBD client. The daemon
+# connects /dev/nbdN to itself over socketpairs through the nbd netlink
+# interface and swaps on; a byte-verified workload twice its memory
+# cgroup's limit swaps through it; discards reach the store as TRIM; a
+# second client (nbdinfo) is served beside the kernel; SIGTERM swaps off and
+# disconnects the device.
+#
+# The rig's interface: run as root in the guest with SRC_DIR, BUILD_DIR,
+# UZSWAPD, UZSWAPCTL, WORKLOAD. Exit 0 pass, 77 skip, anything else fail.
+set -uo pipefail
+
+SKIP=77
+NAME=vmnbd$$
+LOG=$(mktemp /tmp/uzswap-vm-nbd.XXXXXX)
+CG=
+PID=
+fail() {
+  echo "FAIL: $*" >&2
+  echo "--- daemon log ---" >&2
+  cat "$LOG" >&2
+  exit 1
+}
+skip() { echo "SKIP: $*"; exit $SKIP; }
+pass() { echo "ok: $*"; }
+status_field() { "$UZSWAPCTL" --name "$NAME" status --json | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+cleanup() {
+  local status=$?
+  [[ -n $CG && -d $CG ]] && { while read -r p; do kill -KILL "$p" 2>/dev/null; done < "$CG/cgroup.procs"; }
+  if [[ -n $PID ]] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID"
+    for _ in $(seq 1 600); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  fi
+  [[ -n $CG && -d $CG ]] && { sleep 0.5; rmdir "$CG" 2>/dev/null; }
+  rm -f "$LOG" "${GATE:-}" "${OUT:-}"
+  exit $status
+}
+trap cleanup EXIT
+
+[[ $(id -u) -eq 0 ]] || skip "needs root"
+modprobe nbd nbds_max=16 2>/dev/null || true
+[[ -e /sys/module/nbd ]] || skip "no nbd module in this kernel ($(uname -r))"
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]] && grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
+  CG=/sys/fs/cgroup/uzswap-$NAME
+  mkdir "$CG" && echo $((128 << 20)) > "$CG/memory.max" || fail "cannot make $CG"
+elif [[ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]]; then
+  CG=/sys/fs/cgroup/memory/uzswap-$NAME
+  mkdir "$CG" && echo $((128 << 20)) > "$CG/memory.limit_in_bytes" || fail "cannot make $CG"
+else
+  skip "no memory cgroup controller"
+fi
+
+"$UZSWAPD" --name "$NAME" --config /dev/null --size 1G --frontend nbd >>"$LOG" 2>&1 &
+PID=$!
+for _ in $(seq 1 100); do "$UZSWAPCTL" --name "$NAME" status >/dev/null 2>&1 && break; kill -0 "$PID" || fail "uzswapd exited at start"; sleep 0.1; done
+dev=$(readlink "/run/uzswap/$NAME/device")
+[[ $dev == /dev/nbd* ]] || fail "device link '$dev' is not /dev/nbdN"
+grep -q "^$dev " /proc/swaps || fail "$dev not in /proc/swaps"
+(( $(cat "/sys/block/$(basename "$dev")/size") * 512 == 1 << 30 )) || fail "$dev has the wrong size"
+pass "swap on $dev through the kernel's NBD client, type $(status_field "['device']['swap_type']")"
+
+if command -v nbdinfo >/dev/null; then
+  size=$(nbdinfo --size "nbd+unix:///?socket=/run/uzswap/$NAME/nbd") || fail "nbdinfo beside the kernel"
+  (( size == 1 << 30 )) || fail "nbdinfo size $size"
+  pass "a second client is served beside the kernel"
+fi
+
+GATE=$(mktemp -u /tmp/uzswap-vm-gate.XXXXXX)
+OUT=$(mktemp /tmp/uzswap-vm-out.XXXXXX)
+bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$WORKLOAD" 256 --pause-file "$GATE" >"$OUT" &
+wl=$!
+for _ in $(seq 1 1200); do grep -q filled "$OUT" && break; sleep 0.1; done
+grep -q filled "$OUT" || fail "workload did not finish its fill"
+stored=$(status_field "['stored_pages']")
+(( stored > 20000 )) || fail "only $stored pages stored: the workload did not swap through $dev"
+touch "$GATE"
+wait "$wl" || { cat "$OUT"; fail "workload failed"; }
+cat "$OUT"
+grep -q '"wrong_pages": 0' "$OUT" || fail "workload saw wrong pages"
+pass "256 MiB workload in a 128 MiB cgroup: every byte right through $dev ($stored pages stored at the pause)"
+for _ in $(seq 1 300); do (( $(status_field "['discarded_pages']") > 0 )) && break; sleep 0.1; done
+pass "$(status_field "['discarded_pages']") pages discarded (TRIM from the kernel)"
+
+kill -TERM "$PID"
+wait "$PID" || fail "uzswapd exited with $? on SIGTERM"
+PID=
+grep -q "^$dev " /proc/swaps && fail "$dev still swap"
+pass "clean stop: swapped off and disconnected"
