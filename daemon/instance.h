@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "uzswap/common/liveness.h"
 #include "uzswap/control/control_server.h"
 #include "uzswap/daemon/config.h"
 #include "uzswap/daemon/safety.h"
@@ -44,6 +45,11 @@ class Instance {
   void start();
   void serve();
   bool try_stop();
+  // One liveness check (a watchdog tick): logs what changed, hands over to a
+  // new serving process when a thread is gone or stuck for good. True while
+  // a thread is stuck.
+  bool check_threads();
+  nlohmann::json threads_status() const;
   void swap_type_probe();
   void start_reclaim();
   void update_root_hold();
@@ -73,7 +79,7 @@ class Instance {
   ServeFds fds_;
   std::unique_ptr<SharedState> state_;  // outlives the store made on it
   std::atomic<bool> restart_requested_{false};
-  bool stuck_logged_ = false;
+  LivenessMonitor liveness_{60};  // its limit is set from the tick in serve()
   mutable std::mutex paths_lock_;
   std::map<CgroupId, std::string> cgroup_paths_;  // guarded by paths_lock_
   // The attribution's id use, as of its last pass; guarded by paths_lock_.

@@ -205,7 +205,7 @@ LivenessMonitor::Changes LivenessMonitor::check() {
     if (known && t.state == ThreadState::working && it->state == ThreadState::working &&
         it->progress == t.progress)
       s.stalled = it->stalled + 1;
-    s.stuck = s.stalled >= stuck_checks_;
+    s.stuck = s.stalled >= stuck_checks();
     const bool was_stuck = known && it->stuck;
     const bool down = t.state == ThreadState::failed || t.state == ThreadState::dead;
     const bool was_down = known && (it->state == ThreadState::failed || it->state == ThreadState::dead);

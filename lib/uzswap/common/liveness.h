@@ -26,6 +26,7 @@
 // The library never logs: the monitor returns what changed, the daemon logs.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -104,10 +105,11 @@ class LivenessMonitor {
   // The threads as of the last check (threads started since then included,
   // with their current report).
   std::vector<Thread> threads() const;
-  unsigned stuck_checks() const noexcept { return stuck_checks_; }
+  unsigned stuck_checks() const noexcept { return stuck_checks_.load(std::memory_order_relaxed); }
+  void set_stuck_checks(unsigned checks) noexcept { stuck_checks_.store(checks, std::memory_order_relaxed); }
 
  private:
-  unsigned stuck_checks_;
+  std::atomic<unsigned> stuck_checks_;
   mutable std::mutex lock_;
   struct Seen {
     unsigned slot;

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "uzswap/common/liveness.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/control/protocol.h"
 
@@ -260,11 +261,17 @@ void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
       lane.jobs.pop_front();
     }
     Reply reply{job.key, {}};
+    liveness::working();
     try {
       reply.line = handler(job.line, job.access);
+    } catch (const std::exception& e) {
+      reply.line = control::error_line("internal error");
+      liveness::error(std::string("control request: ") + e.what());
     } catch (...) {
       reply.line = control::error_line("internal error");
+      liveness::error("control request: unknown exception");
     }
+    liveness::progressed();
     reply.line.push_back('\n');
     {
       std::lock_guard guard(replies_lock);
