@@ -294,7 +294,7 @@ std::string format_prometheus(const json& s) {
   const json& threads = object(s, "threads");
   metric("threads_stuck", "gauge", "Serving threads on one piece of work for the stuck limit.", u64(threads, "stuck"));
   metric("threads_down", "gauge", "Serving threads that failed or died.", u64(threads, "down"));
-  metric("thread_errors_total", "counter", "Errors the serving threads met and survived.", u64(threads, "errors"));
+  metric("thread_errors", "counter", "Errors the serving threads met and survived.", u64(threads, "errors"));
   out << "# TYPE uzswap_cgroup_stored_pages gauge\n# HELP uzswap_cgroup_stored_pages Pages stored per cgroup.\n";
   for (const auto& cg : array(s, "cgroups")) {
     const json& path = field(cg, "path");
