@@ -285,9 +285,16 @@ void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
 void ControlServer::Impl::loop() noexcept {
   std::array<epoll_event, 64> events;
   for (;;) {
+    liveness::waiting();
     const int n = epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
                              next_timeout_ms(Clock::now()));
-    if (n < 0 && errno != EINTR) return;
+    if (n < 0 && errno != EINTR) {
+      // Cannot happen on a valid epoll fd; the control socket is dead now:
+      // say so, the liveness check hands over to a new serving process.
+      liveness::failed(std::string("control epoll_wait: ") + std::strerror(errno));
+      return;
+    }
+    liveness::working();
     for (int i = 0; i < n; ++i) {
       const std::uint64_t key = events[i].data.u64;
       if (key == kWakeKey) {
@@ -302,6 +309,7 @@ void ControlServer::Impl::loop() noexcept {
       }
     }
     expire(Clock::now());
+    liveness::progressed();
   }
 }
 
