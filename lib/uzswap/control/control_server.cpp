@@ -253,6 +253,7 @@ void ControlServer::Impl::stop() noexcept {
 void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
   for (;;) {
     Job job;
+    liveness::waiting();
     {
       std::unique_lock guard(lane.lock);
       lane.ready.wait(guard, [&] { return stopping || !lane.jobs.empty(); });
