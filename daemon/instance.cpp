@@ -7,11 +7,11 @@
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -459,10 +459,18 @@ void Instance::start_attribution() {
     constexpr auto kMinGap = std::chrono::seconds(2);
     std::unique_lock guard(attribution_lock_);
     while (!attribution_stop_) {
-      last_pass_ = attribution_->scan();
-      publish_cgroup_paths();
-      if (reclaimer_) reclaimer_->track(attribution_->directories());
-      update_root_hold();
+      liveness::working();
+      try {
+        last_pass_ = attribution_->scan();
+        publish_cgroup_paths();
+        if (reclaimer_) reclaimer_->track(attribution_->directories());
+        update_root_hold();
+      } catch (const std::exception& e) {
+        // A pass that failed (allocation, a watch the kernel refused) is
+        // tried again at the next interval; the liveness check logs it.
+        liveness::error(std::string("attribution pass: ") + e.what());
+      }
+      liveness::progressed();
       const auto next = std::chrono::steady_clock::now() + std::chrono::seconds(config_.attribution_interval);
       attribution_wakeup_.wait_for(guard, kMinGap, [this] { return attribution_stop_; });
       attribution_wakeup_.wait_until(guard, next, [this] {
@@ -547,46 +555,36 @@ void Instance::serve() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
+  // The signals are blocked in every thread (main.cpp): read them from a
+  // signalfd, or, if none can be made, take them with sigtimedwait() at each
+  // turn, so SIGTERM always stops this process.
   const int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
-  if (sfd < 0) spdlog::critical("signalfd: {}: SIGTERM will not stop this process", std::strerror(errno));
+  if (sfd < 0) spdlog::warn("signalfd: {}: polling for signals instead", std::strerror(errno));
   std::uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-  const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-  itimerspec tick{};
-  const std::uint64_t tick_usec =
-      watchdog ? std::min<std::uint64_t>(watchdog_usec / 2, 1000000) : 1000000;
-  tick.it_interval.tv_sec = static_cast<time_t>(tick_usec / 1000000);
-  tick.it_interval.tv_nsec = static_cast<long>(tick_usec % 1000000) * 1000;
-  tick.it_value = tick.it_interval;
-  timerfd_settime(tfd, 0, &tick, nullptr);
+  const auto tick = std::chrono::microseconds(
+      watchdog ? std::min<std::uint64_t>(watchdog_usec / 2, 1000000) : 1000000);
+  // Stuck = this many checks in a row on one piece of work: kStuckRequest
+  // of running time (checks do not run while the process is stopped).
+  liveness_.set_stuck_checks(static_cast<unsigned>(
+      std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::microseconds>(kStuckRequest) / tick)));
+  auto next_tick = std::chrono::steady_clock::now() + tick;
 
   for (;;) {
-    pollfd fds[2] = {{sfd, POLLIN, 0}, {tfd, POLLIN, 0}};
-    if (poll(fds, 2, 100) < 0) continue;
+    pollfd fds[1] = {{sfd, POLLIN, 0}};
+    const int ready = poll(fds, 1, 100);
+    if (ready < 0 && errno != EINTR) spdlog::warn("poll: {}", std::strerror(errno));
     if (restart_requested_.load()) {
       // uzswapctl restart was answered on the control thread; let the reply
       // leave before this process does.
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       leave_for_new_process();
     }
-    if (fds[1].revents & POLLIN) {
-      std::uint64_t expirations;
-      (void)!read(tfd, &expirations, sizeof(expirations));
-      // The watchdog is fed only while requests are being served: every
-      // worker waits for the next request or has been on its current one
-      // for less than the stuck limit. Slow is fine (thrashing makes every
-      // request slow); one request for a minute is not.
-      const FuseWorkers::Health health = workers_ ? workers_->health() : FuseWorkers::Health{};
-      const bool stuck = health.longest_busy > kStuckRequest;
-      if (health.exited > 0) {
-        // A worker met an error none should: serve on in a fresh process.
-        spdlog::critical("{} FUSE worker(s) ended unexpectedly: handing over to a new serving process",
-                         health.exited);
-        leave_for_new_process();
-      }
-      if (stuck && !stuck_logged_) spdlog::critical("a FUSE request has been served for {} s: not feeding the watchdog",
-                                                    std::chrono::duration_cast<std::chrono::seconds>(health.longest_busy).count());
-      stuck_logged_ = stuck;
+    if (const auto now = std::chrono::steady_clock::now(); now >= next_tick) {
+      // One check per tick however long the process was stopped: a pause
+      // (SIGSTOP, a cgroup freeze, a debugger) is not progress lost.
+      next_tick = now + tick;
+      const bool stuck = check_threads();
       log_integrity_errors();
       if (backing_nbd_ != nullptr && backing_nbd_->up() != remote_up_) {
         remote_up_ = !remote_up_;
@@ -596,21 +594,92 @@ void Instance::serve() {
       }
       sd_notifyf(0, "%sSTATUS=%s", watchdog && !stuck ? "WATCHDOG=1\n" : "", summary().c_str());
     }
-    if (fds[0].revents & POLLIN) {
+    int signo = 0;
+    if (sfd >= 0) {
       signalfd_siginfo info;
-      (void)!read(sfd, &info, sizeof(info));
-      if (info.ssi_signo == SIGHUP) {
-        // systemctl reload: the supervisor passes it on.
-        if (const std::string refused = handover(); !refused.empty()) spdlog::error("SIGHUP: {}", refused);
-        else leave_for_new_process();
-        continue;
-      }
-      spdlog::info("signal {}: stopping", strsignal(static_cast<int>(info.ssi_signo)));
-      if (try_stop()) break;
+      if ((fds[0].revents & POLLIN) && read(sfd, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info)))
+        signo = static_cast<int>(info.ssi_signo);
+    } else {
+      const timespec zero{};
+      signo = std::max(0, sigtimedwait(&signals, nullptr, &zero));
     }
+    if (signo == 0) continue;
+    if (signo == SIGHUP) {
+      // systemctl reload: the supervisor passes it on.
+      if (const std::string refused = handover(); !refused.empty()) spdlog::error("SIGHUP: {}", refused);
+      else leave_for_new_process();
+      continue;
+    }
+    spdlog::info("signal {}: stopping", strsignal(signo));
+    if (try_stop()) break;
   }
-  close(sfd);
-  close(tfd);
+  if (sfd >= 0) close(sfd);
+}
+
+bool Instance::check_threads() {
+  // The liveness check (lib/uzswap/common/liveness.h): every thread of this
+  // process says whether it waits for work, works, or is gone. The watchdog
+  // is fed only while no thread is stuck: slow is fine (thrashing makes
+  // every request slow), one piece of work for kStuckRequest is not.
+  const LivenessMonitor::Changes c = liveness_.check();
+  const auto seconds = [](std::chrono::nanoseconds d) {
+    return std::chrono::duration_cast<std::chrono::duration<double>>(d).count();
+  };
+  for (const auto& t : c.new_errors)
+    spdlog::warn("thread {}: {} ({} error(s) so far)", t.report.name, t.report.last_error, t.report.errors);
+  for (const auto& t : c.unstuck) spdlog::info("thread {} makes progress again", t.report.name);
+  for (const auto& t : c.newly_stuck)
+    spdlog::critical("thread {} has been on one piece of work for {:.0f} s (no progress in {} checks): "
+                     "not feeding the watchdog", t.report.name, seconds(t.report.working_for), t.stalled_checks);
+  for (const auto& t : c.newly_down)
+    spdlog::critical("thread {} {}: {}", t.report.name, thread_state_name(t.report.state),
+                     t.report.last_error.empty() ? "no reason given" : t.report.last_error);
+  // What cannot be recovered in place: a thread gone, a FUSE worker or ring
+  // thread ended while the connection should be serving, a thread stuck for
+  // twice the limit. A fresh serving process takes over (the supervisor
+  // starts it; requests in flight are sent to it again).
+  const FuseWorkers::Health health = workers_ ? workers_->health() : FuseWorkers::Health{};
+  const unsigned rings_ended = uring_ ? uring_->exited() : 0;
+  std::string why;
+  if (c.down > 0) why = fmt::format("{} thread(s) failed or died", c.down);
+  else if (health.exited > 0) why = fmt::format("{} FUSE worker(s) ended unexpectedly", health.exited);
+  else if (rings_ended > 0) why = fmt::format("{} FUSE ring thread(s) ended unexpectedly", rings_ended);
+  else if (c.max_stalled_checks >= 2 * liveness_.stuck_checks())
+    why = fmt::format("a thread made no progress in {} checks", c.max_stalled_checks);
+  if (!why.empty()) {
+    spdlog::critical("{}: handing over to a new serving process", why);
+    leave_for_new_process();
+  }
+  return c.stuck > 0;
+}
+
+json Instance::threads_status() const {
+  json list = json::array();
+  unsigned stuck = 0, down = 0;
+  std::uint64_t errors = 0;
+  const auto seconds = [](std::chrono::nanoseconds d) {
+    return std::round(std::chrono::duration_cast<std::chrono::duration<double>>(d).count() * 10) / 10;
+  };
+  for (const LivenessMonitor::Thread& t : liveness_.threads()) {
+    const ThreadReport& r = t.report;
+    if (t.stuck) ++stuck;
+    if (r.state == ThreadState::failed || r.state == ThreadState::dead) ++down;
+    errors += r.errors;
+    list.push_back({{"name", r.name},
+                    {"state", thread_state_name(r.state)},
+                    {"stuck", t.stuck},
+                    {"progress", r.progress},
+                    {"last_progress_seconds", seconds(r.since_progress)},
+                    {"working_seconds", seconds(r.working_for)},
+                    {"errors", r.errors},
+                    {"last_error", r.last_error}});
+  }
+  return {{"count", list.size()},
+          {"stuck", stuck},
+          {"down", down},
+          {"errors", errors},
+          {"stuck_after_checks", liveness_.stuck_checks()},
+          {"list", list}};
 }
 
 void Instance::start_wipe() {
@@ -885,6 +954,7 @@ json Instance::status() const {
                        {"max_bytes", p.max_bytes}});
   }
   j["cgroups"] = cgroups;
+  j["threads"] = threads_status();
   {
     std::lock_guard guard(paths_lock_);
     j["cgroup_ids"] = {{"live", cgroup_ids_.live},

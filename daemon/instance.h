@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "uzswap/common/liveness.h"
 #include "uzswap/control/control_server.h"
 #include "uzswap/daemon/config.h"
 #include "uzswap/daemon/safety.h"
@@ -50,6 +51,11 @@ class Instance {
   void start_nbd(unsigned workers, const std::function<void()>& worker_init);
   void serve();
   bool try_stop();
+  // One liveness check (a watchdog tick): logs what changed, hands over to a
+  // new serving process when a thread is gone or stuck for good. True while
+  // a thread is stuck.
+  bool check_threads();
+  nlohmann::json threads_status() const;
   void swap_type_probe();
   void start_reclaim();
   void update_root_hold();
@@ -82,7 +88,6 @@ class Instance {
   ServeFds fds_;
   std::unique_ptr<SharedState> state_;  // outlives the store made on it
   std::atomic<bool> restart_requested_{false};
-  bool stuck_logged_ = false;
   std::uint64_t integrity_logged_ = 0;  // IntegrityLog entries logged so far
   void log_integrity_errors();
   void start_wipe();
@@ -91,6 +96,7 @@ class Instance {
   std::mutex wipe_lock_;
   std::condition_variable wipe_wakeup_;
   bool wipe_stop_ = false;  // guarded by wipe_lock_
+  LivenessMonitor liveness_{60};  // its limit is set from the tick in serve()
   mutable std::mutex paths_lock_;
   std::map<CgroupId, std::string> cgroup_paths_;  // guarded by paths_lock_
   // The attribution's id use, as of its last pass; guarded by paths_lock_.

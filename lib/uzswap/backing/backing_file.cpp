@@ -82,6 +82,8 @@ void BackingFile::begin_write(std::span<PageWrite> batch) noexcept {
   t.failed = false;
   const std::size_t n = std::min(batch.size(), r->buffer_pages());
   t.pending = batch.first(n);
+  // Pages past the buffer are not written: they must not read as written.
+  for (PageWrite& p : batch.subspan(n)) p.result = -E2BIG;
   // Sorted by slot, adjacent slots sit in adjacent buffer pages and go out
   // as one write.
   std::sort(t.pending.begin(), t.pending.end(),

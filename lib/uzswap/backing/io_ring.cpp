@@ -8,33 +8,76 @@
 namespace uzswap {
 
 IoRing::IoRing(int fd, unsigned depth, std::size_t buffer_pages)
-    : depth_(depth), buffer_pages_(buffer_pages) {
-  if (const int err = io_uring_queue_init(depth, &ring_, 0); err < 0)
-    throw std::system_error(-err, std::generic_category(), "io_uring_queue_init");
-  void* mem = mmap(nullptr, buffer_pages * 4096, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (mem == MAP_FAILED) {
-    const int err = errno;
-    io_uring_queue_exit(&ring_);
-    throw std::system_error(err, std::generic_category(), "mmap io buffers");
-  }
-  buffers_ = static_cast<std::byte*>(mem);
-  const iovec region{buffers_, buffer_pages * 4096};
-  int err = io_uring_register_buffers(&ring_, &region, 1);
-  if (err == 0) err = io_uring_register_files(&ring_, &fd, 1);
-  if (err < 0) {
-    munmap(buffers_, buffer_pages * 4096);
-    io_uring_queue_exit(&ring_);
-    throw std::system_error(-err, std::generic_category(), "io_uring register");
-  }
+    : fd_(fd), depth_(depth), buffer_pages_(buffer_pages) {
+  const char* step = "";
+  if (const int err = open_ring(ring_, buffers_, step); err != 0)
+    throw std::system_error(err, std::generic_category(), step);
   // At most one op per buffer page can be in a batch.
   done_.resize(buffer_pages);
   queue_.resize(buffer_pages);
+  finished_.resize(buffer_pages);
 }
 
-IoRing::~IoRing() {
-  io_uring_queue_exit(&ring_);
-  munmap(buffers_, buffer_pages_ * 4096);
+IoRing::~IoRing() { close_ring(ring_, buffers_); }
+
+int IoRing::open_ring(io_uring& ring, std::byte*& buffers, const char*& step) noexcept {
+  if (const int err = io_uring_queue_init(depth_, &ring, 0); err < 0) {
+    step = "io_uring_queue_init";
+    return -err;
+  }
+  void* mem = mmap(nullptr, buffer_pages_ * 4096, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (mem == MAP_FAILED) {
+    const int err = errno;
+    io_uring_queue_exit(&ring);
+    step = "mmap io buffers";
+    return err;
+  }
+  buffers = static_cast<std::byte*>(mem);
+  const iovec region{buffers, buffer_pages_ * 4096};
+  int err = io_uring_register_buffers(&ring, &region, 1);
+  if (err == 0) err = io_uring_register_files(&ring, &fd_, 1);
+  if (err < 0) {
+    munmap(buffers, buffer_pages_ * 4096);
+    buffers = nullptr;
+    io_uring_queue_exit(&ring);
+    step = "io_uring register";
+    return -err;
+  }
+  return 0;
+}
+
+void IoRing::close_ring(io_uring& ring, std::byte*& buffers) noexcept {
+  // The kernel cancels or finishes what is still in flight after this
+  // returns; the buffer's pages stay pinned by the ring until it has, so a
+  // late transfer lands in pages nobody else is given, never in the next
+  // batch's.
+  io_uring_queue_exit(&ring);
+  munmap(buffers, buffer_pages_ * 4096);
+  buffers = nullptr;
+}
+
+bool IoRing::replace_ring() noexcept {
+  io_uring fresh{};
+  std::byte* fresh_buffers = nullptr;
+  const char* step = "";
+  if (open_ring(fresh, fresh_buffers, step) != 0) return false;  // the old one stays, broken
+  close_ring(ring_, buffers_);
+  ring_ = fresh;
+  buffers_ = fresh_buffers;
+  broken_ = false;
+  ++replaced_;
+  return true;
+}
+
+void IoRing::fail_remaining(int err) noexcept {
+  for (std::size_t i = 0; i < ops_.size(); ++i)
+    if (!finished_[i]) {
+      ops_[i].result = err;
+      finished_[i] = 1;
+      ++completed_;
+    }
+  head_ = tail_ = 0;
 }
 
 void IoRing::start(std::span<IoOp> ops) noexcept {
@@ -42,8 +85,14 @@ void IoRing::start(std::span<IoOp> ops) noexcept {
   head_ = tail_ = completed_ = 0;
   for (std::size_t i = 0; i < ops_.size(); ++i) {
     done_[i] = 0;
+    finished_[i] = 0;
     ops_[i].result = 0;
     queue_[tail_++ % queue_.size()] = static_cast<std::uint32_t>(i);
+  }
+  if (broken_ && !replace_ring()) {
+    // No new ring after a failure: this batch fails, the next one tries again.
+    fail_remaining(-EIO);
+    return;
   }
   submit_queued(false);
 }
@@ -63,14 +112,22 @@ void IoRing::submit_queued(bool wait) noexcept {
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, i);
   }
-  const int submitted = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
+  int submitted;
+  if (fail_submit_after_ >= 0 && fail_submit_after_-- == 0) {
+    submitted = fail_submit_error_;
+    fail_submit_after_ = -1;
+  } else {
+    submitted = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
+  }
   if (submitted < 0 && submitted != -EINTR && submitted != -EAGAIN && submitted != -EBUSY) {
-    // The ring itself failed: every op not yet complete fails with it.
-    for (std::size_t i = 0; i < ops_.size(); ++i)
-      if (done_[i] < ops_[i].pages * 4096u && ops_[i].result == 0) {
-        ops_[i].result = submitted;
-        ++completed_;
-      }
+    // The ring itself failed. Every op not complete fails with it, those in
+    // flight included; their completions may still come, and would be
+    // credited to the next batch, whose buffers are being filled: the ring
+    // and its buffers are let go (the kernel finishes with them) and the
+    // next batch gets new ones.
+    fail_remaining(submitted);
+    broken_ = true;
+    replace_ring();
   }
 }
 
@@ -85,9 +142,11 @@ void IoRing::finish() noexcept {
       const int res = cqe->res;
       if (res < 0 && res != -EAGAIN && res != -EINTR) {
         op.result = res;
+        finished_[i] = 1;
         ++completed_;
       } else if (res == 0 && op.pages > 0) {
         op.result = op.write ? -EIO : -ENODATA;  // no progress: past the end of the file
+        finished_[i] = 1;
         ++completed_;
       } else {
         if (res > 0) done_[i] += static_cast<std::uint32_t>(res);
@@ -95,6 +154,7 @@ void IoRing::finish() noexcept {
           queue_[tail_++ % queue_.size()] = i;  // short or interrupted: the rest again
         } else {
           op.result = static_cast<int>(done_[i]);
+          finished_[i] = 1;
           ++completed_;
         }
       }
@@ -102,6 +162,11 @@ void IoRing::finish() noexcept {
     io_uring_cq_advance(&ring_, seen);
     if (completed_ < ops_.size()) submit_queued(true);
   }
+}
+
+void IoRing::fail_submit_for_testing(unsigned after, int error) noexcept {
+  fail_submit_after_ = static_cast<int>(after);
+  fail_submit_error_ = error;
 }
 
 }  // namespace uzswap

@@ -1,5 +1,7 @@
 #include "uzswap/common/thread.h"
 
+#include "uzswap/common/liveness.h"
+
 #include <pthread.h>
 #include <sys/mman.h>
 
@@ -14,6 +16,7 @@ namespace uzswap {
 struct Thread::Start {
   std::string name;
   std::function<void()> body;
+  int slot;
 };
 
 namespace {
@@ -21,7 +24,18 @@ namespace {
 void* trampoline(void* arg) {
   std::unique_ptr<Thread::Start> start(static_cast<Thread::Start*>(arg));
   pthread_setname_np(pthread_self(), start->name.substr(0, 15).c_str());
-  start->body();
+  liveness::adopt(start->slot);
+  // An exception that escapes a thread's body would be std::terminate, the
+  // whole serving process gone with no word of why: the thread is marked
+  // dead instead, with the reason, and the liveness check decides.
+  try {
+    start->body();
+    liveness::finish(start->slot, ThreadState::ended);
+  } catch (const std::exception& e) {
+    liveness::finish(start->slot, ThreadState::dead, e.what());
+  } catch (...) {
+    liveness::finish(start->slot, ThreadState::dead, "unknown exception");
+  }
   return nullptr;
 }
 
@@ -52,11 +66,13 @@ Thread::Thread(std::string name, std::function<void()> body, std::size_t stack_b
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstack(&attr, stack_, stack_bytes_);
-  auto start = std::make_unique<Start>(Start{std::move(name), std::move(body)});
+  slot_ = liveness::enroll(name);
+  auto start = std::make_unique<Start>(Start{std::move(name), std::move(body), slot_});
   pthread_t thread;
   const int err = pthread_create(&thread, &attr, trampoline, start.get());
   pthread_attr_destroy(&attr);
   if (err != 0) {
+    liveness::release(std::exchange(slot_, -1));
     munmap(stack_, stack_bytes_);
     stack_ = nullptr;
     throw std::system_error(err, std::generic_category(), "pthread_create");
@@ -77,6 +93,7 @@ Thread& Thread::operator=(Thread&& other) noexcept {
     stack_ = std::exchange(other.stack_, nullptr);
     stack_bytes_ = std::exchange(other.stack_bytes_, 0);
     started_ = std::exchange(other.started_, false);
+    slot_ = std::exchange(other.slot_, -1);
   }
   return *this;
 }
@@ -86,6 +103,7 @@ void Thread::join() noexcept {
     pthread_join(static_cast<pthread_t>(handle_), nullptr);
     started_ = false;
   }
+  liveness::release(std::exchange(slot_, -1));
   if (stack_ != nullptr) {
     munmap(stack_, stack_bytes_);
     stack_ = nullptr;

@@ -1,6 +1,8 @@
 // Threads for the request path: a fixed stack, mapped and populated when the
 // thread is made (so, under mlockall, locked before the first request), and
-// a name that shows in top and /proc.
+// a name that shows in top and /proc. Each has a slot in the liveness
+// registry (liveness.h) from its start until it is joined; an exception that
+// escapes its body marks it dead there instead of ending the process.
 #pragma once
 
 #include <cstddef>
@@ -33,6 +35,7 @@ class Thread {
   void* stack_ = nullptr;
   std::size_t stack_bytes_ = 0;
   bool started_ = false;
+  int slot_ = -1;  // in the liveness registry (liveness.h), until joined
 };
 
 }  // namespace uzswap

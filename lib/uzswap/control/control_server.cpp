@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "uzswap/common/liveness.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/control/protocol.h"
 
@@ -252,6 +253,7 @@ void ControlServer::Impl::stop() noexcept {
 void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
   for (;;) {
     Job job;
+    liveness::waiting();
     {
       std::unique_lock guard(lane.lock);
       lane.ready.wait(guard, [&] { return stopping || !lane.jobs.empty(); });
@@ -260,11 +262,17 @@ void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
       lane.jobs.pop_front();
     }
     Reply reply{job.key, {}};
+    liveness::working();
     try {
       reply.line = handler(job.line, job.access);
+    } catch (const std::exception& e) {
+      reply.line = control::error_line("internal error");
+      liveness::error(std::string("control request: ") + e.what());
     } catch (...) {
       reply.line = control::error_line("internal error");
+      liveness::error("control request: unknown exception");
     }
+    liveness::progressed();
     reply.line.push_back('\n');
     {
       std::lock_guard guard(replies_lock);
@@ -278,9 +286,16 @@ void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
 void ControlServer::Impl::loop() noexcept {
   std::array<epoll_event, 64> events;
   for (;;) {
+    liveness::waiting();
     const int n = epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
                              next_timeout_ms(Clock::now()));
-    if (n < 0 && errno != EINTR) return;
+    if (n < 0 && errno != EINTR) {
+      // Cannot happen on a valid epoll fd; the control socket is dead now:
+      // say so, the liveness check hands over to a new serving process.
+      liveness::failed(std::string("control epoll_wait: ") + std::strerror(errno));
+      return;
+    }
+    liveness::working();
     for (int i = 0; i < n; ++i) {
       const std::uint64_t key = events[i].data.u64;
       if (key == kWakeKey) {
@@ -295,6 +310,7 @@ void ControlServer::Impl::loop() noexcept {
       }
     }
     expire(Clock::now());
+    liveness::progressed();
   }
 }
 

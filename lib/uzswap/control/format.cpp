@@ -327,6 +327,10 @@ std::string format_prometheus(const json& s) {
   metric("cgroup_ids_free", "gauge", "Cgroup ids free to hand out.", u64(ids, "free"));
   metric("cgroups_untracked", "gauge", "Cgroups that got no id (all in use): their pages count as the root's.",
          u64(ids, "untracked"));
+  const json& threads = object(s, "threads");
+  metric("threads_stuck", "gauge", "Serving threads on one piece of work for the stuck limit.", u64(threads, "stuck"));
+  metric("threads_down", "gauge", "Serving threads that failed or died.", u64(threads, "down"));
+  metric("thread_errors", "counter", "Errors the serving threads met and survived.", u64(threads, "errors"));
   out << "# TYPE uzswap_cgroup_stored_pages gauge\n# HELP uzswap_cgroup_stored_pages Pages stored per cgroup.\n";
   for (const auto& cg : array(s, "cgroups")) {
     const json& path = field(cg, "path");

@@ -7,8 +7,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <system_error>
+#include <thread>
+
+#include "uzswap/common/liveness.h"
 
 namespace uzswap {
 
@@ -76,34 +80,79 @@ FuseWorkers::FuseWorkers(int fd, FuseServer& server, unsigned count,
     threads_.emplace_back("uzswap-fuse" + std::to_string(i), [this, i] { run(i); });
 }
 
+void FuseWorkers::request_stop() noexcept { stop_.store(true); }
+
 FuseWorkers::~FuseWorkers() {
   for (Thread& t : threads_) t.join();
 }
 
 void FuseWorkers::run(unsigned index) noexcept {
-  if (thread_init_) thread_init_();
+  if (thread_init_) {
+    try {
+      thread_init_();
+    } catch (const std::exception& e) {
+      liveness::error(std::string("thread set-up: ") + e.what());  // serve anyway
+    }
+  }
   std::byte* request = request_buffers_[index].get();
   std::byte* reply = reply_buffers_[index].get();
-  for (;;) {
+  unsigned failures = 0;  // read errors in a row: backs off
+  while (!stop_.load(std::memory_order_relaxed)) {
+    liveness::waiting();
     const ssize_t n = read(fd_, request, request_bytes_);
-    if (n < 0) {
+    if (n <= 0) {
+      const int err = n == 0 ? EIO : errno;
       // ENOENT: the request was interrupted before we read it.
-      if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
-      exited_[index].store(true);
-      return;  // ENODEV: unmounted and released; anything else is fatal too
+      if (err == EINTR || err == EAGAIN || err == ENOENT) continue;
+      if (err == ENODEV) break;  // unmounted and released: the connection is over
+      // Anything else is an error no worker should meet, but ending would
+      // leave the connection one worker short (or with none: every swap
+      // request then hangs). Count it, say it, back off, read again.
+      read_errors_.fetch_add(1, std::memory_order_relaxed);
+      liveness::error(std::string("read /dev/fuse: ") + std::strerror(err));
+      failures = std::min(failures + 1, 10u);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1u << failures));
+      continue;
     }
+    failures = 0;
+    liveness::working();
     busy_since_[index].store(std::chrono::steady_clock::now().time_since_epoch().count(),
                              std::memory_order_relaxed);
     const std::size_t len = server_.handle(std::span(request, static_cast<std::size_t>(n)),
                                            std::span(reply, reply_bytes_));
-    // A reply to a request the kernel gave up on fails with ENOENT: harmless.
-    if (len > 0) (void)!write(fd_, reply, len);
+    if (len > 0) send_reply(std::span(request, static_cast<std::size_t>(n)), std::span(reply, len));
     busy_since_[index].store(0, std::memory_order_relaxed);
+    liveness::progressed();
   }
+  exited_[index].store(true);
+}
+
+void FuseWorkers::send_reply(std::span<const std::byte> request, std::span<const std::byte> reply) noexcept {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (write(fd_, reply.data(), reply.size()) == static_cast<ssize_t>(reply.size())) return;
+    // ENOENT: the kernel gave up on the request (interrupted, aborted): harmless.
+    if (errno == ENOENT || errno == ENODEV) return;
+    if (errno != EINTR && errno != EAGAIN && errno != ENOMEM) break;
+  }
+  const int err = errno;
+  reply_errors_.fetch_add(1, std::memory_order_relaxed);
+  liveness::error(std::string("reply to /dev/fuse: ") + std::strerror(err));
+  // The kernel still waits for an answer to this request, and the process
+  // that asked would wait in D state forever: answer EIO instead.
+  if (request.size() < sizeof(fuse_in_header)) return;
+  fuse_in_header in;
+  std::memcpy(&in, request.data(), sizeof(in));
+  fuse_out_header out{};
+  out.len = sizeof(out);
+  out.error = -EIO;
+  out.unique = in.unique;
+  (void)!write(fd_, &out, sizeof(out));
 }
 
 FuseWorkers::Health FuseWorkers::health() const noexcept {
   Health h;
+  h.read_errors = read_errors_.load(std::memory_order_relaxed);
+  h.reply_errors = reply_errors_.load(std::memory_order_relaxed);
   const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
   for (unsigned i = 0; i < count(); ++i) {
     if (exited_[i].load()) ++h.exited;

@@ -6,13 +6,17 @@
 // reply buffers, that read requests from the device, hand them to the
 // FuseServer and write the replies. They stop when the kernel ends the
 // connection (ENODEV), which happens once the file system is unmounted and
-// nothing holds the file open any more.
+// nothing holds the file open any more, and only then: any other read error
+// is counted, reported to the liveness registry and read again after a
+// back-off; a reply the kernel refuses is sent again, and if it still fails,
+// replaced by an EIO answer (a request left unanswered hangs its caller).
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -65,11 +69,18 @@ class FuseWorkers {
   struct Health {
     unsigned exited = 0;
     std::chrono::nanoseconds longest_busy{0};
+    std::uint64_t read_errors = 0;   // reads that failed with an unexpected error
+    std::uint64_t reply_errors = 0;  // replies the kernel refused (answered EIO instead)
   };
   Health health() const noexcept;
 
+  // Tests only: workers end at their next turn (a worker blocked in read()
+  // on /dev/fuse stays there until a request or the connection's end).
+  void request_stop() noexcept;
+
  private:
   void run(unsigned index) noexcept;
+  void send_reply(std::span<const std::byte> request, std::span<const std::byte> reply) noexcept;
 
   int fd_;
   FuseServer& server_;
@@ -83,6 +94,9 @@ class FuseWorkers {
   // waiting), and whether it ended.
   std::unique_ptr<std::atomic<std::int64_t>[]> busy_since_;
   std::unique_ptr<std::atomic<bool>[]> exited_;
+  std::atomic<std::uint64_t> read_errors_{0};
+  std::atomic<std::uint64_t> reply_errors_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace uzswap

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <thread>
 
+#include "uzswap/common/liveness.h"
 #include "uzswap/common/text_file.h"
 
 namespace uzswap {
@@ -158,6 +159,37 @@ FuseUring::~FuseUring() {
   for (Thread& t : threads_) t.join();
 }
 
+FuseUring::WaitOutcome FuseUring::classify_wait(int rc) noexcept {
+  // liburing returns -errno and leaves errno alone.
+  if (rc >= 0) return WaitOutcome::reap;
+  switch (-rc) {
+    case EINTR:   // a signal, SIGSTOP/SIGCONT, a cgroup freeze, a ptrace stop
+    case EAGAIN:  // the kernel is short of request memory for the moment
+    case EBUSY:   // completions not reaped yet (overflow): reap them first
+    case ETIME:
+      return WaitOutcome::reap;
+    default:  // EBADF, EFAULT, EINVAL, ENXIO, EOWNERDEAD: the ring itself is gone
+      return WaitOutcome::broken;
+  }
+}
+
+FuseUring::EntryOutcome FuseUring::classify_completion(int res) noexcept {
+  if (res >= 0) return EntryOutcome::request;
+  switch (-res) {
+    case ENOTCONN:      // the connection ended (unmount, abort) or its ring stopped
+    case ECONNABORTED:
+    case ENODEV:
+    case ECANCELED:     // io_uring cancelled the command: the ring or its task is going away
+      return EntryOutcome::gone;
+    default:
+      // EAGAIN: INIT's reply is not processed yet. Anything else (ENOENT: the
+      // request a commit named was ended meanwhile; EINVAL, EIO, ENOMEM) left
+      // the kernel without this entry: register it again, or the queue runs
+      // dry and every request on it hangs.
+      return EntryOutcome::register_again;
+  }
+}
+
 void FuseUring::run(Worker& w) noexcept {
   if (w.cpu >= 0) {
     cpu_set_t set;
@@ -165,13 +197,34 @@ void FuseUring::run(Worker& w) noexcept {
     CPU_SET(w.cpu, &set);
     (void)sched_setaffinity(0, sizeof(set), &set);  // locality only: fine if refused
   }
-  if (thread_init_) thread_init_();
+  if (thread_init_) {
+    try {
+      thread_init_();
+    } catch (const std::exception& e) {
+      liveness::error(std::string("thread set-up: ") + e.what());  // serve anyway
+    }
+  }
+  // Commands that found no free SQE: submitted at the top of the next turn,
+  // never dropped. At most one command per entry is ever outstanding, so
+  // these vectors never grow past their reservation.
+  struct Pending {
+    Entry* e;
+    std::uint32_t cmd;
+    std::uint64_t commit_id;
+  };
+  std::vector<Pending> unsubmitted;
+  unsubmitted.reserve(2 * w.entries.size());  // an entry may sit twice while its turn is retried
+  std::vector<Entry*> retry;
+  retry.reserve(w.entries.size());
   const auto submit = [&](Entry& e, std::uint32_t cmd, std::uint64_t commit_id) {
     io_uring_sqe* sqe = io_uring_get_sqe(&w.ring);
-    if (sqe == nullptr) {  // cannot happen (one command per entry), but never drop one
-      io_uring_submit(&w.ring);
+    if (sqe == nullptr) {
+      (void)io_uring_submit(&w.ring);
       sqe = io_uring_get_sqe(&w.ring);
-      if (sqe == nullptr) return;
+      if (sqe == nullptr) {
+        unsubmitted.push_back({&e, cmd, commit_id});
+        return;
+      }
     }
     std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));
     sqe->opcode = IORING_OP_URING_CMD;
@@ -188,72 +241,90 @@ void FuseUring::run(Worker& w) noexcept {
   for (auto& e : w.entries) submit(*e, kCmdRegister, 0);
 
   std::size_t live = w.entries.size();
-  std::vector<Entry*> retry;
-  retry.reserve(w.entries.size());
   while (live > 0) {
-    if (io_uring_submit_and_wait(&w.ring, 1) < 0 && errno != EINTR) {
-      // Waiting itself failed: nothing more can arrive on this ring.
-      break;
+    if (const std::size_t n = unsubmitted.size(); n > 0) {
+      for (std::size_t i = 0; i < n; ++i) submit(*unsubmitted[i].e, unsubmitted[i].cmd, unsubmitted[i].commit_id);
+      unsubmitted.erase(unsubmitted.begin(), unsubmitted.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    liveness::waiting();
+    const int rc = io_uring_submit_and_wait(&w.ring, 1);
+    if (classify_wait(rc) == WaitOutcome::broken) {
+      // Nothing more can arrive on this ring: the thread cannot serve its
+      // queues, and the liveness check hands over to a new process.
+      liveness::failed(std::string("io_uring wait: ") + std::strerror(-rc));
+      return;
     }
     io_uring_cqe* cqe;
     unsigned head, seen = 0;
+    bool served = false;
     io_uring_for_each_cqe(&w.ring, head, cqe) {
       ++seen;
       Entry& e = *static_cast<Entry*>(io_uring_cqe_get_data(cqe));
-      if (cqe->res == -EAGAIN) {
-        retry.push_back(&e);  // INIT's reply not processed yet: register again
-        continue;
+      switch (classify_completion(cqe->res)) {
+        case EntryOutcome::gone:
+          --live;
+          continue;
+        case EntryOutcome::register_again:
+          if (cqe->res != -EAGAIN) liveness::error(std::string("FUSE ring entry: ") + std::strerror(-cqe->res));
+          retry.push_back(&e);
+          continue;
+        case EntryOutcome::request:
+          break;
       }
-      if (cqe->res < 0) {
-        --live;  // ENOTCONN, ECANCELED...: the connection is going away
-        continue;
-      }
-      // A request is in the entry: answer it from handle(), with no copy of
-      // page data either way.
-      fuse_in_header in;
-      std::memcpy(&in, e.header.in_out, sizeof(in));
-      const std::size_t op = op_in_size(in.opcode);
-      const std::size_t data = std::min<std::size_t>(e.header.ent.payload_sz, e.iov[1].iov_len);
-      in.len = static_cast<std::uint32_t>(sizeof(in) + op + data);
-      std::size_t len;
-      if (data == 0) {
-        std::memcpy(w.request.data(), &in, sizeof(in));
-        std::memcpy(w.request.data() + sizeof(in), e.header.op_in, op);
-        // The reply's header lands just before the payload, its body in it.
-        std::byte* reply = e.payload - sizeof(fuse_out_header);
-        len = server_.handle(std::span<const std::byte>(w.request.data(), sizeof(in) + op),
-                             std::span<std::byte>(reply, sizeof(fuse_out_header) + e.iov[1].iov_len));
-        if (len >= sizeof(fuse_out_header)) std::memcpy(e.header.in_out, reply, sizeof(fuse_out_header));
-      } else {
-        std::byte* request = e.payload - sizeof(in) - op;
-        std::memcpy(request, &in, sizeof(in));
-        std::memcpy(request + sizeof(in), e.header.op_in, op);
-        len = server_.handle(std::span<const std::byte>(request, sizeof(in) + op + data),
-                             std::span<std::byte>(w.reply.data(), w.reply.size()));
-        if (len >= sizeof(fuse_out_header)) {
-          std::memcpy(e.header.in_out, w.reply.data(), sizeof(fuse_out_header));
-          std::memcpy(e.payload, w.reply.data() + sizeof(fuse_out_header), len - sizeof(fuse_out_header));
-        }
-      }
-      if (len < sizeof(fuse_out_header)) {
-        // No reply (cannot happen for ring requests): the kernel still needs one.
-        fuse_out_header out{};
-        out.len = sizeof(out);
-        out.error = -ENOSYS;
-        out.unique = in.unique;
-        std::memcpy(e.header.in_out, &out, sizeof(out));
-        len = sizeof(out);
-      }
-      e.header.ent.payload_sz = static_cast<std::uint32_t>(len - sizeof(fuse_out_header));
+      if (!served) liveness::working();
+      served = true;
+      serve_entry(w, e);
       submit(e, kCmdCommitAndFetch, e.header.ent.commit_id);
     }
     io_uring_cq_advance(&w.ring, seen);
+    if (served) liveness::progressed();
     if (!retry.empty()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       for (Entry* e : retry) submit(*e, kCmdRegister, 0);
       retry.clear();
     }
   }
+  exited_.fetch_add(1);
+}
+
+void FuseUring::serve_entry(Worker& w, Entry& e) noexcept {
+  // A request is in the entry: answer it from handle(), with no copy of
+  // page data either way.
+  fuse_in_header in;
+  std::memcpy(&in, e.header.in_out, sizeof(in));
+  const std::size_t op = op_in_size(in.opcode);
+  const std::size_t data = std::min<std::size_t>(e.header.ent.payload_sz, e.iov[1].iov_len);
+  in.len = static_cast<std::uint32_t>(sizeof(in) + op + data);
+  std::size_t len;
+  if (data == 0) {
+    std::memcpy(w.request.data(), &in, sizeof(in));
+    std::memcpy(w.request.data() + sizeof(in), e.header.op_in, op);
+    // The reply's header lands just before the payload, its body in it.
+    std::byte* reply = e.payload - sizeof(fuse_out_header);
+    len = server_.handle(std::span<const std::byte>(w.request.data(), sizeof(in) + op),
+                         std::span<std::byte>(reply, sizeof(fuse_out_header) + e.iov[1].iov_len));
+    if (len >= sizeof(fuse_out_header)) std::memcpy(e.header.in_out, reply, sizeof(fuse_out_header));
+  } else {
+    std::byte* request = e.payload - sizeof(in) - op;
+    std::memcpy(request, &in, sizeof(in));
+    std::memcpy(request + sizeof(in), e.header.op_in, op);
+    len = server_.handle(std::span<const std::byte>(request, sizeof(in) + op + data),
+                         std::span<std::byte>(w.reply.data(), w.reply.size()));
+    if (len >= sizeof(fuse_out_header)) {
+      std::memcpy(e.header.in_out, w.reply.data(), sizeof(fuse_out_header));
+      std::memcpy(e.payload, w.reply.data() + sizeof(fuse_out_header), len - sizeof(fuse_out_header));
+    }
+  }
+  if (len < sizeof(fuse_out_header)) {
+    // No reply (cannot happen for ring requests): the kernel still needs one.
+    fuse_out_header out{};
+    out.len = sizeof(out);
+    out.error = -ENOSYS;
+    out.unique = in.unique;
+    std::memcpy(e.header.in_out, &out, sizeof(out));
+    len = sizeof(out);
+  }
+  e.header.ent.payload_sz = static_cast<std::uint32_t>(len - sizeof(fuse_out_header));
 }
 
 }  // namespace uzswap

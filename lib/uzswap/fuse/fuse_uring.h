@@ -20,9 +20,16 @@
 // (see fuse_uring.cpp), with no copy of page data.
 //
 // The threads end when the connection does (each entry's command completes
-// with an error after the unmount).
+// with ENOTCONN after the unmount), and only then: an interrupted wait
+// (EINTR: SIGSTOP/SIGCONT, a cgroup freeze, a ptrace stop) is waited again,
+// an entry whose command failed otherwise is registered again, a command
+// that finds no free SQE is submitted on the next turn. A ring thread that
+// ended while the connection lives took its queues' entries with it (the
+// kernel fails what those queues held): health() counts it, and the daemon
+// hands over to a new serving process.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -51,17 +58,37 @@ class FuseUring {
 
   unsigned threads() const noexcept { return static_cast<unsigned>(threads_.size()); }
   unsigned queues() const noexcept { return queues_; }
+  // Ring threads that ended: every entry of theirs is gone (the connection
+  // ended) or their ring failed.
+  unsigned exited() const noexcept { return exited_.load(); }
+
+  // The ring threads' decisions, pure so they can be tested.
+  // On io_uring_submit_and_wait()'s result (liburing's -errno, never errno):
+  enum class WaitOutcome {
+    reap,    // completions may be there; an interrupted or refused wait is not an error
+    broken,  // the ring itself failed: nothing more can arrive
+  };
+  static WaitOutcome classify_wait(int rc) noexcept;
+  // On an entry's completion (cqe->res):
+  enum class EntryOutcome {
+    request,         // a request is in the entry: serve it, commit and fetch
+    register_again,  // the kernel no longer holds the entry: register it anew
+    gone,            // the connection is going away: the entry ends
+  };
+  static EntryOutcome classify_completion(int res) noexcept;
 
  private:
   struct Entry;
   struct Worker;
   void run(Worker& worker) noexcept;
+  void serve_entry(Worker& worker, Entry& entry) noexcept;
 
   int fd_;
   FuseServer& server_;
   std::function<void()> thread_init_;
   unsigned queues_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<unsigned> exited_{0};
   std::vector<Thread> threads_;
 };
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "uzswap/common/liveness.h"
+
 namespace uzswap {
 
 namespace {
@@ -266,8 +268,9 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
     WritebackResult r;
     try {
       r = do_work(item);
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
       // Only allocation can throw (the cgroup list): the request gets what was done.
+      liveness::error(std::string("reclaim work: ") + e.what());
     }
     if (item.completion != nullptr) item.completion->finish(r);
     if (r.written > 0) note_progress(r.written, now);
@@ -338,11 +341,14 @@ void Kswapd::run() noexcept {
   while (!stop_) {
     guard.unlock();
     ReclaimClock::time_point next;
+    liveness::working();
     try {
       next = step(ReclaimClock::now());
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
+      liveness::error(std::string("reclaim step: ") + e.what());
       next = ReclaimClock::now() + options_.period;
     }
+    liveness::progressed();
     guard.lock();
     if (stop_) break;
     wakeup_.wait_until(guard, next, [this] { return stop_ || woken_locked(); });

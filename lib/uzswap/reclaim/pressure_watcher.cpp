@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <optional>
 #include <system_error>
 
 #include "uzswap/common/text_file.h"
@@ -101,6 +102,11 @@ void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>&
     }
   }
   std::vector<PressureEvent> ignored;
+  // A cgroup whose trigger the kernel refuses to watch (epoll_ctl: ENOMEM,
+  // ENOSPC) is left untracked and tried again at the next call; the others
+  // are tracked all the same, then the first error is thrown for the caller
+  // to report.
+  std::optional<std::system_error> first_error;
   for (const auto& [id, dir] : wanted) {
     if (tracked_.contains(id)) continue;
     Tracked& t = tracked_[id];
@@ -113,13 +119,21 @@ void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>&
       bool fell_back = false;
       auto trigger = PsiTrigger::open(dir + "/memory.pressure", options_.stall_us, options_.window_us, fell_back);
       if (trigger) {
-        watch_fd(epoll_, trigger->fd(), id, EPOLLPRI);
+        try {
+          watch_fd(epoll_, trigger->fd(), id, EPOLLPRI);
+        } catch (const std::system_error& e) {
+          if (!first_error) first_error = e;
+          untrack_locked(t);
+          tracked_.erase(id);
+          continue;
+        }
         t.trigger = std::move(*trigger);
         ++status_.cgroup_triggers;
         status_.fell_back |= fell_back;
       }
     }
   }
+  if (first_error) throw *first_error;
 }
 
 void PressureWatcher::read_events_locked(CgroupId id, Tracked& t, std::vector<PressureEvent>& out) {

@@ -2,6 +2,9 @@
 #include "uzswap/daemon/safety.h"
 
 #include <system_error>
+#include <thread>
+
+#include "uzswap/common/liveness.h"
 
 namespace uzswap {
 
@@ -40,10 +43,16 @@ Reclaimer::~Reclaimer() {
 void Reclaimer::watch() noexcept {
   while (!stop_.load()) {
     try {
-      for (const PressureEvent& event : watcher_->poll(1000)) handle(event);
-    } catch (const std::exception&) {
-      // Allocation only; the next poll tries again.
+      liveness::waiting();
+      const auto events = watcher_->poll(1000);
+      liveness::working();
+      for (const PressureEvent& event : events) handle(event);
+    } catch (const std::exception& e) {
+      // Allocation, or a watch the kernel refused; the next poll tries again.
+      liveness::error(std::string("pressure watcher: ") + e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    liveness::progressed();
   }
 }
 

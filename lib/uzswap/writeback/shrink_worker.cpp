@@ -1,6 +1,8 @@
 #include "uzswap/writeback/shrink_worker.h"
 #include "uzswap/daemon/safety.h"
 
+#include "uzswap/common/liveness.h"
+
 namespace uzswap {
 
 ShrinkWorker::ShrinkWorker(PageStore& store, ShrinkWorkerOptions options)
@@ -89,12 +91,15 @@ void ShrinkWorker::run() noexcept {
     if (woken_) wakeups_.fetch_add(1, std::memory_order_relaxed);
     woken_ = false;
     guard.unlock();
+    liveness::working();
     try {
       shrink_over_max();
       shrink_to_threshold();
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
       // Only allocation can throw here (the cgroup list); try again next period.
+      liveness::error(std::string("shrink worker: ") + e.what());
     }
+    liveness::progressed();
     guard.lock();
   }
 }
