@@ -455,8 +455,10 @@ void Instance::serve() {
   sigaddset(&signals, SIGHUP);
   const int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
   if (sfd < 0) spdlog::critical("signalfd: {}: SIGTERM will not stop this process", std::strerror(errno));
-  std::uint64_t watchdog_usec = 0;
-  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  // Addressed to the supervisor (the unit's main process), kept here.
+  const std::uint64_t watchdog_usec =
+      watchdog_usec_for(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), getpid(), getppid());
+  const bool watchdog = watchdog_usec > 0;
   const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
   itimerspec tick{};
   const std::uint64_t tick_usec =
