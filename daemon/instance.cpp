@@ -162,6 +162,8 @@ void Instance::start() {
   // Only /dev/fuse survives a restart of the serving process (the rings of
   // a dead process cannot be handed on): io_uring only when asked for.
   fuse.over_io_uring = config_.fuse_io_uring == "on" && FuseUring::kernel_enabled();
+  // A page goes to the pool of its requester's node (FuseServer).
+  if (store_->nodes() > 1) fuse.cpu_node = cpu_nodes_from_sysfs();
   server_ = std::make_unique<FuseServer>(*store_, fuse);
   if (header.fuse_initialized) server_->resume_connection(header.fuse_over_io_uring != 0);
 
