@@ -21,24 +21,24 @@ systemctl start $UNIT || fail "systemctl start $UNIT"
 P=/sys/fs/cgroup/uzswap-vm-memcg
 new_memcg $P
 new_memcg $P/quiet
-new_memcg $P/high memory.high=$((40 << 20))
-new_memcg $P/max memory.max=$((40 << 20))
-new_memcg $P/off memory.max=$((40 << 20))
+new_memcg $P/high memory.high=$((28 << 20))
+new_memcg $P/max memory.max=$((28 << 20))
+new_memcg $P/off memory.max=$((28 << 20))
 "$CTL" attribute >/dev/null || fail "uzswapctl attribute"
 "$CTL" set cgroup-writeback /uzswap-vm-memcg/off=off >/dev/null || fail "uzswapctl set cgroup-writeback"
 [[ $(status_field "['reclaim']['hold_unattributed']") == True ]] || fail "unattributed pages are not held back"
 pass "cgroups made; /uzswap-vm-memcg/off has writeback off"
 
-start_workload quiet $P/quiet 48
-start_workload high $P/high 96
-start_workload max $P/max 96
-start_workload off $P/off 96
+start_workload quiet $P/quiet 32
+start_workload high $P/high 64
+start_workload max $P/max 64
+start_workload off $P/off 64
 for w in quiet high max off; do wait_filled $w 400; done
-echo $((48 << 20)) > $P/quiet/memory.reclaim 2>/dev/null  # EAGAIN if not all of it: fine
+echo $((32 << 20)) > $P/quiet/memory.reclaim 2>/dev/null  # EAGAIN if not all of it: fine
 for w in quiet high max off; do
   echo "$w: memory.swap.current $(( $(cat $P/$w/memory.swap.current) >> 20 )) MiB, memory.events: $(tr '\n' ' ' < $P/$w/memory.events)"
 done
-(( $(cat $P/quiet/memory.swap.current) > 8 << 20 )) || fail "memory.reclaim swapped out too little of quiet"
+(( $(cat $P/quiet/memory.swap.current) > 4 << 20 )) || fail "memory.reclaim swapped out too little of quiet"
 
 event() { awk -v k="$2" '$1 == k {print $2}' "$P/$1/memory.events"; }
 (( $(event high high) > 0 )) || fail "no memory.events high in $P/high"
@@ -54,7 +54,7 @@ cg() {  # cg NAME KEY: a per-cgroup count from uzswapctl cgroups --json
 # Attribution runs every second; the events posted meanwhile write back
 # what is attributed by then. More events come as the workloads re-read.
 "$CTL" attribute >/dev/null
-wait_until 30 bash -c "(( \$(\"$CTL\" cgroups --json | python3 -c \"import json,sys; print(sum(c['stored_pages'] for c in json.load(sys.stdin) if c['path'].startswith('/uzswap-vm-memcg/')))\") > 20000 ))" ||
+wait_until 30 bash -c "(( \$(\"$CTL\" cgroups --json | python3 -c \"import json,sys; print(sum(c['stored_pages'] for c in json.load(sys.stdin) if c['path'].startswith('/uzswap-vm-memcg/')))\") > 10000 ))" ||
   fail "the workloads' pages were not attributed: $("$CTL" cgroups)"
 "$CTL" cgroups
 # high, max and off re-read their pages (more events); quiet stays idle.

@@ -5,15 +5,15 @@
 # 1's pool and LRU, node 1's reclaim thread wakes at node 1's low watermark
 # and writes back until its high one while node 0's stays idle; status
 # --json `nodes` and `reclaim.nodes` show it. Then the same on node 0.
-# The pool limit is small (max-pool-percent = 4: about 60 MiB per node) so
-# that a 160 MiB workload crosses a node's watermarks; PSI reclaim is off so
+# The pool limit is small (max-pool-percent = 2: about 30 MiB per node) so
+# that a 128 MiB workload crosses a node's watermarks; PSI reclaim is off so
 # that only the watermarks wake the threads.
 source "$(dirname "$0")/../guest-lib.sh"
 require_guest
 command -v numactl >/dev/null || skip "no numactl"
 [[ $(numactl -H | awk '/^available:/ {print $2}') -ge 2 ]] || skip "fewer than two NUMA nodes"
 
-install_unit "size = 1G" "max-pool-percent = 4" "psi-reclaim-pages = 0" "events-reclaim-pages = 0"
+install_unit "size = 1G" "max-pool-percent = 2" "psi-reclaim-pages = 0" "events-reclaim-pages = 0"
 systemctl start $UNIT || fail "systemctl start $UNIT"
 (( $(status_py "len(s['nodes'])") == 2 )) || fail "the pool has $(status_py "len(s['nodes'])") node(s)"
 (( $(status_py "len(s['reclaim']['nodes'])") == 2 )) || fail "$(status_py "len(s['reclaim']['nodes'])") reclaim threads"
@@ -35,7 +35,7 @@ for target in 1 0; do
   new_memcg $P/node$target memory.max=$((40 << 20))
   w0=$(written $other) ww0=$(wmark_wakeups $other) l0=$(lru $other)
   t0=$(written $target) lt0=$(lru $target)
-  start_workload n$target $P/node$target 160 numactl --cpunodebind=$target --membind=$target
+  start_workload n$target $P/node$target 128 numactl --cpunodebind=$target --membind=$target
   wait_filled n$target 400
   # The node's thread writes back until its high mark: give it a moment.
   reached() { (( $(written $target) > t0 )); }
