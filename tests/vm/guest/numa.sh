@@ -6,7 +6,7 @@
 # and writes back until its high one while node 0's stays idle; status
 # --json `nodes` and `reclaim.nodes` show it. Then the same on node 0.
 # The pool limit is small (max-pool-percent = 2: about 30 MiB per node) so
-# that a 128 MiB workload crosses a node's watermarks; PSI reclaim is off so
+# that a 96 MiB workload crosses a node's watermarks; PSI reclaim is off so
 # that only the watermarks wake the threads.
 source "$(dirname "$0")/../guest-lib.sh"
 require_guest
@@ -32,10 +32,10 @@ P=/sys/fs/cgroup/uzswap-vm-numa
 new_memcg $P
 for target in 1 0; do
   other=$((1 - target))
-  new_memcg $P/node$target memory.max=$((40 << 20))
+  new_memcg $P/node$target memory.max=$((32 << 20))
   w0=$(written $other) ww0=$(wmark_wakeups $other) l0=$(lru $other)
   t0=$(written $target) lt0=$(lru $target)
-  start_workload n$target $P/node$target 128 numactl --cpunodebind=$target --membind=$target
+  start_workload n$target $P/node$target 96 numactl --cpunodebind=$target --membind=$target
   wait_filled n$target 400
   # The node's thread writes back until its high mark: give it a moment.
   reached() { (( $(written $target) > t0 )); }
