@@ -250,6 +250,8 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
   // Only /dev/fuse survives a restart of the serving process (the rings of
   // a dead process cannot be handed on): io_uring only when asked for.
   fuse.over_io_uring = config_.fuse_io_uring == "on" && FuseUring::kernel_enabled();
+  // A page goes to the pool of its requester's node (FuseServer).
+  if (store_->nodes() > 1) fuse.cpu_node = cpu_nodes_from_sysfs();
   server_ = std::make_unique<FuseServer>(*store_, fuse);
   if (header.fuse_initialized) server_->resume_connection(header.fuse_over_io_uring != 0);
 
@@ -560,8 +562,10 @@ void Instance::serve() {
   // turn, so SIGTERM always stops this process.
   const int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
   if (sfd < 0) spdlog::warn("signalfd: {}: polling for signals instead", std::strerror(errno));
-  std::uint64_t watchdog_usec = 0;
-  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  // Addressed to the supervisor (the unit's main process), kept here.
+  const std::uint64_t watchdog_usec =
+      watchdog_usec_for(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), getpid(), getppid());
+  const bool watchdog = watchdog_usec > 0;
   const auto tick = std::chrono::microseconds(
       watchdog ? std::min<std::uint64_t>(watchdog_usec / 2, 1000000) : 1000000);
   // Stuck = this many checks in a row on one piece of work: kStuckRequest

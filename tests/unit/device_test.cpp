@@ -125,5 +125,24 @@ TEST(NodeList, CountsOnlineNodes) {
   EXPECT_GE(online_numa_nodes(), 1u);
 }
 
+// systemd names the supervisor (the unit's main process) in WATCHDOG_PID;
+// the serving process, its child, must keep the watchdog all the same
+// (found in the VM rig: systemd aborted every uzswapd.service 30 s after
+// its start).
+TEST(Watchdog, ServingProcessKeepsTheSupervisorsWatchdog) {
+  EXPECT_EQ(watchdog_usec_for("30000000", "100", 100, 1), 30000000ull);  // the supervisor itself
+  EXPECT_EQ(watchdog_usec_for("30000000", "100", 200, 100), 30000000ull);  // its serving process
+  EXPECT_EQ(watchdog_usec_for("30000000", nullptr, 200, 100), 30000000ull);  // no pid: anyone
+}
+
+TEST(Watchdog, NoneWhenUnsetMalformedOrForAnotherProcess) {
+  EXPECT_EQ(watchdog_usec_for(nullptr, nullptr, 200, 100), 0ull);
+  EXPECT_EQ(watchdog_usec_for("", "100", 200, 100), 0ull);
+  EXPECT_EQ(watchdog_usec_for("30s", "100", 200, 100), 0ull);
+  EXPECT_EQ(watchdog_usec_for("99999999999999999999999", nullptr, 200, 100), 0ull);
+  EXPECT_EQ(watchdog_usec_for("30000000", "300", 200, 100), 0ull);  // a grandchild's, not ours
+  EXPECT_EQ(watchdog_usec_for("30000000", "x", 200, 100), 0ull);
+}
+
 }  // namespace
 }  // namespace uzswap

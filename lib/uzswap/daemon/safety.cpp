@@ -72,6 +72,26 @@ unsigned online_numa_nodes() noexcept {
   return n == 0 ? 1 : n;
 }
 
+unsigned long long watchdog_usec_for(const char* watchdog_usec, const char* watchdog_pid, long self,
+                                     long parent) noexcept {
+  const auto number = [](const char* text) -> unsigned long long {
+    if (text == nullptr || *text == '\0') return 0;
+    unsigned long long v = 0;
+    for (const char* c = text; *c != '\0'; ++c) {
+      if (*c < '0' || *c > '9' || v > 1'000'000'000'000'000ULL) return 0;
+      v = v * 10 + static_cast<unsigned>(*c - '0');
+    }
+    return v;
+  };
+  const unsigned long long usec = number(watchdog_usec);
+  if (usec == 0) return 0;
+  if (watchdog_pid == nullptr) return usec;
+  const unsigned long long pid = number(watchdog_pid);
+  return pid != 0 && (pid == static_cast<unsigned long long>(self) || pid == static_cast<unsigned long long>(parent))
+             ? usec
+             : 0;
+}
+
 InstanceLock::InstanceLock(const std::string& path) : path_(path) {
   fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "open " + path);

@@ -25,6 +25,18 @@ unsigned online_numa_nodes() noexcept;
 // highest number plus one, or 0 for text that does not parse.
 unsigned parse_node_list_count(const std::string& text) noexcept;
 
+// The systemd watchdog interval (WATCHDOG_USEC, in microseconds) that the
+// process `self` must keep, or 0 for none. systemd addresses the watchdog to
+// the unit's main process (WATCHDOG_PID), which for uzswapd is the
+// supervisor; sd_watchdog_enabled() answers "no" in any other process, so
+// the serving process, its child, would never feed it and systemd would
+// abort the daemon WatchdogSec after every start. The serving process feeds
+// it on its parent's behalf (the unit's NotifyAccess=all lets it): the
+// interval holds for `self` when WATCHDOG_PID names `self` or `parent`, or
+// is absent. Pure: the caller passes getenv()'s answers.
+unsigned long long watchdog_usec_for(const char* watchdog_usec, const char* watchdog_pid, long self,
+                                     long parent) noexcept;
+
 // An exclusive flock on a file, held for the life of the object.
 class InstanceLock {
  public:

@@ -29,9 +29,11 @@ std::expected<void, int> SlotIo::read(std::uint64_t offset, std::span<std::byte>
   return {};
 }
 
-std::expected<void, int> SlotIo::write(std::uint64_t offset, std::span<const std::byte> data) noexcept {
+std::expected<void, int> SlotIo::write(std::uint64_t offset, std::span<const std::byte> data, int node) noexcept {
   for (std::uint64_t done = 0; done < data.size(); done += kPageSize) {
-    const auto stored = store_.store((offset + done) / kPageSize, PageView(data.data() + done, kPageSize));
+    const Slot slot = (offset + done) / kPageSize;
+    const PageView page(data.data() + done, kPageSize);
+    const auto stored = node >= 0 ? store_.store(slot, page, static_cast<unsigned>(node)) : store_.store(slot, page);
     if (!stored) {
       write_errors_.fetch_add(1, std::memory_order_relaxed);
       written_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);

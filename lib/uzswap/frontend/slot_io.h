@@ -46,7 +46,10 @@ class SlotIo {
   // Stores `data` (a whole number of pages) from byte `offset`. On a refusal
   // (ENOSPC: pool full; EIO otherwise) the pages before the refused one hold
   // their new versions, which is what the writer will write again.
-  std::expected<void, int> write(std::uint64_t offset, std::span<const std::byte> data) noexcept;
+  // `node` >= 0 puts the pages in that NUMA node's pool (the node of the
+  // task the pages came from, where the front end knows it); -1: the node
+  // of the calling CPU.
+  std::expected<void, int> write(std::uint64_t offset, std::span<const std::byte> data, int node = -1) noexcept;
 
   // Stores a zero page in each slot of the range (a write of zeros without
   // the bytes: same-filled pages take no pool memory).

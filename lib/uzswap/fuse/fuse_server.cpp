@@ -2,11 +2,14 @@
 
 #include <linux/falloc.h>
 #include <linux/fuse.h>
+#include <sched.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 namespace uzswap {
 
@@ -60,8 +63,73 @@ std::size_t FuseServer::reply_buffer_bytes(const FuseConfig& config) noexcept {
   return sizeof(fuse_out_header) + std::max<std::size_t>(config.max_write, sizeof(fuse_init_out) + 64);
 }
 
+bool add_cpu_list(const std::string& text, std::int8_t node, std::vector<std::int8_t>& table) {
+  constexpr unsigned kMaxCpus = 4096;
+  std::size_t i = 0;
+  const auto number = [&](unsigned& out) {
+    const std::size_t start = i;
+    out = 0;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9' && i - start < 5) out = out * 10 + unsigned(text[i++] - '0');
+    return i > start && out < kMaxCpus;
+  };
+  while (i < text.size() && text[i] != '\n') {
+    unsigned first = 0, last = 0;
+    if (!number(first)) return false;
+    last = first;
+    if (i < text.size() && text[i] == '-') {
+      ++i;
+      if (!number(last) || last < first) return false;
+    }
+    if (table.size() <= last) table.resize(last + 1, -1);
+    for (unsigned c = first; c <= last; ++c) table[c] = node;
+    if (i < text.size() && text[i] == ',') ++i;
+    else if (i < text.size() && text[i] != '\n') return false;
+  }
+  return true;
+}
+
+std::vector<std::int8_t> cpu_nodes_from_sysfs() {
+  std::vector<std::int8_t> table;
+  for (int node = 0; node < 64; ++node) {
+    std::ifstream f("/sys/devices/system/node/node" + std::to_string(node) + "/cpulist");
+    std::string text;
+    if (!f || !std::getline(f, text)) continue;
+    if (!add_cpu_list(text, static_cast<std::int8_t>(node), table)) return {};
+  }
+  return table;
+}
+
+int single_node_of(const cpu_set_t& allowed, std::span<const std::int8_t> cpu_node) noexcept {
+  int node = -1;
+  for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    const int n = cpu < cpu_node.size() ? cpu_node[cpu] : -1;
+    if (n < 0 || (node >= 0 && n != node)) return -1;
+    node = n;
+  }
+  return node;
+}
+
 FuseServer::FuseServer(PageStore& store, const FuseConfig& config)
-    : store_(store), io_(store), config_(config) {}
+    : store_(store), io_(store), config_(config) {
+  std::int8_t first = -1;
+  for (const std::int8_t n : config_.cpu_node) {
+    if (n < 0) continue;
+    if (first >= 0 && n != first) numa_ = true;
+    first = first < 0 ? n : first;
+  }
+}
+
+int FuseServer::requester_node(std::uint32_t pid) const noexcept {
+  if (!numa_ || pid == 0) return -1;
+  // One system call per WRITE request (up to max_write of pages), no
+  // allocation: cpu_set_t lives on the stack.
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(static_cast<pid_t>(pid), sizeof(allowed), &allowed) != 0) return -1;
+  const int node = single_node_of(allowed, config_.cpu_node);
+  return node >= 0 && static_cast<unsigned>(node) < store_.nodes() ? node : -1;
+}
 
 std::size_t FuseServer::handle(std::span<const std::byte> request,
                                std::span<std::byte> reply) noexcept {
@@ -206,7 +274,7 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       }
       // On a refusal the kernel keeps the page and retries; earlier pages of
       // this request hold their new versions, which is what it will rewrite.
-      if (const auto written = io_.write(wr.offset, data); !written)
+      if (const auto written = io_.write(wr.offset, data, requester_node(in.pid)); !written)
         return reply_error(reply, unique, written.error());
       fuse_write_out out{};
       out.size = wr.size;

@@ -12,10 +12,14 @@
 // or out-of-range request with an errno, changing nothing.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "uzswap/frontend/slot_io.h"
 #include "uzswap/store/page_store.h"
@@ -30,7 +34,30 @@ struct FuseConfig {
   std::uint32_t gid = 0;
   // Offer FUSE-over-io_uring in the INIT reply when the kernel offers it.
   bool over_io_uring = false;
+  // NUMA node of each CPU (index = CPU number, -1 = unknown), from
+  // cpu_nodes_from_sysfs(). With two or more nodes, a WRITE goes to the
+  // pool of the node its requester may run on (see requester_node()); empty
+  // or one node: the node of the CPU serving it, as before.
+  std::vector<std::int8_t> cpu_node;
 };
+
+// The node of every CPU, read from /sys/devices/system/node/node*/cpulist
+// at start-up (never on the request path); empty when there is no such tree.
+std::vector<std::int8_t> cpu_nodes_from_sysfs();
+// Parses a kernel cpu list ("0-3,8") into a node table: each listed CPU of
+// `table` (grown as needed, up to 4096 CPUs) gets `node`. False for text that
+// does not parse.
+bool add_cpu_list(const std::string& text, std::int8_t node, std::vector<std::int8_t>& table);
+
+// Which node's pool a page written by task `pid` belongs in: the node all
+// CPUs it may run on belong to, or -1 when they span nodes (or are unknown).
+// The kernel's loop device writes swap from its unbound workqueue, whose
+// workers are bound to the node that queued the work: the node of the task
+// that reclaimed the page (zswap stores on the page's own node). The FUSE
+// worker that reads the request may run on any node (/dev/fuse hands a
+// request to whichever reader waits), so its own CPU says nothing.
+// `allowed` is the task's affinity (sched_getaffinity); pure otherwise.
+int single_node_of(const cpu_set_t& allowed, std::span<const std::int8_t> cpu_node) noexcept;
 
 // FUSE_OVER_IO_URING (1 << 41), in the INIT reply's flags2 (Linux 6.14's
 // <linux/fuse.h>; Debian 12's header predates it).
@@ -82,6 +109,10 @@ class FuseServer {
   std::atomic<std::uint64_t> requests_{0}, bad_requests_{0}, unsupported_{0};
   std::atomic<bool> initialized_{false};
   std::atomic<bool> uring_{false};
+  bool numa_ = false;  // config_.cpu_node names two or more nodes
+
+  // The pool node for a WRITE from `pid`, or -1: the serving CPU's node.
+  int requester_node(std::uint32_t pid) const noexcept;
 };
 
 }  // namespace uzswap

@@ -74,18 +74,26 @@ if [[ -e /run/uzswap/uzswap.lock ]] && ! flock -n /run/uzswap/uzswap.lock true; 
 fi
 
 # The backing file needs a disk filesystem; a guest whose /var is an
-# overlay over tmpfs gets a loop-mounted ext4 for /var/lib/uzswap (sparse:
-# the file is preallocated, not written, until pages are written back).
+# overlay over tmpfs gets the rig's disk (VM_DISK) as ext4 on
+# /var/lib/uzswap, or else a loop-mounted ext4 image (sparse: the file is
+# preallocated, not written, until pages are written back).
 mkdir -p /var/lib/uzswap
 case $(stat -f -c %T /var/lib/uzswap) in
   ext2/ext3|xfs) ;;
   *)
-    image=$(mktemp /var/tmp/uzswap-package.XXXXXX.img 2>/dev/null || mktemp /tmp/uzswap-package.XXXXXX.img)
-    truncate -s 2G "$image"
-    mkfs.ext4 -q -F "$image" || fail "mkfs.ext4 $image"
-    mount -o loop "$image" /var/lib/uzswap || fail "cannot mount $image on /var/lib/uzswap"
-    mounted=true
-    echo "/var/lib/uzswap: a 2G ext4 image, the guest's /var is $(stat -f -c %T /var/tmp)"
+    if [[ -b ${VM_DISK:-} ]]; then
+      mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$VM_DISK" || fail "mkfs.ext4 $VM_DISK"
+      mount "$VM_DISK" /var/lib/uzswap || fail "cannot mount $VM_DISK on /var/lib/uzswap"
+      mounted=true
+      echo "/var/lib/uzswap: the rig's disk $VM_DISK as ext4, the guest's /var is $(stat -f -c %T /var/tmp)"
+    else
+      image=$(mktemp /var/tmp/uzswap-package.XXXXXX.img 2>/dev/null || mktemp /tmp/uzswap-package.XXXXXX.img)
+      truncate -s 2G "$image"
+      mkfs.ext4 -q -F "$image" || fail "mkfs.ext4 $image"
+      mount -o loop "$image" /var/lib/uzswap || fail "cannot mount $image on /var/lib/uzswap"
+      mounted=true
+      echo "/var/lib/uzswap: a 2G ext4 image, the guest's /var is $(stat -f -c %T /var/tmp)"
+    fi
     ;;
 esac
 # So that the collector timer has somewhere to write.
@@ -168,6 +176,11 @@ pgrep -x uzswapd >/dev/null && fail "uzswapd still runs"
 [[ -f /etc/uzswap/uzswapd.conf ]] || fail "remove deleted the conffile (only purge may)"
 [[ -e $PROM_DIR/uzswap.prom ]] && fail "the collector's file was left behind"
 pass "removed: no swap, loop device, mount, process or backing file left"
+# Purge removes /var/lib/uzswap itself, which must not be a mount point.
+if $mounted; then
+  umount /var/lib/uzswap || fail "umount /var/lib/uzswap"
+  mounted=false
+fi
 dpkg --purge uzswap >/dev/null || fail "dpkg --purge uzswap"
 [[ -e /etc/uzswap/uzswapd.conf ]] && fail "purge left the conffile"
 pass "purged"
