@@ -9,6 +9,7 @@
 #include <array>
 #include <vector>
 
+#include "uzswap/common/checksum.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/testing/page_mix.h"
 
@@ -109,6 +110,15 @@ void BM_Load(benchmark::State& state) {
   set_bytes(state);
 }
 
+// The integrity checksum alone (XXH3 of a page), which every store and every
+// load of bytes pays once: its share of BM_Store and BM_Load is its cost.
+void BM_PageChecksum(benchmark::State& state) {
+  const auto& input = pages();
+  std::size_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(page_checksum(input[i++ % kPages]));
+  set_bytes(state);
+}
+
 // Pool density: pool_bytes / compressed_bytes after a fill, after freeing two
 // pages in three at random, and after compaction. Not a timing.
 void BM_PoolDensity(benchmark::State& state) {
@@ -147,6 +157,7 @@ BENCHMARK(BM_RawCompress)->Apply(codecs)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_Store)->Apply(codecs)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_RawDecompress)->Apply(codecs)->Threads(1)->UseRealTime();
 BENCHMARK(BM_Load)->Apply(codecs)->Threads(1)->UseRealTime();
+BENCHMARK(BM_PageChecksum)->Threads(1)->UseRealTime();
 BENCHMARK(BM_PoolDensity)->Apply(codecs)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -45,11 +45,14 @@ pass "$stored pages swapped out to uzswap"
 
 # Writeback over NBD, with the memory server's serving process killed in
 # the middle: its supervisor starts another, which adopts every page.
-"$UZSWAPCTL" --name "$NAME" writeback --pages 60000 > /dev/null &
+WB_OUT=$(mktemp /tmp/uzswap-e2e-wb.XXXXXX)
+TEMP_FILES+=("$WB_OUT")
+"$UZSWAPCTL" --name "$NAME" writeback --pages 60000 >"$WB_OUT" 2>&1 &
 wb=$!
-sleep 0.5
+sleep 0.3
 kill -KILL "$(mem_status "['pid']")"
 wait "$wb"
+echo "writeback during the kill: $(cat "$WB_OUT")"
 "$UZSWAPCTL" --name "$NAME" writeback --pages $((stored * 2)) || fail "writeback"
 wait_until 30 tier_is up || tier_fail "remote tier did not come back"
 written=$(status_field "['written_back_pages']")
