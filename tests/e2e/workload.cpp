@@ -12,6 +12,9 @@
 // --rounds N: N more passes after the first check, each in a new random
 // order, checking every page and writing it anew (pages go out and come back
 // again and again, dirty each time); prints "round K" as each one ends.
+// --until PATH: like --rounds, but round after round until PATH exists
+// (checked as each round ends; at least one round), so a test that acts on
+// the daemon meanwhile never runs out of workload.
 // --io-errors-ok: a page whose swap-in fails (SIGBUS: the daemon refused to
 // return damaged data) is counted and skipped, not fatal; prints the page
 // numbers as "io_error_page N" (first pass only; with --rounds, such a page
@@ -88,12 +91,14 @@ int main(int argc, char** argv) {
   unsigned rounds = 0;
   std::string pause_file;
   bool io_errors_ok = false;
+  std::string until_file;
   std::vector<std::string> dirs;
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (std::strcmp(argv[i], "--pause-file") == 0 && i + 1 < argc) pause_file = argv[++i];
     else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
     else if (std::strcmp(argv[i], "--io-errors-ok") == 0) io_errors_ok = true;
+    else if (std::strcmp(argv[i], "--until") == 0 && i + 1 < argc) until_file = argv[++i];
     else if (std::strcmp(argv[i], "--files") == 0)
       while (i + 1 < argc && argv[i + 1][0] != '-') dirs.emplace_back(argv[++i]);
   }
@@ -160,7 +165,11 @@ int main(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
-  for (unsigned round = 1; round <= rounds; ++round) {
+  const auto more_rounds = [&](unsigned round) {
+    if (!until_file.empty()) return round == 1 || !std::filesystem::exists(until_file);
+    return round <= rounds;
+  };
+  for (unsigned round = 1; more_rounds(round); ++round) {
     for (std::size_t i = pages; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
     for (std::size_t i : order) {
       expected(i, want.data());
