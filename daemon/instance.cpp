@@ -122,6 +122,7 @@ void Instance::start() {
                    options.pool.fail_growth_every);
   }
   store_ = std::make_unique<PageStore>(options, *state_);
+  start_reserve_refill();
   save_settings();
   publish_cgroup_paths();
   if (const AdoptionReport& a = store_->adoption(); a.adopted) {
@@ -276,8 +277,8 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
     } catch (const std::system_error& e) {
       throw StartError(std::string("FUSE over io_uring: ") + e.what() + " (try --fuse-io-uring off)");
     }
-    spdlog::info("FUSE over io_uring: {} queue(s), {} thread(s), {} entries per queue", uring_->queues(),
-                 uring_->threads(), kFuseRingDepth);
+    spdlog::info("FUSE over io_uring: {} queue(s), {} thread(s), {} entries per queue, {} of buffers", uring_->queues(),
+                 uring_->threads(), kFuseRingDepth, human_bytes(uring_->buffer_bytes()));
   } else if (config_.fuse_io_uring == "on") {
     throw StartError("--fuse-io-uring on: the kernel did not offer io_uring at FUSE INIT");
   }
@@ -686,6 +687,35 @@ json Instance::threads_status() const {
           {"list", list}};
 }
 
+void Instance::start_reserve_refill() {
+  // The store path takes new pool spans from a reserve already backed by
+  // RAM and never waits for memory (zswap's __GFP_NORETRY); this thread
+  // populates the reserve again, woken when a store leaves it below half.
+  store_->refill_pool_reserve();  // before the first request
+  reserve_thread_ = Thread("uzswap-reserve", [this] {
+    // It asks the kernel for memory: let that reclaim not wait on our own I/O.
+    if (auto ec = set_io_flusher()) spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", ec.message());
+    while (!reserve_stop_.load(std::memory_order_relaxed)) {
+      liveness::waiting();
+      store_->wait_for_pool_reserve_use();
+      if (reserve_stop_.load(std::memory_order_relaxed)) break;
+      liveness::working();
+      const std::size_t refilled = store_->refill_pool_reserve();
+      liveness::progressed();
+      // Nothing populated: either the reserve was full or no memory is to
+      // be had; do not spin on it (stores meanwhile go to the next tier).
+      if (refilled == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+}
+
+void Instance::stop_reserve_refill() noexcept {
+  if (!reserve_thread_.joinable()) return;
+  reserve_stop_.store(true, std::memory_order_relaxed);
+  store_->wake_pool_reserve_refiller();
+  reserve_thread_.join();
+}
+
 void Instance::start_wipe() {
   // Freed pages do not stay in the backing file: a block whose page the
   // kernel discarded (or stored anew) is overwritten with zeros, in the
@@ -789,6 +819,7 @@ void Instance::teardown() noexcept {
   reclaimer_.reset();
   shrinker_.reset();
   stop_wipe();
+  stop_reserve_refill();
   stale_writes_thread_ = Thread();
   std::error_code ignored;
   std::filesystem::remove(config_.device_link(), ignored);
@@ -869,7 +900,8 @@ json Instance::status() const {
                  {"direct_io", true},
                  {"workers", workers_ ? workers_->count() : 0},
                  {"fuse_io_uring", uring_ != nullptr},
-                 {"ring_threads", uring_ ? uring_->threads() : 0}};
+                 {"ring_threads", uring_ ? uring_->threads() : 0},
+                 {"ring_buffer_bytes", uring_ ? uring_->buffer_bytes() : 0}};
   j["compressor"] = std::string(codec_name(store_->codec()));
   j["level"] = store_->level();
   j["max_pool_percent"] = config_.max_pool_percent;
@@ -944,6 +976,11 @@ json Instance::status() const {
   j["pool_limit_hits"] = s.pool_limit_hits;
   j["rejects"] = {{"pool_full", s.reject_pool_full}, {"alloc_failed", s.reject_alloc_failed}};
   j["compactions"] = s.compactions;
+  j["pool_reserve"] = {{"bytes", s.pool.reserve_bytes},
+                       {"hits", s.pool.reserve_hits},
+                       {"misses", s.pool.reserve_misses},
+                       {"refills", s.pool.reserve_refills},
+                       {"refill_failures", s.pool.reserve_refill_failures}};
   // Attribution to cgroups arrives with the reclaim engine: until then every
   // page is the root cgroup's.
   json cgroups = json::array();

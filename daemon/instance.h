@@ -114,6 +114,11 @@ class Instance {
   bool remote_up_ = false;                 // as last logged
   std::unique_ptr<PageStore> store_;
   std::unique_ptr<ShrinkWorker> shrinker_;
+  // Tops up the pool's reserve of populated spans ahead of the stores.
+  void start_reserve_refill();
+  void stop_reserve_refill() noexcept;
+  Thread reserve_thread_;
+  std::atomic<bool> reserve_stop_{false};
   std::unique_ptr<Reclaimer> reclaimer_;
   std::unique_ptr<FuseServer> server_;
   std::unique_ptr<FuseWorkers> workers_;

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <thread>
 #include <vector>
 
 #include "uzswap/testing/page_mix.h"
@@ -161,6 +164,90 @@ TEST(ZPool, ExhaustedReservationFailsCleanlyAndCounts) {
   EXPECT_EQ(pool.stats().alloc_failures, 1u);
   pool.free(handles.back());
   EXPECT_NE(pool.alloc(kPageSize, 0), kNullHandle) << "freed room is usable again";
+}
+
+TEST(ZPool, StoresTakeSpansFromTheReserveTheRefillerPopulated) {
+  ZPool pool(small_pool());  // 64 KiB: 8 KiB a span length, two 1-page spans, one 8-page span
+  EXPECT_GT(pool.refill_reserve(), 0u);
+  const ZPoolStats filled = pool.stats();
+  EXPECT_GT(filled.reserve_refills, 0u);
+  EXPECT_EQ(filled.reserve_bytes, filled.span_bytes) << "the reserve is populated RAM";
+  EXPECT_EQ(pool.refill_reserve(), 0u) << "a full reserve needs nothing";
+  const PoolHandle h = pool.alloc(kPageSize, 0);  // a whole 1-page span
+  ASSERT_NE(h, kNullHandle);
+  ZPoolStats s = pool.stats();
+  EXPECT_EQ(s.reserve_hits, 1u);
+  EXPECT_EQ(s.reserve_misses, 0u);
+  EXPECT_EQ(s.span_bytes, filled.span_bytes) << "no new RAM on the store path";
+  EXPECT_EQ(pool.refill_reserve(), 1u) << "the span taken is replaced";
+  pool.free(h);
+}
+
+TEST(ZPool, AnEmptyReserveGrowsOnceAndFailsFast) {
+  ZPoolOptions o = small_pool();
+  o.fail_growth_every = 1;  // every populate fails: no memory at all
+  ZPool pool(o);
+  EXPECT_EQ(pool.refill_reserve(), 0u);
+  EXPECT_EQ(pool.stats().reserve_refill_failures, 1u) << "the refiller stops at the first failure";
+  EXPECT_EQ(pool.alloc(1000, 0), kNullHandle);
+  const ZPoolStats s = pool.stats();
+  EXPECT_EQ(s.reserve_misses, 1u);
+  EXPECT_EQ(s.alloc_failures, 1u);
+  EXPECT_EQ(s.span_bytes, 0u);
+}
+
+TEST(ZPool, TheRefillerIsWokenWhenTheReserveRunsLow) {
+  ZPoolOptions o = small_pool();
+  o.empty_span_cache_bytes = 8 * 4 * kPageSize;  // four 1-page spans
+  ZPool pool(o);
+  pool.refill_reserve();
+  std::atomic<int> refills{0};
+  std::atomic<bool> stop{false};
+  std::thread refiller([&] {
+    while (!stop.load()) {
+      refills += static_cast<int>(pool.refill_reserve());
+      pool.wait_for_reserve_use();
+    }
+  });
+  std::vector<PoolHandle> handles;
+  for (int i = 0; i < 3; ++i) handles.push_back(pool.alloc(kPageSize, 0));  // 4 -> 1: below half
+  for (int i = 0; i < 1000 && refills.load() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_GE(refills.load(), 3) << "taken spans replaced without a store waiting";
+  stop = true;
+  pool.wake_reserve_refiller();
+  refiller.join();
+  for (PoolHandle h : handles) pool.free(h);
+}
+
+TEST(ZPool, MigrateNeverGrowsThePool) {
+  // migrate() runs under the owner's slot lock: it must not populate a
+  // span there (a system call that may enter reclaim), only use room the
+  // pool has. A store that fills that room first leaves the object where
+  // it is.
+  ZPoolOptions o = small_pool();
+  o.empty_span_cache_bytes = 0;  // no reserve: any new span is a populate
+  ZPool pool(o);
+  constexpr std::size_t kLen = 1000;
+  const unsigned per_span = pool.classes()[pool.classes().index_for(kLen)].objs_per_span;
+  ASSERT_GE(per_span, 4u);
+  std::vector<PoolHandle> handles;  // spans A then B, carved in order
+  for (unsigned i = 0; i < 2 * per_span; ++i) handles.push_back(pool.alloc(kLen, 0));
+  for (unsigned i = 1; i <= per_span; ++i) pool.free(handles[i]);  // A keeps one, B has one free
+  CompactionStats c = pool.begin_compaction();
+  ASSERT_EQ(c.draining_spans, 1u);
+  ASSERT_TRUE(pool.needs_migration(handles[0]));
+  const PoolHandle concurrent_store = pool.alloc(kLen, 0);  // takes B's last room
+  ASSERT_NE(concurrent_store, kNullHandle);
+  ASSERT_FALSE(pool.needs_migration(concurrent_store));
+  const ZPoolStats before = pool.stats();
+  EXPECT_EQ(pool.migrate(handles[0], kLen), kNullHandle) << "migrate took a new span";
+  const ZPoolStats after = pool.stats();
+  EXPECT_EQ(after.span_bytes, before.span_bytes);
+  EXPECT_EQ(after.reserve_misses, before.reserve_misses);
+  pool.end_compaction(c);
+  pool.free(concurrent_store);
+  pool.free(handles[0]);
+  for (unsigned i = per_span + 1; i < 2 * per_span; ++i) pool.free(handles[i]);
 }
 
 TEST(ZPool, RefusesZeroNodes) {

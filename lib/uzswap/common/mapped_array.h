@@ -6,7 +6,9 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstddef>
 #include <system_error>
 #include <type_traits>
@@ -42,8 +44,17 @@ class MappedArray {
   // Backs every page now (zeroed), so that using the array later never faults
   // in fresh memory. Best effort: without MADV_POPULATE_WRITE pages come on
   // first touch.
-  void populate() noexcept {
-    if (data_ != nullptr) madvise(data_, bytes(), 23 /* MADV_POPULATE_WRITE */);
+  void populate() noexcept { populate(0, capacity_); }
+  // The same for the pages holding elements [first, first + count) (clamped
+  // to the capacity). False when the kernel could not back them.
+  bool populate(std::size_t first, std::size_t count) noexcept {
+    if (data_ == nullptr || first >= capacity_) return true;
+    count = std::min(count, capacity_ - first);
+    if (count == 0) return true;
+    constexpr std::uintptr_t kPage = 4096;
+    const auto begin = reinterpret_cast<std::uintptr_t>(data_ + first) & ~(kPage - 1);
+    const auto end = reinterpret_cast<std::uintptr_t>(data_ + first + count);
+    return madvise(reinterpret_cast<void*>(begin), end - begin, 23 /* MADV_POPULATE_WRITE */) == 0;
   }
 
   T& operator[](std::size_t i) noexcept { return data_[i]; }

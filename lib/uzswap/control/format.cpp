@@ -323,6 +323,12 @@ std::string format_prometheus(const json& s) {
   for (const char* reason : {"pool_full", "alloc_failed"})
     out << "uzswap_rejects_total{name=\"" << name << "\",reason=\"" << reason << "\"} "
         << u64(rejects, reason) << '\n';
+  const json& reserve = object(s, "pool_reserve");
+  metric("pool_reserve_bytes", "gauge", "RAM in the pool's reserve of populated spans.", u64(reserve, "bytes"));
+  metric("pool_reserve_hits", "counter", "New pool spans taken from the reserve.", u64(reserve, "hits"));
+  metric("pool_reserve_misses", "counter", "New pool spans a store found the reserve empty for.",
+         u64(reserve, "misses"));
+  metric("pool_reserve_refills", "counter", "Pool spans populated ahead of demand.", u64(reserve, "refills"));
   const json& ids = object(s, "cgroup_ids");
   metric("cgroup_ids_free", "gauge", "Cgroup ids free to hand out.", u64(ids, "free"));
   metric("cgroups_untracked", "gauge", "Cgroups that got no id (all in use): their pages count as the root's.",

@@ -17,6 +17,10 @@
 #include "uzswap/common/liveness.h"
 #include "uzswap/common/text_file.h"
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
 namespace uzswap {
 
 namespace {
@@ -76,7 +80,7 @@ std::size_t payload_bytes(const FuseConfig& config) noexcept {
 
 struct FuseUring::Entry {
   UringReqHeader header{};
-  std::byte* buffer = nullptr;  // kPrefix + payload, mmap'ed: only touched pages cost RAM
+  std::byte* buffer = nullptr;  // kPrefix + payload, mmap'ed and populated at start
   std::size_t buffer_bytes = 0;
   std::byte* payload = nullptr;
   iovec iov[2]{};
@@ -137,6 +141,12 @@ FuseUring::FuseUring(int fuse_fd, FuseServer& server, unsigned threads, unsigned
         void* p = mmap(nullptr, e->buffer_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "FUSE ring buffers");
         e->buffer = static_cast<std::byte*>(p);
+        // Backed now, off the request path: under mlockall(MCL_ONFAULT) an
+        // untouched page would be faulted in by the first swap request that
+        // uses it, when memory is short.
+        if (madvise(p, e->buffer_bytes, MADV_POPULATE_WRITE) != 0)
+          throw std::system_error(errno, std::generic_category(), "populate the FUSE ring buffers");
+        buffer_bytes_ += e->buffer_bytes;
         e->payload = e->buffer + kPrefix;
         e->iov[0] = {&e->header, sizeof(e->header)};
         e->iov[1] = {e->payload, payload};

@@ -58,6 +58,8 @@ class FuseUring {
 
   unsigned threads() const noexcept { return static_cast<unsigned>(threads_.size()); }
   unsigned queues() const noexcept { return queues_; }
+  // RAM in the entries' header and payload buffers, populated at start.
+  std::size_t buffer_bytes() const noexcept { return buffer_bytes_; }
   // Ring threads that ended: every entry of theirs is gone (the connection
   // ended) or their ring failed.
   unsigned exited() const noexcept { return exited_.load(); }
@@ -89,6 +91,7 @@ class FuseUring {
   unsigned queues_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<unsigned> exited_{0};
+  std::size_t buffer_bytes_ = 0;
   std::vector<Thread> threads_;
 };
 

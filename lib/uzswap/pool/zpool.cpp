@@ -23,6 +23,9 @@ namespace uzswap {
 namespace {
 
 constexpr std::uint32_t kNoSpan = UINT32_MAX;
+// Pool metadata is populated this many spans at a time, and again once
+// fewer than half of them are left ahead of the high-water mark.
+constexpr std::uint32_t kMetadataChunk = 2048;
 constexpr std::uint16_t kNoObject = UINT16_MAX;
 
 // Span lists of a class: four fullness quarters of partly used spans (alloc
@@ -81,6 +84,10 @@ struct ZPool::Region {
   std::uint32_t cold_top = 0;       // guarded by lock
   std::uint32_t warm_top = 0;       // guarded by lock
   std::uint32_t high_water = 0;     // guarded by lock: spans ever used
+  // Spans whose header and free-stack entries are populated (backed and,
+  // under mlockall, locked): the refiller keeps it ahead of high_water, so
+  // the request path never faults on pool metadata.
+  std::atomic<std::uint32_t> meta_ready{0};
 
   std::size_t span_bytes() const { return std::size_t{pages} * kPageSize; }
 };
@@ -106,6 +113,11 @@ struct ZPool::Arena {
   std::atomic<std::uint64_t> cached_bytes{0};
   std::atomic<std::uint64_t> alloc_failures{0};
   std::atomic<std::uint64_t> released_bytes{0};
+  std::atomic<std::uint64_t> reserve_hits{0};
+  std::atomic<std::uint64_t> reserve_misses{0};
+  std::atomic<std::uint64_t> reserve_refills{0};
+  std::atomic<std::uint64_t> reserve_refill_failures{0};
+  std::atomic<std::uint64_t> miss_populated_bytes{0};
 
   Region& region(unsigned pages) { return regions[pages - 1]; }
 
@@ -182,6 +194,7 @@ ZPool::ZPool(const ZPoolOptions& options) : options_(options) {
       region.headers = MappedArray<SpanHeader>(region.capacity);
       region.cold = MappedArray<std::uint32_t>(region.capacity);
       region.warm = MappedArray<std::uint32_t>(region.capacity);
+      populate_metadata_ahead(region);
     }
     arena->classes = std::make_unique<ClassState[]>(classes_.count());
     arenas_.push_back(std::move(arena));
@@ -205,16 +218,67 @@ std::byte* ZPool::map(PoolHandle handle) const noexcept {
          handle_offset(handle);
 }
 
-std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages) noexcept {
+std::uint32_t ZPool::reserve_target(const Region& region) const noexcept {
+  // The node's reserve shared by the eight span lengths, one span at least.
+  const std::size_t share = options_.empty_span_cache_bytes / SizeClasses::kMaxPagesPerSpan;
+  if (options_.empty_span_cache_bytes == 0) return 0;
+  return static_cast<std::uint32_t>(std::max<std::size_t>(1, share / region.span_bytes()));
+}
+
+void ZPool::want_refill() noexcept {
+  // A futex wake only when the refiller is not already due: no lock, no
+  // allocation, at most one system call per drop of the reserve.
+  if (refill_wanted_.exchange(1, std::memory_order_release) == 0) refill_wanted_.notify_one();
+}
+
+void ZPool::wake_reserve_refiller() noexcept { want_refill(); }
+
+void ZPool::wait_for_reserve_use() noexcept {
+  refill_wanted_.wait(0, std::memory_order_acquire);
+  refill_wanted_.store(0, std::memory_order_relaxed);
+}
+
+void ZPool::populate_metadata_ahead(Region& region) noexcept {
+  std::uint32_t high_water;
+  {
+    std::lock_guard guard(region.lock);
+    high_water = region.high_water;
+  }
+  const std::uint32_t ready = region.meta_ready.load(std::memory_order_relaxed);
+  if (ready >= region.capacity || ready >= high_water + kMetadataChunk / 2) return;
+  const std::uint32_t upto = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(region.capacity, std::uint64_t{high_water} + kMetadataChunk));
+  // Best effort: what the kernel cannot back now is faulted in on use.
+  if (region.headers.populate(ready, upto - ready) && region.cold.populate(ready, upto - ready) &&
+      region.warm.populate(ready, upto - ready))
+    region.meta_ready.store(upto, std::memory_order_relaxed);
+}
+
+bool ZPool::populate_span(Region& region, std::uint32_t span) noexcept {
+  // Back the span with RAM and map it now, in one call, so a shortage is an
+  // error here rather than a fault on first touch.
+  std::byte* start = region.base + std::size_t{span} * region.span_bytes();
+  const unsigned every = options_.fail_growth_every;
+  const bool injected = every != 0 && growth_attempts_.fetch_add(1, std::memory_order_relaxed) % every == every - 1;
+  return !injected && madvise(start, region.span_bytes(), MADV_POPULATE_WRITE) == 0;
+}
+
+std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages, bool may_grow) noexcept {
   Region& region = arena.region(pages);
   std::uint32_t span;
   {
-    std::lock_guard guard(region.lock);
+    std::unique_lock guard(region.lock);
     if (region.warm_top > 0) {
       span = region.warm[--region.warm_top];
+      const bool low = region.warm_top * 2 < reserve_target(region);
+      guard.unlock();
       arena.cached_bytes.fetch_sub(region.span_bytes(), std::memory_order_relaxed);
+      arena.reserve_hits.fetch_add(1, std::memory_order_relaxed);
+      if (low) want_refill();  // ahead of demand: below half of the target
       return span;
     }
+    if (!may_grow) return kNoSpan;
+    arena.reserve_misses.fetch_add(1, std::memory_order_relaxed);
     if (region.cold_top > 0) {
       span = region.cold[--region.cold_top];
     } else if (region.high_water < region.capacity) {
@@ -223,18 +287,51 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages) noexcept {
       return kNoSpan;
     }
   }
-  // Back the span with RAM and map it now, in one call, so a shortage is an
-  // error here rather than a fault on first touch.
-  std::byte* start = region.base + std::size_t{span} * region.span_bytes();
-  const unsigned every = options_.fail_growth_every;
-  const bool injected = every != 0 && growth_attempts_.fetch_add(1, std::memory_order_relaxed) % every == every - 1;
-  if (injected || madvise(start, region.span_bytes(), MADV_POPULATE_WRITE) != 0) {
+  want_refill();
+  // The reserve is empty: one populate (zswap's __GFP_NORETRY), and a
+  // failure is final for this store, which then goes to the next tier.
+  if (!populate_span(region, span)) {
     std::lock_guard guard(region.lock);
     region.cold[region.cold_top++] = span;
     return kNoSpan;
   }
   arena.span_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
+  arena.miss_populated_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
   return span;
+}
+
+std::size_t ZPool::refill_reserve() noexcept {
+  std::size_t refilled = 0;
+  for (auto& arena_ptr : arenas_) {
+    Arena& arena = *arena_ptr;
+    for (Region& region : arena.regions) {
+      populate_metadata_ahead(region);
+      const std::uint32_t target = reserve_target(region);
+      for (;;) {
+        std::uint32_t span;
+        {
+          std::lock_guard guard(region.lock);
+          if (region.warm_top >= target) break;
+          if (region.cold_top > 0) span = region.cold[--region.cold_top];
+          else if (region.high_water < region.capacity) span = region.high_water++;
+          else break;
+        }
+        const bool backed = populate_span(region, span);
+        std::lock_guard guard(region.lock);
+        if (!backed) {
+          region.cold[region.cold_top++] = span;
+          arena.reserve_refill_failures.fetch_add(1, std::memory_order_relaxed);
+          return refilled;
+        }
+        arena.span_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
+        arena.cached_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
+        region.warm[region.warm_top++] = span;
+        arena.reserve_refills.fetch_add(1, std::memory_order_relaxed);
+        ++refilled;
+      }
+    }
+  }
+  return refilled;
 }
 
 void ZPool::release_span(Arena& arena, unsigned pages, std::uint32_t span, bool to_cache) noexcept {
@@ -294,10 +391,10 @@ void ZPool::relink_if_moved(ClassState& cls, Region& region, std::uint32_t span,
 
 PoolHandle ZPool::alloc(std::size_t len, unsigned node) noexcept {
   assert(len >= 1 && len <= kPageSize && node < arenas_.size());
-  return alloc_in_class(*arenas_[node], classes_.index_for(len));
+  return alloc_in_class(*arenas_[node], classes_.index_for(len), /*may_grow=*/true);
 }
 
-PoolHandle ZPool::alloc_in_class(Arena& arena, unsigned class_index) noexcept {
+PoolHandle ZPool::alloc_in_class(Arena& arena, unsigned class_index, bool may_grow) noexcept {
   const SizeClass& sc = classes_[class_index];
   ClassState& cls = arena.classes[class_index];
   Region& region = arena.region(sc.pages_per_span);
@@ -308,9 +405,9 @@ PoolHandle ZPool::alloc_in_class(Arena& arena, unsigned class_index) noexcept {
   if (span == kNoSpan) {
     // Take a new span without holding the class lock across the syscall.
     guard.unlock();
-    span = acquire_span(arena, sc.pages_per_span);
+    span = acquire_span(arena, sc.pages_per_span, may_grow);
     if (span == kNoSpan) {
-      arena.alloc_failures.fetch_add(1, std::memory_order_relaxed);
+      if (may_grow) arena.alloc_failures.fetch_add(1, std::memory_order_relaxed);
       return kNullHandle;
     }
     guard.lock();
@@ -419,7 +516,10 @@ bool ZPool::needs_migration(PoolHandle handle) const noexcept {
 }
 
 PoolHandle ZPool::migrate(PoolHandle handle, std::size_t len) noexcept {
-  const PoolHandle moved = alloc(len, node_of(handle));
+  // The caller holds a slot lock: no system call here, only room the pool
+  // already has (the spans not draining, or the reserve).
+  assert(len >= 1 && len <= kPageSize);
+  const PoolHandle moved = alloc_in_class(*arenas_[node_of(handle)], classes_.index_for(len), /*may_grow=*/false);
   if (moved == kNullHandle) return kNullHandle;
   std::memcpy(map(moved), map(handle), len);
   return moved;
@@ -442,7 +542,8 @@ void ZPool::end_compaction(CompactionStats& stats) {
         link_span(cls, region, span);
       }
     }
-    // Give the empty-span cache back too.
+    // Give the empty-span cache (the reserve) back too: a compaction is
+    // asked for when RAM is wanted; the refiller tops the reserve up again.
     for (Region& region : arena.regions) {
       for (;;) {
         std::uint32_t span;
@@ -458,6 +559,7 @@ void ZPool::end_compaction(CompactionStats& stats) {
   }
   for (auto& arena : arenas_)
     stats.released_bytes += arena->released_bytes.load(std::memory_order_relaxed);
+  want_refill();
 }
 
 std::vector<PoolHandle> ZPool::adopt_objects(std::vector<LiveObject>& objects) {
@@ -582,6 +684,7 @@ std::vector<PoolHandle> ZPool::adopt_objects(std::vector<LiveObject>& objects) {
       }
       populate(run_start, next_free);
       give_back(next_free, region.capacity);
+      populate_metadata_ahead(region);
     }
   }
   return rejected;
@@ -612,14 +715,19 @@ ZPoolStats ZPool::stats() const noexcept {
       s.spans += cls.spans;
     }
     s.alloc_failures += arena.alloc_failures.load(std::memory_order_relaxed);
+    s.reserve_hits += arena.reserve_hits.load(std::memory_order_relaxed);
+    s.reserve_misses += arena.reserve_misses.load(std::memory_order_relaxed);
+    s.reserve_refills += arena.reserve_refills.load(std::memory_order_relaxed);
+    s.reserve_refill_failures += arena.reserve_refill_failures.load(std::memory_order_relaxed);
+    s.reserve_bytes += arena.cached_bytes.load(std::memory_order_relaxed);
+    s.miss_populated_bytes += arena.miss_populated_bytes.load(std::memory_order_relaxed);
     for (Region& region : arena.regions) {
       std::lock_guard guard(region.lock);
       s.cached_spans += region.warm_top;
       // An upper bound on the pages of the header array and of both free-span
-      // stacks touched so far: none can reach past the high-water mark.
-      s.metadata_bytes += round_up(
-          std::size_t{region.high_water} * (sizeof(SpanHeader) + 2 * sizeof(std::uint32_t)),
-          kPageSize);
+      // stacks populated or touched so far.
+      const std::size_t spans = std::max(region.high_water, region.meta_ready.load(std::memory_order_relaxed));
+      s.metadata_bytes += round_up(spans * (sizeof(SpanHeader) + 2 * sizeof(std::uint32_t)), kPageSize);
     }
   }
   return s;

@@ -23,6 +23,14 @@
 // back-pointers from objects to owners: compaction trades one scan of the
 // owner's table for zero bytes per object.
 //
+// The reserve. Stores take new spans from a per-node reserve of spans already
+// backed by RAM (the "warm" stacks), topped up by refill_reserve() on a
+// background thread; an empty reserve costs a store one populate, and a
+// failed one fails the alloc (the store then goes to the next tier). The
+// span headers and free-span stacks are populated ahead of use in the same
+// way (at construction, then by the refiller), so the request path neither
+// asks the kernel for memory nor faults on the pool's own metadata.
+//
 // Locking. One mutex per (node, class) guards that class's span lists and the
 // span headers of its spans; one mutex per (node, region) guards the free-span
 // stacks. Order: class -> region. Object contents are not guarded by the pool:
@@ -57,7 +65,10 @@ struct ZPoolOptions {
   // Bind each node's arena to that node with mbind(). Off when the nodes are
   // simulated (more pool nodes than the machine has).
   bool bind_nodes = false;
-  // Empty spans kept resident per node for reuse, in bytes.
+  // The reserve: empty spans kept resident (backed by RAM) per node, in
+  // bytes, shared equally by the eight span lengths. Stores take new spans
+  // from it without a system call; refill_reserve() tops it up off the
+  // request path, and freed spans return to it.
   std::size_t empty_span_cache_bytes = 1u << 20;
   // Arenas attached elsewhere (SharedState), one per node, each of
   // 8 * region_bytes, kept in RAM by SHM_LOCK: the pool neither maps nor
@@ -86,6 +97,15 @@ struct ZPoolStats {
   std::uint64_t spans = 0;           // spans holding objects
   std::uint64_t cached_spans = 0;    // empty spans kept resident
   std::uint64_t alloc_failures = 0;
+  // The reserve of populated spans: new spans an alloc took from it (hits)
+  // or had to populate itself (misses, successful or not), spans the
+  // refiller populated ahead of demand, and its populates that failed.
+  std::uint64_t reserve_hits = 0;
+  std::uint64_t reserve_misses = 0;
+  std::uint64_t reserve_refills = 0;
+  std::uint64_t reserve_refill_failures = 0;
+  std::uint64_t reserve_bytes = 0;   // RAM in the reserve now (cached spans)
+  std::uint64_t miss_populated_bytes = 0;  // RAM allocs populated themselves on a miss
   std::uint64_t pool_bytes() const noexcept { return span_bytes + metadata_bytes; }
 };
 
@@ -135,6 +155,17 @@ class ZPool {
   // and cached empty spans. Adds the bytes released to `stats`.
   void end_compaction(CompactionStats& stats);
 
+  // Tops up every node's reserve of populated spans (MADV_POPULATE_WRITE,
+  // which may enter reclaim: never call it on the request path). Stops at
+  // the first span the system cannot back. Returns the spans populated.
+  // Thread-safe; meant for one background thread (the daemon's
+  // uzswap-reserve) looping on refill_reserve() + wait_for_reserve_use().
+  std::size_t refill_reserve() noexcept;
+  // Blocks until an alloc took a span from a reserve running low (or
+  // missed it), or wake_reserve_refiller() was called.
+  void wait_for_reserve_use() noexcept;
+  void wake_reserve_refiller() noexcept;
+
   ZPoolStats stats() const noexcept;
   // RAM in spans: a lock-free read for the store path's pool-limit check.
   std::uint64_t span_bytes() const noexcept;
@@ -148,17 +179,23 @@ class ZPool {
   struct Arena;
 
   SpanHeader& header(unsigned node, unsigned pages, std::uint32_t span) const noexcept;
-  std::uint32_t acquire_span(Arena& arena, unsigned pages) noexcept;
+  // may_grow = false: from the reserve only, never a system call.
+  std::uint32_t acquire_span(Arena& arena, unsigned pages, bool may_grow) noexcept;
+  bool populate_span(Region& region, std::uint32_t span) noexcept;
+  void populate_metadata_ahead(Region& region) noexcept;
+  std::uint32_t reserve_target(const Region& region) const noexcept;
+  void want_refill() noexcept;
   void release_span(Arena& arena, unsigned pages, std::uint32_t span, bool to_cache) noexcept;
   void link_span(ClassState& cls, Region& region, std::uint32_t span) noexcept;
   void unlink_span(ClassState& cls, Region& region, std::uint32_t span) noexcept;
   void relink_if_moved(ClassState& cls, Region& region, std::uint32_t span,
                        unsigned old_group) noexcept;
-  PoolHandle alloc_in_class(Arena& arena, unsigned class_index) noexcept;
+  PoolHandle alloc_in_class(Arena& arena, unsigned class_index, bool may_grow) noexcept;
 
   SizeClasses classes_;
   ZPoolOptions options_;
   std::atomic<std::uint64_t> growth_attempts_{0};  // for fail_growth_every
+  std::atomic<std::uint32_t> refill_wanted_{0};    // futex word for the refiller
   std::size_t region_bytes_;
   std::vector<std::unique_ptr<Arena>> arenas_;
 };

@@ -149,6 +149,11 @@ class PageStore {
   // Moves objects out of sparse pool spans and returns empty spans to the
   // system. Runs alongside the request path; not itself a request-path call.
   CompactionStats compact();
+  // The pool's reserve of populated spans (ZPool::refill_reserve and co.),
+  // for the daemon's refill thread: never on the request path.
+  std::size_t refill_pool_reserve() noexcept { return pool_.refill_reserve(); }
+  void wait_for_pool_reserve_use() noexcept { pool_.wait_for_reserve_use(); }
+  void wake_pool_reserve_refiller() noexcept { pool_.wake_reserve_refiller(); }
   // Compacts when the pool's spans hold more than its objects need by over
   // 10% and 1 MiB: RAM back without I/O, which reclaim tries before
   // writeback (zsmalloc's shrinker does the same). True if it compacted.

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The swap-out path under a shortage of memory for the pool: the daemon runs
+# with every third growth of its pool failing (UZSWAP_FAULT_POOL_GROWTH=3,
+# as ENOMEM from the kernel would), a pool limit of 1% of RAM and a backing
+# file. A byte-verified workload swaps through it for several rounds: stores
+# the pool cannot take memory for, and stores past its limit, go straight to
+# the file (direct writes), never back to the kernel as an error. Every
+# byte comes back right, nothing hangs, and the status shows both paths and
+# the pool's reserve of populated spans at work.
+source "$(dirname "$0")/lib.sh"
+require_machine
+
+BACKING=/var/tmp/uzswap-e2e-$NAME.swap
+TEMP_FILES+=("$BACKING")
+export UZSWAP_FAULT_POOL_GROWTH=3
+# Reclaim wakes only close to the limit and not on pressure events, so that
+# stores reach the limit.
+start_daemon --size 2G --max-pool-percent 1 --watermark-scale-factor 1 --psi-reclaim-pages 0 \
+  --events-reclaim-pages 0 --backing-file "$BACKING"
+unset UZSWAP_FAULT_POOL_GROWTH
+grep -q "UZSWAP_FAULT_POOL_GROWTH" "$DAEMON_LOG" || fail "the fault injection was not taken"
+limit=$(status_field "['max_pool_bytes']")
+pass "daemon up: pool limit $((limit >> 20)) MiB, every third pool growth fails"
+
+# Big enough that the compressed pages overflow the pool limit.
+ram_mib=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 ))
+mib=$(( ram_mib / 100 * 3 ))
+(( mib < 256 )) && mib=256
+(( mib > 1024 )) && mib=1024
+make_memcg $((96 << 20))
+OUT=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
+TEMP_FILES+=("$OUT")
+start=$SECONDS
+timeout 120 bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$MEMCG" "$WORKLOAD" "$mib" --rounds 1 >"$OUT"
+status=$?
+cat "$OUT"
+(( status == 124 )) && fail "the workload hung (no answer within 120 s)"
+(( status == 0 )) || fail "workload failed with status $status"
+grep -q '"wrong_pages": 0' "$OUT" || fail "workload saw wrong pages"
+pass "$mib MiB workload, 2 passes, every byte right in $((SECONDS - start)) s"
+
+json=$("$UZSWAPCTL" --name "$NAME" status --json) || fail "status"
+get() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$1)" "$json"; }
+alloc_failed=$(get "['rejects']['alloc_failed']")
+pool_full=$(get "['rejects']['pool_full']")
+direct=$(get "['writeback']['direct_writes']")
+write_errors=$(get "['write_errors']")
+misses=$(get "['pool_reserve']['misses']")
+hits=$(get "['pool_reserve']['hits']")
+refills=$(get "['pool_reserve']['refills']")
+echo "pool: $(get "['pool_bytes']") of $(get "['max_pool_bytes']") bytes, $(get "['pool_limit_hits']") limit hits," \
+     "$(get "['written_back_pages']") pages written back"
+echo "rejects: alloc_failed $alloc_failed, pool_full $pool_full; direct writes $direct;" \
+     "reserve: hits $hits, misses $misses, refills $refills; write errors $write_errors"
+(( alloc_failed > 0 )) || fail "no store met a failed pool growth"
+(( pool_full > 0 )) || fail "the pool never reached its limit"
+(( direct >= alloc_failed )) || fail "only $direct direct writes for $alloc_failed failed allocations"
+(( write_errors == 0 )) || fail "$write_errors write requests failed back to the kernel"
+(( hits > 0 && refills > 0 )) || fail "the reserve of populated spans was not used"
+pass "alloc-failed and pool-full stores went to the backing file ($direct direct writes), none failed"
+
+stop_daemon
+assert_clean
+rm -f "$BACKING"
+pass "clean stop"
