@@ -197,8 +197,8 @@ class PageStore {
   std::vector<CgroupId> release_cgroups(const std::vector<CgroupId>& removed);
   // Ids below next_cgroup_id() that were handed out, removed and never
   // released (a process died between the two), and ids free to hand out.
-  std::vector<CgroupId> removed_cgroup_ids() const;
-  std::vector<CgroupId> free_cgroup_ids() const;
+  std::vector<CgroupId> removed_cgroup_ids() const { return handed_out_ids(true); }
+  std::vector<CgroupId> free_cgroup_ids() const { return handed_out_ids(false); }
   std::vector<CgroupId> cgroups() const;
   void set_cgroup_policy(CgroupId cgroup, const CgroupPolicy& policy) noexcept;
   CgroupPolicy cgroup_policy(CgroupId cgroup) const noexcept;
@@ -303,6 +303,7 @@ class PageStore {
   };
   // Swaps `fresh` into the slot (keeping cgroup and file_write), fixes LRU
   // membership and counters, frees the old version. Takes the slot lock.
+  std::vector<CgroupId> handed_out_ids(bool used) const;
   void install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept;
   std::expected<LoadedFrom, LoadError> load_once(Slot slot, PageBuffer out) noexcept;
   // LRU membership and counters of an entry leaving/entering the slot; the

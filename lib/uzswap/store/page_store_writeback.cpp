@@ -153,21 +153,15 @@ std::vector<CgroupId> PageStore::release_cgroups(const std::vector<CgroupId>& re
   return released;
 }
 
-std::vector<CgroupId> PageStore::removed_cgroup_ids() const {
+std::vector<CgroupId> PageStore::handed_out_ids(bool used) const {
+  // Ids below next_cgroup_id() whose record is (or is not) in use and that
+  // the lists do not know as live.
   std::vector<CgroupId> out;
   const CgroupRecord* records = state_->cgroups();
   const std::uint64_t next = std::min<std::uint64_t>(state_->header().next_cgroup_id, kMaxCgroups);
   for (std::uint64_t id = 1; id < next; ++id)
-    if (records[id].used && !lru_.has_cgroup(static_cast<CgroupId>(id))) out.push_back(static_cast<CgroupId>(id));
-  return out;
-}
-
-std::vector<CgroupId> PageStore::free_cgroup_ids() const {
-  std::vector<CgroupId> out;
-  const CgroupRecord* records = state_->cgroups();
-  const std::uint64_t next = std::min<std::uint64_t>(state_->header().next_cgroup_id, kMaxCgroups);
-  for (std::uint64_t id = 1; id < next; ++id)
-    if (!records[id].used) out.push_back(static_cast<CgroupId>(id));
+    if ((records[id].used != 0) == used && !lru_.has_cgroup(static_cast<CgroupId>(id)))
+      out.push_back(static_cast<CgroupId>(id));
   return out;
 }
 
