@@ -30,14 +30,21 @@ mib=$(( ram_mib / 100 * 3 ))
 make_memcg $((96 << 20))
 OUT=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
 TEMP_FILES+=("$OUT")
-start=$SECONDS
-timeout 120 bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$MEMCG" "$WORKLOAD" "$mib" --rounds 1 >"$OUT"
-status=$?
-cat "$OUT"
-(( status == 124 )) && fail "the workload hung (no answer within 120 s)"
-(( status == 0 )) || fail "workload failed with status $status"
-grep -q '"wrong_pages": 0' "$OUT" || fail "workload saw wrong pages"
-pass "$mib MiB workload, 2 passes, every byte right in $((SECONDS - start)) s"
+# Reclaim keeps the pool just under its limit (within 50 KiB) and usually
+# wins the race with the stores: a second workload runs if no store has
+# met the limit yet.
+for attempt in 1 2; do
+  start=$SECONDS
+  timeout 120 bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$MEMCG" "$WORKLOAD" "$mib" --rounds 1 \
+    --seed "$attempt" >"$OUT"
+  status=$?
+  cat "$OUT"
+  (( status == 124 )) && fail "the workload hung (no answer within 120 s)"
+  (( status == 0 )) || fail "workload failed with status $status"
+  grep -q '"wrong_pages": 0' "$OUT" || fail "workload saw wrong pages"
+  pass "$mib MiB workload, 2 passes, every byte right in $((SECONDS - start)) s"
+  (( $(status_field "['rejects']['pool_full']") > 0 )) && break
+done
 
 json=$("$UZSWAPCTL" --name "$NAME" status --json) || fail "status"
 get() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$1)" "$json"; }
