@@ -724,8 +724,11 @@ void Instance::start_wipe() {
     std::unique_lock guard(wipe_lock_);
     while (!wipe_stop_) {
       guard.unlock();
+      liveness::working();  // a write that hangs is a stuck thread
       store_->wipe_freed(16384);
+      liveness::progressed();
       guard.lock();
+      liveness::waiting();
       wipe_wakeup_.wait_for(guard, std::chrono::seconds(1), [this] { return wipe_stop_; });
     }
   });

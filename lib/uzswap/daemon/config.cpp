@@ -20,9 +20,6 @@ namespace uzswap {
 
 namespace {
 
-constexpr long kTmpfsMagic = 0x01021994;
-constexpr long kRamfsMagic = 0x858458f6;
-constexpr long kFuseMagic = 0x65735546;
 constexpr std::uint64_t kMinSize = 1u << 20;
 
 }  // namespace
@@ -176,7 +173,8 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
 }
 
 std::optional<std::string> refused_backing_filesystem(unsigned long magic) {
-  // Writes in the swap-out path must not need the filesystem to allocate:
+  // Not in RAM, not through FUSE, and writes in the swap-out path must not
+  // need the filesystem to allocate:
   // a copy-on-write filesystem allocates on every overwrite, a network one
   // needs the network (and memory) to write at all.
   struct Refused {
@@ -184,6 +182,9 @@ std::optional<std::string> refused_backing_filesystem(unsigned long magic) {
     const char* what;
   };
   static constexpr Refused kRefused[] = {
+      {0x01021994ul, "tmpfs (it lives in RAM)"},
+      {0x858458f6ul, "ramfs (it lives in RAM)"},
+      {0x65735546ul, "a FUSE filesystem (writeback there could deadlock reclaim)"},
       {0x9123683eul, "btrfs (copy-on-write: every overwrite allocates)"},
       {0xca451a4eul, "bcachefs (copy-on-write: every overwrite allocates)"},
       {0x2fc12fc1ul, "zfs (copy-on-write: every overwrite allocates)"},
@@ -207,12 +208,6 @@ std::expected<void, std::string> check_backing_file(const DaemonConfig& config) 
   if (statfs(dir.c_str(), &fs) != 0)
     return std::unexpected("--backing-file: cannot use directory " + dir.string() + ": " +
                            std::strerror(errno));
-  if (fs.f_type == kTmpfsMagic || fs.f_type == kRamfsMagic)
-    return std::unexpected("--backing-file: " + config.backing_file +
-                           " is on tmpfs/ramfs, which lives in RAM; put it on a disk filesystem");
-  if (fs.f_type == kFuseMagic)
-    return std::unexpected("--backing-file: " + config.backing_file +
-                           " is on a FUSE filesystem; writeback there could deadlock reclaim");
   if (const auto why = refused_backing_filesystem(static_cast<unsigned long>(fs.f_type)))
     return std::unexpected("--backing-file: " + config.backing_file + " is on " + *why + "; put it on ext4 or xfs");
   const std::string own = config.run_dir;

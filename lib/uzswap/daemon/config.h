@@ -74,7 +74,8 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
 // Checks what needs the system: the backing file's directory and filesystem.
 std::expected<void, std::string> check_backing_file(const DaemonConfig& config);
 // What is wrong with a filesystem (statfs f_type) for a backing file:
-// copy-on-write, network and overlay filesystems; nullopt if it is fine.
+// RAM, FUSE, copy-on-write, network and overlay filesystems; nullopt if
+// it is fine.
 std::optional<std::string> refused_backing_filesystem(unsigned long magic);
 
 // "4096", "512M", "4G", "1GiB": bytes, with binary multiples.
