@@ -122,6 +122,7 @@ void Instance::start() {
                    options.pool.fail_growth_every);
   }
   store_ = std::make_unique<PageStore>(options, *state_);
+  writeback_ = std::make_unique<Writeback>(*store_);
   start_reserve_refill();
   save_settings();
   publish_cgroup_paths();
@@ -163,7 +164,7 @@ void Instance::start() {
       });
     }
     start_wipe();
-    shrinker_ = std::make_unique<ShrinkWorker>(*store_, ShrinkWorkerOptions{});
+    shrinker_ = std::make_unique<ShrinkWorker>(*writeback_, ShrinkWorkerOptions{});
     store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
     start_reclaim();
   }
@@ -407,7 +408,7 @@ void Instance::start_reclaim() {
   options.psi_reclaim_pages = config_.psi_reclaim_pages;
   options.events_reclaim_pages = config_.events_reclaim_pages;
   try {
-    reclaimer_ = std::make_unique<Reclaimer>(*store_, options, [this] {
+    reclaimer_ = std::make_unique<Reclaimer>(*writeback_, options, [this] {
       // Pressure: the pages now going out should be attributed soon.
       attribution_kick_.store(true);
       attribution_wakeup_.notify_all();
@@ -432,8 +433,8 @@ void Instance::start_reclaim() {
 void Instance::update_root_hold() {
   if (!reclaimer_) return;
   bool hold = false;
-  for (const CgroupId id : store_->cgroups())
-    if (id != kRootCgroup && !store_->cgroup_policy(id).writeback) hold = true;
+  for (const CgroupId id : store_->memcg().cgroups())
+    if (id != kRootCgroup && !store_->memcg().policy(id).writeback) hold = true;
   // A cgroup that got no id keeps its pages on the root's lists: if it said
   // no writeback, the root's pages are held as well.
   if (attribution_ && attribution_->untracked().writeback_off > 0) hold = true;
@@ -524,7 +525,7 @@ std::optional<CgroupId> Instance::find_cgroup(const std::string& path) const {
 
 void Instance::publish_cgroup_paths() {
   std::map<CgroupId, std::string> paths;
-  for (const PersistedCgroup& c : store_->persisted_cgroups()) paths[c.id] = c.path;
+  for (const PersistedCgroup& c : store_->memcg().persisted()) paths[c.id] = c.path;
   CgroupIds ids;
   if (attribution_) {
     ids.live = attribution_->live_cgroups();
@@ -826,6 +827,7 @@ void Instance::teardown() noexcept {
   stale_writes_thread_ = Thread();
   std::error_code ignored;
   std::filesystem::remove(config_.device_link(), ignored);
+  writeback_.reset();
   store_.reset();
   backing_.reset();
 }
@@ -921,7 +923,7 @@ json Instance::status() const {
   j["written_back_pages"] = s.written_back_pages;
   j["backing_file"] = config_.backing_file;
   j["backing_nbd"] = config_.backing_nbd;
-  const CgroupPolicy root_policy = store_->cgroup_policy(kRootCgroup);
+  const CgroupPolicy root_policy = store_->memcg().policy(kRootCgroup);
   json wb = {{"backing_file", config_.backing_file},
              {"enabled", backing_ != nullptr && root_policy.writeback},
              {"writebacks", s.writebacks},
@@ -957,7 +959,7 @@ json Instance::status() const {
   j["writeback"] = wb;
   json nodes = json::array();
   for (unsigned node = 0; node < store_->nodes(); ++node) {
-    const PageStore::NodeStats n = store_->node_stats(node);
+    const Writeback::NodeStats n = writeback_->node_stats(node);
     nodes.push_back({{"node", node}, {"lru_pages", n.lru_pages}, {"writebacks", n.writebacks}});
   }
   j["nodes"] = nodes;
@@ -987,9 +989,9 @@ json Instance::status() const {
   // Attribution to cgroups arrives with the reclaim engine: until then every
   // page is the root cgroup's.
   json cgroups = json::array();
-  for (const CgroupId id : store_->cgroups()) {
-    const CgroupStats c = store_->cgroup_stats(id);
-    const CgroupPolicy p = store_->cgroup_policy(id);
+  for (const CgroupId id : store_->memcg().cgroups()) {
+    const CgroupStats c = store_->memcg().stats(id);
+    const CgroupPolicy p = store_->memcg().policy(id);
     cgroups.push_back({{"path", escape_name(cgroup_path(id))},
                        {"stored_pages", c.stored_pages},
                        {"compressed_bytes", c.compressed_bytes},
@@ -1084,15 +1086,15 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
   } else if (key == "writeback") {
     if (value != "on" && value != "off") return error_reply("writeback: '" + value + "' is not on or off");
     if (!backing_) return error_reply("writeback: needs a backing file or a remote tier (--backing-file or --backing-nbd)");
-    CgroupPolicy policy = store_->cgroup_policy(kRootCgroup);
+    CgroupPolicy policy = store_->memcg().policy(kRootCgroup);
     policy.writeback = value == "on";
-    store_->set_cgroup_policy(kRootCgroup, policy);
+    store_->memcg().set_policy(kRootCgroup, policy);
   } else if (key == "cgroup-writeback" || key == "cgroup-max") {
     // VALUE is PATH=SETTING: the userspace memory.zswap.writeback / memory.zswap.max.
     const auto eq = value.rfind('=');
     const auto cgroup = eq == std::string::npos ? std::nullopt : find_cgroup(value.substr(0, eq));
     if (!cgroup) return error_reply(key + ": '" + value + "' is not PATH=SETTING for a known cgroup");
-    CgroupPolicy policy = store_->cgroup_policy(*cgroup);
+    CgroupPolicy policy = store_->memcg().policy(*cgroup);
     const std::string setting = value.substr(eq + 1);
     if (key == "cgroup-writeback") {
       if (setting != "on" && setting != "off") return error_reply(key + ": '" + setting + "' is not on or off");
@@ -1102,7 +1104,7 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
       if (!bytes) return error_reply(key + ": '" + setting + "' is not a size or max");
       policy.max_bytes = *bytes;
     }
-    store_->set_cgroup_policy(*cgroup, policy);
+    store_->memcg().set_policy(*cgroup, policy);
     update_root_hold();
     if (shrinker_) shrinker_->wake();
   } else if (key == "watermark-scale-factor" || key == "idle-writeback-seconds") {
@@ -1140,7 +1142,7 @@ json Instance::writeback(std::uint64_t pages, const std::optional<std::string>& 
     cgroup = find_cgroup(*cgroup_path);
     if (!cgroup) return error_reply("writeback: unknown cgroup " + escape_name(*cgroup_path));
   }
-  if (!store_->cgroup_policy(kRootCgroup).writeback)
+  if (!store_->memcg().policy(kRootCgroup).writeback)
     return error_reply("writeback: turned off (uzswapctl set writeback on)");
   const WritebackResult r = reclaimer_->writeback(pages, cgroup);
   spdlog::info("writeback on request: {} pages written, {} failed, {} raced", r.written, r.failed, r.raced);

@@ -24,6 +24,7 @@
 #include "uzswap/nbd/nbd_server.h"
 #include "uzswap/reclaim/attribution.h"
 #include "uzswap/reclaim/reclaimer.h"
+#include "uzswap/writeback/shrink_memcg.h"
 #include "uzswap/writeback/shrink_worker.h"
 #include "uzswap/state/shared_state.h"
 #include "handover.h"
@@ -113,6 +114,7 @@ class Instance {
   BackingNbd* backing_nbd_ = nullptr;      // backing_, when it is the remote tier
   bool remote_up_ = false;                 // as last logged
   std::unique_ptr<PageStore> store_;
+  std::unique_ptr<Writeback> writeback_;  // over store_
   std::unique_ptr<ShrinkWorker> shrinker_;
   // Tops up the pool's reserve of populated spans ahead of the stores.
   void start_reserve_refill();

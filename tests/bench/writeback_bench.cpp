@@ -25,6 +25,7 @@
 #include "uzswap/nbd/nbd_listen.h"
 #include "uzswap/nbd/nbd_server.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 #include "uzswap/testing/page_mix.h"
 
 using namespace uzswap;
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
     o.slots = pages;
     o.pool.reserve_bytes_per_node = 4ull << 30;
     PageStore store(o);
+    Writeback writeback(store);
     store.attach_backing(&file);
     PageStore::prepare_thread();
     file.prepare_thread();
@@ -91,7 +93,7 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     std::uint64_t written = 0;
     while (written < pages) {
-      const auto r = store.shrink_memcg(kRootCgroup, 256);
+      const auto r = writeback.shrink_memcg(kRootCgroup, 256);
       written += r.written;
       if (r.written == 0 && r.rotated == 0) break;
     }

@@ -23,6 +23,7 @@
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 #include "uzswap/testing/page_mix.h"
 
 namespace uzswap {
@@ -76,6 +77,7 @@ void run_stress(const Config& cfg) {
   o.pool.empty_span_cache_bytes = 32u << 10;
   o.max_pool_bytes = cfg.max_pool_bytes;
   PageStore store(o);
+  Writeback writeback(store);
   const std::string backing_path = "/var/tmp/uzswap-stress-" + std::to_string(getpid());
   std::unique_ptr<BackingFile> backing;
   if (cfg.writeback) {
@@ -159,7 +161,7 @@ void run_stress(const Config& cfg) {
   std::thread shrinker([&] {
     if (!cfg.writeback) return;
     while (!stop.load()) {
-      written_back += store.shrink_memcg(kRootCgroup, 32).written;
+      written_back += writeback.shrink_memcg(kRootCgroup, 32).written;
       std::this_thread::yield();
     }
   });
@@ -169,7 +171,7 @@ void run_stress(const Config& cfg) {
     r.watch_pressure = false;
     r.kswapd.watermark_scale_factor = 3000;  // wide marks: the threads run often
     r.psi_reclaim_pages = 64;
-    reclaimer = std::make_unique<Reclaimer>(store, r);
+    reclaimer = std::make_unique<Reclaimer>(writeback, r);
   }
   std::thread requester([&] {
     if (!reclaimer) return;

@@ -19,6 +19,7 @@
 
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 #include "uzswap/testing/page_mix.h"
 
 namespace uzswap {
@@ -74,6 +75,7 @@ TEST(Adoption, TheNextStoreServesEveryPageAndTheSameCounters) {
   }
   SharedState again = reopen(state);
   PageStore second(options(), again);
+  Writeback second_writeback(second);
   EXPECT_TRUE(second.adoption().adopted);
   EXPECT_EQ(second.adoption().rolled_back, 0u);
   for (Slot s = 0; s < kSlots; ++s) {
@@ -91,7 +93,7 @@ TEST(Adoption, TheNextStoreServesEveryPageAndTheSameCounters) {
   EXPECT_EQ(after.compressed_bytes, before.compressed_bytes);
   EXPECT_EQ(after.pool.objects, before.pool.objects);
   // Every page that holds pool memory is on an LRU list again.
-  EXPECT_EQ(second.lru_pages(kRootCgroup), before.pool.objects);
+  EXPECT_EQ(second_writeback.lru_pages(kRootCgroup), before.pool.objects);
   // The rebuilt pool allocates and frees as usual.
   for (Slot s = 0; s < kSlots; ++s) ASSERT_TRUE(second.store(s, page_of(s, 2)));
   for (Slot s = 0; s < kSlots; ++s) ASSERT_TRUE(holds(second, s, page_of(s, 2)));
@@ -160,26 +162,26 @@ TEST(Adoption, CgroupsAndTheirPolicyComeBack) {
   SharedState state = new_state();
   {
     PageStore first(options(), state);
-    ASSERT_TRUE(first.add_cgroup(1, kRootCgroup));
-    ASSERT_TRUE(first.add_cgroup(2, 1));
-    ASSERT_TRUE(first.add_cgroup(3, kRootCgroup));
-    first.record_cgroup_identity(2, 4242, "/a/b");
-    first.set_cgroup_policy(2, {false, 1u << 20});
-    first.set_next_cgroup_id(4);
+    ASSERT_TRUE(first.memcg().add(1, kRootCgroup));
+    ASSERT_TRUE(first.memcg().add(2, 1));
+    ASSERT_TRUE(first.memcg().add(3, kRootCgroup));
+    first.memcg().record_identity(2, 4242, "/a/b");
+    first.memcg().set_policy(2, {false, 1u << 20});
+    first.memcg().set_next_id(4);
     for (Slot s = 0; s < 10; ++s) ASSERT_TRUE(first.store(s, page_of(s, 1)));
     for (Slot s = 0; s < 10; ++s) ASSERT_TRUE(first.set_slot_cgroup(s, s < 5 ? 2 : 3));
-    ASSERT_TRUE(first.remove_cgroup(3));  // its pages are the root's now
+    ASSERT_TRUE(first.memcg().remove(3));  // its pages are the root's now
   }
   SharedState again = reopen(state);
   PageStore second(options(), again);
   EXPECT_EQ(second.adoption().cgroups, 2u);
-  EXPECT_EQ(second.next_cgroup_id(), 4u);
-  const CgroupPolicy p = second.cgroup_policy(2);
+  EXPECT_EQ(second.memcg().next_id(), 4u);
+  const CgroupPolicy p = second.memcg().policy(2);
   EXPECT_FALSE(p.writeback);
   EXPECT_EQ(p.max_bytes, 1u << 20);
-  EXPECT_EQ(second.cgroup_stats(2).stored_pages, 5u);
-  EXPECT_EQ(second.cgroup_stats(kRootCgroup).stored_pages, 5u);
-  const auto known = second.persisted_cgroups();
+  EXPECT_EQ(second.memcg().stats(2).stored_pages, 5u);
+  EXPECT_EQ(second.memcg().stats(kRootCgroup).stored_pages, 5u);
+  const auto known = second.memcg().persisted();
   ASSERT_EQ(known.size(), 2u);
   EXPECT_EQ(known[1].id, 2);
   EXPECT_EQ(known[1].inode, 4242u);
@@ -192,23 +194,23 @@ TEST(Adoption, AReusedIdBelowItsParentsComesBackUnderThatParent) {
   SharedState state = new_state();
   {
     PageStore first(options(), state);
-    ASSERT_TRUE(first.add_cgroup(1, kRootCgroup));
-    ASSERT_TRUE(first.add_cgroup(2, kRootCgroup));
-    first.set_next_cgroup_id(3);
-    ASSERT_TRUE(first.remove_cgroup(1));
+    ASSERT_TRUE(first.memcg().add(1, kRootCgroup));
+    ASSERT_TRUE(first.memcg().add(2, kRootCgroup));
+    first.memcg().set_next_id(3);
+    ASSERT_TRUE(first.memcg().remove(1));
     ASSERT_EQ(first.release_cgroups({1}), std::vector<CgroupId>{1});
-    ASSERT_TRUE(first.add_cgroup(1, 2));  // reused, as a child of 2
-    first.set_cgroup_policy(1, {false, 0});
+    ASSERT_TRUE(first.memcg().add(1, 2));  // reused, as a child of 2
+    first.memcg().set_policy(1, {false, 0});
     for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(first.store(s, page_of(s, 1)));
     for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(first.set_slot_cgroup(s, 1));
   }
   SharedState again = reopen(state);
   PageStore second(options(), again);
   EXPECT_EQ(second.adoption().cgroups, 2u);
-  EXPECT_FALSE(second.cgroup_policy(1).writeback);
-  EXPECT_EQ(second.cgroup_stats(1).stored_pages, 4u);
-  ASSERT_TRUE(second.remove_cgroup(1));
-  EXPECT_EQ(second.cgroup_stats(2).stored_pages, 4u) << "its parent is 2, not the root";
+  EXPECT_FALSE(second.memcg().policy(1).writeback);
+  EXPECT_EQ(second.memcg().stats(1).stored_pages, 4u);
+  ASSERT_TRUE(second.memcg().remove(1));
+  EXPECT_EQ(second.memcg().stats(2).stored_pages, 4u) << "its parent is 2, not the root";
 }
 
 TEST(Adoption, RefusesAStateOfAnotherLayout) {
@@ -236,6 +238,7 @@ struct Model {
   PageStoreOptions o = options();
   o.max_pool_bytes = 0;
   PageStore store(o, state);
+  Writeback writeback(store);
   // Its own open file, as a serving process has.
   std::unique_ptr<BackingFile> backing;
   if (!backing_path.empty()) {
@@ -264,7 +267,7 @@ struct Model {
     } else if (op < 90) {
       store.compact();
     } else if (backing != nullptr) {
-      store.shrink_memcg(kRootCgroup, 1 + rng.below(64));
+      writeback.shrink_memcg(kRootCgroup, 1 + rng.below(64));
     }
     model.ops.fetch_add(1);
   }

@@ -50,15 +50,15 @@ TEST_F(AttributionTest, CgroupsAreFoundWithTheirParentsAndKernelDefaults) {
   const AttributionPass pass = attribution.scan();
   EXPECT_EQ(pass.new_cgroups, 3u);
   EXPECT_TRUE(pass.complete);
-  EXPECT_EQ(store_.cgroups().size(), 4u);  // with the root
+  EXPECT_EQ(store_.memcg().cgroups().size(), 4u);  // with the root
   const auto b = attribution.id_of("/a/b");
   ASSERT_TRUE(b.has_value());
-  EXPECT_FALSE(store_.cgroup_policy(*b).writeback);
-  EXPECT_EQ(store_.cgroup_policy(*b).max_bytes, 1u << 20);
+  EXPECT_FALSE(store_.memcg().policy(*b).writeback);
+  EXPECT_EQ(store_.memcg().policy(*b).max_bytes, 1u << 20);
   const auto c = attribution.id_of("/c");
   ASSERT_TRUE(c.has_value());
-  EXPECT_TRUE(store_.cgroup_policy(*c).writeback);
-  EXPECT_EQ(store_.cgroup_policy(*c).max_bytes, 0u);
+  EXPECT_TRUE(store_.memcg().policy(*c).writeback);
+  EXPECT_EQ(store_.memcg().policy(*c).max_bytes, 0u);
   EXPECT_EQ(attribution.path_of(*b), "/a/b");
   EXPECT_EQ(attribution.path_of(kRootCgroup), "/");
   // A second pass finds nothing new.
@@ -76,19 +76,19 @@ TEST_F(AttributionTest, AGoneCgroupIsRemovedAndItsPagesGoToTheParent) {
   page[100] = std::byte{1};
   ASSERT_TRUE(store_.store(5, page).has_value());
   ASSERT_TRUE(store_.set_slot_cgroup(5, b));
-  EXPECT_EQ(store_.cgroup_stats(b).stored_pages, 1u);
+  EXPECT_EQ(store_.memcg().stats(b).stored_pages, 1u);
   fs::remove_all(root_ + "/a/b");
   const AttributionPass pass = attribution.scan();
   EXPECT_EQ(pass.removed_cgroups, 1u);
   EXPECT_FALSE(attribution.id_of("/a/b").has_value());
-  EXPECT_EQ(store_.cgroup_stats(a).stored_pages, 1u) << "reparented";
+  EXPECT_EQ(store_.memcg().stats(a).stored_pages, 1u) << "reparented";
   // A directory made again at the same path is a new cgroup: it starts
   // empty and the old page stays with the parent (its id may be reused).
   make("/a/b");
   attribution.scan();
   const CgroupId again = *attribution.id_of("/a/b");
-  EXPECT_EQ(store_.cgroup_stats(again).stored_pages, 0u);
-  EXPECT_EQ(store_.cgroup_stats(a).stored_pages, 1u);
+  EXPECT_EQ(store_.memcg().stats(again).stored_pages, 0u);
+  EXPECT_EQ(store_.memcg().stats(a).stored_pages, 1u);
 }
 
 TEST_F(AttributionTest, TheIdOfARemovedCgroupIsHandedOutAgainFromTheNextPass) {
@@ -100,29 +100,29 @@ TEST_F(AttributionTest, TheIdOfARemovedCgroupIsHandedOutAgainFromTheNextPass) {
   page[7] = std::byte{3};
   ASSERT_TRUE(store_.store(9, page).has_value());
   ASSERT_TRUE(store_.set_slot_cgroup(9, a));
-  store_.set_cgroup_policy(a, {false, 4096});
+  store_.memcg().set_policy(a, {false, 4096});
   make("/b");  // in the same pass as the removal: gets another id
   fs::remove_all(root_ + "/a");  // (after: a plain filesystem would give /b a's inode)
   AttributionPass pass = attribution.scan();
   EXPECT_EQ(pass.removed_cgroups, 1u);
   EXPECT_EQ(pass.released_ids, 1u);
   EXPECT_NE(*attribution.id_of("/b"), a);
-  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 1u);
   make("/c");  // the next pass: a's id is free again
   attribution.scan();
   const CgroupId c = *attribution.id_of("/c");
   EXPECT_EQ(c, a);
-  EXPECT_EQ(store_.cgroup_stats(c).stored_pages, 0u) << "the old page is not the new cgroup's";
-  EXPECT_TRUE(store_.cgroup_policy(c).writeback) << "the old policy is not the new cgroup's";
-  EXPECT_EQ(store_.cgroup_policy(c).max_bytes, 0u);
+  EXPECT_EQ(store_.memcg().stats(c).stored_pages, 0u) << "the old page is not the new cgroup's";
+  EXPECT_TRUE(store_.memcg().policy(c).writeback) << "the old policy is not the new cgroup's";
+  EXPECT_EQ(store_.memcg().policy(c).max_bytes, 0u);
   // The page's entry was re-labelled: removing c moves nothing from it.
-  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 1u);
   std::array<std::byte, kPageSize> got{};
   ASSERT_TRUE(store_.load(9, got).has_value());
   EXPECT_EQ(got, page);
   fs::remove_all(root_ + "/c");
   attribution.scan();
-  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 1u);
 }
 
 TEST_F(AttributionTest, CgroupsBeyondTheLastIdAreUntrackedAndCounted) {
@@ -152,7 +152,7 @@ TEST_F(AttributionTest, CgroupsBeyondTheLastIdAreUntrackedAndCounted) {
   EXPECT_EQ(attribution.untracked().writeback_off + attribution.untracked().with_max, 1u);
   const auto c = attribution.id_of("/c");
   if (c) {
-    EXPECT_FALSE(store_.cgroup_policy(*c).writeback) << "its own knob, once it has an id";
+    EXPECT_FALSE(store_.memcg().policy(*c).writeback) << "its own knob, once it has an id";
   }
 }
 
@@ -162,8 +162,8 @@ TEST_F(AttributionTest, IdsAnEarlierProcessRemovedButNeverReleasedAreFreed) {
     Attribution first(store_, {root_, 0, 1u << 20});
     first.scan();
   }
-  const CgroupId a = static_cast<CgroupId>(store_.next_cgroup_id() - 1);
-  ASSERT_TRUE(store_.remove_cgroup(a));  // and the process died before releasing it
+  const CgroupId a = static_cast<CgroupId>(store_.memcg().next_id() - 1);
+  ASSERT_TRUE(store_.memcg().remove(a));  // and the process died before releasing it
   fs::remove_all(root_ + "/a");
   Attribution second(store_, {root_, 0, 1u << 20});
   second.scan();

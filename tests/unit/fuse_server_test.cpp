@@ -1,4 +1,5 @@
 #include "uzswap/fuse/fuse_server.h"
+#include "uzswap/writeback/shrink_memcg.h"
 
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
@@ -388,6 +389,7 @@ TEST(FuseServer, AWriteGoesToItsRequestersNode) {
   o.pool.nodes = 2;
   o.pool.reserve_bytes_per_node = 64u << 20;
   PageStore store(o);
+  Writeback writeback(store);
   FuseConfig c;
   c.size_bytes = 64 * kPageSize;
   c.max_write = 16 * kPageSize;
@@ -442,8 +444,8 @@ TEST(FuseServer, AWriteGoesToItsRequestersNode) {
     serve.join();
   });
   t.join();
-  EXPECT_EQ(store.node_stats(1).lru_pages + store.stats().same_filled_pages, 4u);
-  EXPECT_EQ(store.node_stats(0).lru_pages, 0u);
+  EXPECT_EQ(writeback.node_stats(1).lru_pages + store.stats().same_filled_pages, 4u);
+  EXPECT_EQ(writeback.node_stats(0).lru_pages, 0u);
 }
 
 }  // namespace

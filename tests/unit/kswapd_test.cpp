@@ -91,8 +91,9 @@ class KswapdTest : public ::testing::Test {
 
 TEST_F(KswapdTest, WatermarksAreSpreadOverTheNodesShareOfThePoolLimit) {
   PageStore store(options(2, 8u << 20));
+  Writeback writeback(store);
   ShrinkerRegistry registry(2);
-  Kswapd k(store, registry, 1, KswapdOptions{.watermark_scale_factor = 1000});
+  Kswapd k(writeback, registry, 1, KswapdOptions{.watermark_scale_factor = 1000});
   const Watermarks w = k.watermarks();
   EXPECT_EQ(w.share, 4u << 20);
   const std::uint64_t gap = w.share / 10'000 * 1000;
@@ -108,8 +109,9 @@ TEST_F(KswapdTest, WatermarksAreSpreadOverTheNodesShareOfThePoolLimit) {
 
 TEST_F(KswapdTest, AStoreBelowTheLowMarkWakesItsNodeWhichReclaimsToTheHighMark) {
   PageStore store(options(2, 4u << 20));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, manual());
+  Reclaimer reclaimer(writeback, manual());
   Kswapd& k0 = reclaimer.kswapd(0);
   Kswapd& k1 = reclaimer.kswapd(1);
   k0.step(t0_);  // arms the store's wake mark
@@ -131,15 +133,16 @@ TEST_F(KswapdTest, AStoreBelowTheLowMarkWakesItsNodeWhichReclaimsToTheHighMark) 
   EXPECT_GE(store.node_pool_bytes(0), (w.share - w.high) * 3 / 4);
   EXPECT_EQ(s1.balance_runs, 0u) << "the other node was never low";
   EXPECT_EQ(s1.written, 0u);
-  EXPECT_EQ(store.node_stats(1).writebacks, 0u);
-  EXPECT_EQ(store.node_stats(0).writebacks, s0.written);
+  EXPECT_EQ(writeback.node_stats(1).writebacks, 0u);
+  EXPECT_EQ(writeback.node_stats(0).writebacks, s0.written);
   verify(store);
 }
 
 TEST_F(KswapdTest, AFragmentedPoolIsCompactedBeforeAnythingIsWritten) {
   PageStore store(options(1, 0));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, manual());
+  Reclaimer reclaimer(writeback, manual());
   Kswapd& k = reclaimer.kswapd(0);
   for (Slot s = 0; s < 6000; ++s) ASSERT_TRUE(store.store(s, page_of(s), 0).has_value());
   next_ = 6000;
@@ -172,8 +175,9 @@ TEST_F(KswapdTest, AFragmentedPoolIsCompactedBeforeAnythingIsWritten) {
 
 TEST_F(KswapdTest, EachOfFourNodesWakesOnlyForItsOwnWatermark) {
   PageStore store(options(4, 8u << 20));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, manual());
+  Reclaimer reclaimer(writeback, manual());
   for (unsigned n = 0; n < 4; ++n) reclaimer.kswapd(n).step(t0_);
   const Watermarks w = reclaimer.kswapd(0).watermarks();
   for (unsigned n = 0; n < 4; ++n) fill(store, n, n % 2 == 1 ? w.share - w.low : w.share / 2);
@@ -182,7 +186,7 @@ TEST_F(KswapdTest, EachOfFourNodesWakesOnlyForItsOwnWatermark) {
     const KswapdStats s = reclaimer.kswapd(n).stats();
     EXPECT_EQ(wakeups(s, WakeCause::watermark), n % 2) << "node " << n;
     EXPECT_EQ(s.written > 0, n % 2 == 1) << "node " << n;
-    EXPECT_EQ(store.node_stats(n).writebacks, s.written) << "node " << n;
+    EXPECT_EQ(writeback.node_stats(n).writebacks, s.written) << "node " << n;
     EXPECT_TRUE(reclaimer.kswapd(n).balanced()) << "node " << n;
   }
   verify(store);
@@ -190,8 +194,9 @@ TEST_F(KswapdTest, EachOfFourNodesWakesOnlyForItsOwnWatermark) {
 
 TEST_F(KswapdTest, WakesDuringTheNapAndUnbalancedNodesAfterItAreCountedAsPremature) {
   PageStore store(options(1, 4u << 20));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, manual());
+  Reclaimer reclaimer(writeback, manual());
   Kswapd& k = reclaimer.kswapd(0);
   const Watermarks w = fill_to_low_mark(store, k);
   // Woken, balances, naps until t0 + 1 s + 100 ms.
@@ -220,11 +225,12 @@ TEST_F(KswapdTest, WakesDuringTheNapAndUnbalancedNodesAfterItAreCountedAsPrematu
 
 TEST_F(KswapdTest, GivesUpAfterRepeatedFailuresAndTriesAgainAfterTheBackoff) {
   PageStore store(options(1, 4u << 20));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, manual());
+  Reclaimer reclaimer(writeback, manual());
   Kswapd& k = reclaimer.kswapd(0);
   fill_to_low_mark(store, k);
-  store.set_cgroup_policy(kRootCgroup, CgroupPolicy{.writeback = false});  // nothing can be reclaimed
+  store.memcg().set_policy(kRootCgroup, CgroupPolicy{.writeback = false});  // nothing can be reclaimed
 
   auto now = t0_ + 1s;
   for (int i = 0; i < 16; ++i) now = k.step(now) + 1ms;
@@ -241,7 +247,7 @@ TEST_F(KswapdTest, GivesUpAfterRepeatedFailuresAndTriesAgainAfterTheBackoff) {
   EXPECT_EQ(wakeups(k.stats(), WakeCause::watermark), 1u);
 
   // After the backoff (10 s) it tries again, and this time it can write.
-  store.set_cgroup_policy(kRootCgroup, CgroupPolicy{});
+  store.memcg().set_policy(kRootCgroup, CgroupPolicy{});
   k.step(now + 10s);
   s = k.stats();
   EXPECT_FALSE(s.given_up);
@@ -253,8 +259,9 @@ TEST_F(KswapdTest, GivesUpAfterRepeatedFailuresAndTriesAgainAfterTheBackoff) {
 
 TEST_F(KswapdTest, IdleWritebackTakesOnlyPagesUntouchedForAWholePeriod) {
   PageStore store(options(1, 0));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, manual(1000, 10));
+  Reclaimer reclaimer(writeback, manual(1000, 10));
   Kswapd& k = reclaimer.kswapd(0);
   for (Slot s = 0; s < 200; ++s) ASSERT_TRUE(store.store(s, page_of(s), 0).has_value());
   next_ = 200;
@@ -270,7 +277,7 @@ TEST_F(KswapdTest, IdleWritebackTakesOnlyPagesUntouchedForAWholePeriod) {
   EXPECT_EQ(s.idle_written, 100u);
   EXPECT_EQ(s.written, 100u);
   EXPECT_EQ(store.stats().written_back_pages, 100u);
-  EXPECT_EQ(store.lru_count(kRootCgroup, 0), 100u) << "the touched pages stay in RAM";
+  EXPECT_EQ(writeback.lru_count(kRootCgroup, 0), 100u) << "the touched pages stay in RAM";
   verify(store);
 
   reclaimer.set_idle_seconds(0);
@@ -280,14 +287,15 @@ TEST_F(KswapdTest, IdleWritebackTakesOnlyPagesUntouchedForAWholePeriod) {
 
 TEST_F(KswapdTest, AMemoryEventsIncrementShrinksThatCgroupOnly) {
   PageStore store(options(2, 0));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, [] {
+  Reclaimer reclaimer(writeback, [] {
     ReclaimOptions r = manual();
     r.events_reclaim_pages = 10;
     return r;
   }());
-  ASSERT_TRUE(store.add_cgroup(1, kRootCgroup));
-  ASSERT_TRUE(store.add_cgroup(2, kRootCgroup));
+  ASSERT_TRUE(store.memcg().add(1, kRootCgroup));
+  ASSERT_TRUE(store.memcg().add(2, kRootCgroup));
   for (Slot s = 0; s < 400; ++s) {
     ASSERT_TRUE(store.store(s, page_of(s), s % 2).has_value());
     ASSERT_TRUE(store.set_slot_cgroup(s, s < 200 ? 1 : 2));
@@ -296,8 +304,8 @@ TEST_F(KswapdTest, AMemoryEventsIncrementShrinksThatCgroupOnly) {
   reclaimer.handle({PressureEvent::Kind::memory_events, CgroupId{1}, 3});  // 30 pages
   reclaimer.kswapd(0).step(t0_);
   reclaimer.kswapd(1).step(t0_);
-  EXPECT_EQ(store.cgroup_stats(1).written_back_pages, 30u);
-  EXPECT_EQ(store.cgroup_stats(2).written_back_pages, 0u);
+  EXPECT_EQ(store.memcg().stats(1).written_back_pages, 30u);
+  EXPECT_EQ(store.memcg().stats(2).written_back_pages, 0u);
   EXPECT_EQ(wakeups(reclaimer.kswapd(0).stats(), WakeCause::memory_events), 1u);
   EXPECT_EQ(wakeups(reclaimer.kswapd(1).stats(), WakeCause::memory_events), 1u);
   verify(store);
@@ -305,8 +313,9 @@ TEST_F(KswapdTest, AMemoryEventsIncrementShrinksThatCgroupOnly) {
 
 TEST_F(KswapdTest, TheMachinesPsiMakesEveryNodeGiveBackPagesThoughBalanced) {
   PageStore store(options(2, 0));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, [] {
+  Reclaimer reclaimer(writeback, [] {
     ReclaimOptions r = manual();
     r.psi_reclaim_pages = 128;
     return r;
@@ -327,16 +336,17 @@ TEST_F(KswapdTest, TheMachinesPsiMakesEveryNodeGiveBackPagesThoughBalanced) {
 
 TEST_F(KswapdTest, WritebackRequestsAreSplitBetweenTheNodesAndAnswered) {
   PageStore store(options(2, 0));
+  Writeback writeback(store);
   store.attach_backing(&file_);
   ReclaimOptions r;
   r.watch_pressure = false;
-  Reclaimer reclaimer(store, r);  // threads running
+  Reclaimer reclaimer(writeback, r);  // threads running
   for (Slot s = 0; s < 300; ++s) ASSERT_TRUE(store.store(s, page_of(s), s < 200 ? 0 : 1).has_value());
   next_ = 300;
   const WritebackResult first = reclaimer.writeback(150, std::nullopt);
   EXPECT_EQ(first.written, 150u);
-  EXPECT_EQ(store.node_stats(0).writebacks, 100u);
-  EXPECT_EQ(store.node_stats(1).writebacks, 50u);
+  EXPECT_EQ(writeback.node_stats(0).writebacks, 100u);
+  EXPECT_EQ(writeback.node_stats(1).writebacks, 50u);
   EXPECT_EQ(reclaimer.writeback(1000, kRootCgroup).written, 150u);
   EXPECT_EQ(store.stats().stored_pages, 0u) << "all of it on disk";
   EXPECT_EQ(reclaimer.writeback(10, std::nullopt).written, 0u) << "nothing left: answered at once";
@@ -345,9 +355,10 @@ TEST_F(KswapdTest, WritebackRequestsAreSplitBetweenTheNodesAndAnswered) {
 
 TEST_F(KswapdTest, HeldRootPagesGoOnlyWhenARequestNamesTheRoot) {
   PageStore store(options(1, 0));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(store, manual(1000, 10));
-  ASSERT_TRUE(store.add_cgroup(1, kRootCgroup));
+  Reclaimer reclaimer(writeback, manual(1000, 10));
+  ASSERT_TRUE(store.memcg().add(1, kRootCgroup));
   for (Slot s = 0; s < 200; ++s) ASSERT_TRUE(store.store(s, page_of(s), 0).has_value());
   for (Slot s = 100; s < 200; ++s) ASSERT_TRUE(store.set_slot_cgroup(s, 1));
   next_ = 200;
@@ -359,11 +370,11 @@ TEST_F(KswapdTest, HeldRootPagesGoOnlyWhenARequestNamesTheRoot) {
   k.step(t0_ + 20s);
   reclaimer.kswapd(0).post({WakeCause::request, std::nullopt, 1000, nullptr});
   k.step(t0_ + 21s);
-  EXPECT_EQ(store.cgroup_stats(kRootCgroup).written_back_pages, 0u);
-  EXPECT_EQ(store.cgroup_stats(1).written_back_pages, 100u) << "attributed pages are not held";
+  EXPECT_EQ(store.memcg().stats(kRootCgroup).written_back_pages, 0u);
+  EXPECT_EQ(store.memcg().stats(1).written_back_pages, 100u) << "attributed pages are not held";
   reclaimer.kswapd(0).post({WakeCause::request, kRootCgroup, 1000, nullptr});
   k.step(t0_ + 22s);
-  EXPECT_EQ(store.cgroup_stats(kRootCgroup).written_back_pages, 100u);
+  EXPECT_EQ(store.memcg().stats(kRootCgroup).written_back_pages, 100u);
   verify(store);
 }
 

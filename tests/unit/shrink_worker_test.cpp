@@ -63,8 +63,9 @@ class ShrinkWorkerTest : public ::testing::Test {
 
 TEST_F(ShrinkWorkerTest, APoolAtItsLimitIsBroughtUnderTheAcceptThreshold) {
   PageStore store(options(1u << 20));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  ShrinkWorker worker(store, fast());
+  ShrinkWorker worker(writeback, fast());
   store.set_pool_full_hook([&] { worker.wake(); });
   for (Slot s = 0; s < 2000; ++s) ASSERT_TRUE(store.store(s, page_of(s)).has_value());
   ASSERT_GT(store.stats().pool_limit_hits, 0u);
@@ -80,35 +81,37 @@ TEST_F(ShrinkWorkerTest, APoolAtItsLimitIsBroughtUnderTheAcceptThreshold) {
 
 TEST_F(ShrinkWorkerTest, ACgroupOverItsMaximumIsShrunkFirst) {
   PageStore store(options(0));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  ASSERT_TRUE(store.add_cgroup(1, kRootCgroup));
-  ASSERT_TRUE(store.add_cgroup(2, kRootCgroup));
+  ASSERT_TRUE(store.memcg().add(1, kRootCgroup));
+  ASSERT_TRUE(store.memcg().add(2, kRootCgroup));
   for (Slot s = 0; s < 400; ++s) {
     ASSERT_TRUE(store.store(s, page_of(s)).has_value());
     ASSERT_TRUE(store.set_slot_cgroup(s, s < 200 ? 1 : 2));
   }
-  const std::uint64_t max = store.cgroup_stats(1).compressed_bytes / 4;
-  store.set_cgroup_policy(1, {.writeback = true, .max_bytes = max});
-  ShrinkWorker worker(store, fast());
-  EXPECT_TRUE(eventually([&] { return store.cgroup_stats(1).compressed_bytes <= max; }));
+  const std::uint64_t max = store.memcg().stats(1).compressed_bytes / 4;
+  store.memcg().set_policy(1, {.writeback = true, .max_bytes = max});
+  ShrinkWorker worker(writeback, fast());
+  EXPECT_TRUE(eventually([&] { return store.memcg().stats(1).compressed_bytes <= max; }));
   EXPECT_GT(worker.stats().over_max_runs, 0u);
-  EXPECT_EQ(store.cgroup_stats(2).written_back_pages, 0u) << "no pool pressure: cgroup 2 is left alone";
+  EXPECT_EQ(store.memcg().stats(2).written_back_pages, 0u) << "no pool pressure: cgroup 2 is left alone";
 }
 
 TEST_F(ShrinkWorkerTest, ACgroupWithWritebackOffKeepsItsPagesUnderPressure) {
   PageStore store(options(512u << 10));
+  Writeback writeback(store);
   store.attach_backing(&file_);
-  ASSERT_TRUE(store.add_cgroup(1, kRootCgroup));
-  store.set_cgroup_policy(1, {.writeback = false, .max_bytes = 0});
-  store.set_cgroup_policy(kRootCgroup, {.writeback = false, .max_bytes = 0});
-  ShrinkWorker worker(store, fast());
+  ASSERT_TRUE(store.memcg().add(1, kRootCgroup));
+  store.memcg().set_policy(1, {.writeback = false, .max_bytes = 0});
+  store.memcg().set_policy(kRootCgroup, {.writeback = false, .max_bytes = 0});
+  ShrinkWorker worker(writeback, fast());
   store.set_pool_full_hook([&] { worker.wake(); });
   for (Slot s = 0; s < 1000; ++s) {
     if (!store.store(s, page_of(s)).has_value()) continue;
     store.set_slot_cgroup(s, 1);
   }
   EXPECT_TRUE(eventually([&] { return worker.stats().backoffs > 0; })) << "nothing to take: it backs off";
-  EXPECT_EQ(store.cgroup_stats(1).written_back_pages, 0u);
+  EXPECT_EQ(store.memcg().stats(1).written_back_pages, 0u);
   EXPECT_EQ(store.stats().writebacks, 0u);
 }
 

@@ -9,6 +9,7 @@
 
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 #include "uzswap/testing/page_mix.h"
 
 namespace uzswap {
@@ -126,9 +127,10 @@ TEST(ShrinkerRegistry, ThePageStoreIsAShrinkerOfItsLists) {
   o.pool.nodes = 2;
   o.pool.reserve_bytes_per_node = 64u << 20;
   PageStore store(o);
+  Writeback writeback(store);
   store.attach_backing(&file);
   ShrinkerRegistry registry(2);
-  const int id = store.register_shrinker(registry);
+  const int id = writeback.register_shrinker(registry);
   ASSERT_GE(id, 0);
   EXPECT_FALSE(registry.bit(kRootCgroup, 1, id));
   std::array<std::byte, kPageSize> page;
@@ -150,12 +152,12 @@ TEST(ShrinkerRegistry, ThePageStoreIsAShrinkerOfItsLists) {
     ASSERT_EQ(got, want);
   }
   // A cgroup's bits and lists follow it to its parent.
-  ASSERT_TRUE(store.add_cgroup(9, kRootCgroup));
+  ASSERT_TRUE(store.memcg().add(9, kRootCgroup));
   testing::make_page(testing::PageKind::text, 9999, page);
   ASSERT_TRUE(store.store(700, page, 0).has_value());
   ASSERT_TRUE(store.set_slot_cgroup(700, 9));
   EXPECT_TRUE(registry.bit(9, 0, id));
-  ASSERT_TRUE(store.remove_cgroup(9));
+  ASSERT_TRUE(store.memcg().remove(9));
   EXPECT_TRUE(registry.bit(kRootCgroup, 0, id));
 }
 

@@ -11,6 +11,7 @@
 
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 #include "uzswap/testing/faulty_backing.h"
 #include "uzswap/testing/page_mix.h"
 
@@ -61,7 +62,7 @@ class WritebackTest : public ::testing::Test {
   WritebackResult shrink_all(std::uint64_t pages) {
     WritebackResult total;
     for (int pass = 0; pass < 2; ++pass) {
-      const auto r = store_.shrink_memcg(kRootCgroup, pages);
+      const auto r = writeback_.shrink_memcg(kRootCgroup, pages);
       total.written += r.written;
       total.raced += r.raced;
       total.failed += r.failed;
@@ -73,6 +74,7 @@ class WritebackTest : public ::testing::Test {
   BackingFile file_;
   testing::FaultyBacking faulty_;
   PageStore store_;
+  Writeback writeback_{store_};
 };
 
 TEST_F(WritebackTest, TheBackingFileKeepsPagesAtTheirSlots) {
@@ -93,23 +95,23 @@ TEST_F(WritebackTest, TheBackingFileKeepsPagesAtTheirSlots) {
 TEST_F(WritebackTest, ColdPagesAreWrittenBackAndReadBackExactly) {
   for (Slot s = 0; s < 100; ++s) ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
   const auto before = store_.stats();
-  EXPECT_EQ(store_.lru_pages(kRootCgroup), 100u);
+  EXPECT_EQ(writeback_.lru_pages(kRootCgroup), 100u);
   // A walk of twice the batch: 80 referenced entries only lose their second
   // chance and move to the tail.
-  EXPECT_EQ(store_.shrink_memcg(kRootCgroup, 40).written, 0u);
+  EXPECT_EQ(writeback_.shrink_memcg(kRootCgroup, 40).written, 0u);
   // Now 80..99 (still referenced) come first, then 0..79: the oldest
   // unreferenced ones, 0..39, go.
-  const auto r = store_.shrink_memcg(kRootCgroup, 40);
+  const auto r = writeback_.shrink_memcg(kRootCgroup, 40);
   EXPECT_EQ(r.written, 40u);
   const auto after = store_.stats();
   EXPECT_EQ(after.written_back_pages, 40u);
   EXPECT_EQ(after.stored_pages, 60u);
   EXPECT_EQ(after.pool.objects, 60u);
   EXPECT_LT(after.compressed_bytes, before.compressed_bytes);
-  EXPECT_EQ(store_.lru_pages(kRootCgroup), 60u);
-  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).written_back_pages, 40u);
-  EXPECT_EQ(store_.node_stats(0).writebacks, 40u);
-  EXPECT_EQ(store_.node_stats(0).lru_pages, 60u);
+  EXPECT_EQ(writeback_.lru_pages(kRootCgroup), 60u);
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).written_back_pages, 40u);
+  EXPECT_EQ(writeback_.node_stats(0).writebacks, 40u);
+  EXPECT_EQ(writeback_.node_stats(0).lru_pages, 60u);
   for (Slot s = 0; s < 100; ++s) {
     LoadedFrom from;
     EXPECT_EQ(load(s, &from), page_of(s)) << s;
@@ -120,9 +122,9 @@ TEST_F(WritebackTest, ColdPagesAreWrittenBackAndReadBackExactly) {
 
 TEST_F(WritebackTest, ALoadGivesASecondChance) {
   for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
-  ASSERT_EQ(store_.shrink_memcg(kRootCgroup, 2).written, 0u);  // a walk of 4: clears referenced
+  ASSERT_EQ(writeback_.shrink_memcg(kRootCgroup, 2).written, 0u);  // a walk of 4: clears referenced
   load(0);                                                     // slot 0 used again
-  const auto r = store_.shrink_memcg(kRootCgroup, 3);
+  const auto r = writeback_.shrink_memcg(kRootCgroup, 3);
   EXPECT_EQ(r.written, 3u);
   LoadedFrom from;
   load(0, &from);
@@ -153,7 +155,7 @@ TEST_F(WritebackTest, InvalidatingAWrittenBackSlotEmptiesIt) {
 TEST_F(WritebackTest, SameFilledPagesAreNeverWrittenBack) {
   Page zero{};
   ASSERT_TRUE(store_.store(1, zero).has_value());
-  EXPECT_EQ(store_.lru_pages(kRootCgroup), 0u);
+  EXPECT_EQ(writeback_.lru_pages(kRootCgroup), 0u);
   EXPECT_EQ(shrink_all(10).written, 0u);
 }
 
@@ -162,23 +164,23 @@ TEST_F(WritebackTest, FailedWritesLoseNothingAndAreRetriedLater) {
   for (int error : {EIO, ENOSPC}) {
     faulty_.fail_writes(error);
     // One walk of 40: 20 second chances, then 20 attempts.
-    const auto r = store_.shrink_memcg(kRootCgroup, 20);
+    const auto r = writeback_.shrink_memcg(kRootCgroup, 20);
     EXPECT_EQ(r.written, 0u);
     EXPECT_EQ(r.failed, 20u);
-    EXPECT_EQ(store_.lru_pages(kRootCgroup), 20u) << "back on the LRU for a later try";
+    EXPECT_EQ(writeback_.lru_pages(kRootCgroup), 20u) << "back on the LRU for a later try";
     for (Slot s = 0; s < 20; ++s) EXPECT_EQ(load(s), page_of(s));
   }
   EXPECT_EQ(store_.stats().writeback_failures, 40u);
   EXPECT_EQ(store_.stats().written_back_pages, 0u);
   faulty_.fail_writes(0);
-  EXPECT_EQ(store_.shrink_memcg(kRootCgroup, 20).written, 20u) << "the retry succeeds";
+  EXPECT_EQ(writeback_.shrink_memcg(kRootCgroup, 20).written, 20u) << "the retry succeeds";
   for (Slot s = 0; s < 20; ++s) EXPECT_EQ(load(s), page_of(s));
 }
 
 TEST_F(WritebackTest, AShortWriteKeepsTheUnwrittenPagesInRam) {
   for (Slot s = 0; s < 10; ++s) ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
   faulty_.short_writes(4);
-  const auto r = store_.shrink_memcg(kRootCgroup, 10);
+  const auto r = writeback_.shrink_memcg(kRootCgroup, 10);
   EXPECT_EQ(r.written, 4u);
   EXPECT_EQ(r.failed, 6u);
   for (Slot s = 0; s < 10; ++s) EXPECT_EQ(load(s), page_of(s));
@@ -238,8 +240,8 @@ TEST_F(WritebackTest, ANewVersionIsNotWrittenWhileTheOldWriteIsInFlight) {
     ASSERT_TRUE(store_.store(3, page_of(2)).has_value());
     // Another shrinker, on another thread, finds the new version.
     std::thread other([&] {
-      store_.shrink_memcg(kRootCgroup, 1);
-      nested = store_.shrink_memcg(kRootCgroup, 1);
+      writeback_.shrink_memcg(kRootCgroup, 1);
+      nested = writeback_.shrink_memcg(kRootCgroup, 1);
     });
     other.join();
   });
@@ -260,13 +262,13 @@ TEST_F(WritebackTest, AVersionStoredAfterIsolationIsNotClaimed) {
   ASSERT_TRUE(store_.store(3, page_of(1)).has_value());
   ASSERT_TRUE(store_.store(3, page_of(2)).has_value());  // on the list, as after a re-store
   const Slot slots[] = {3};
-  const auto r = store_.writeback_isolated(slots);
+  const auto r = writeback_.writeback_isolated(slots);
   EXPECT_EQ(r.written, 0u);
   EXPECT_EQ(r.raced, 1u);
-  EXPECT_EQ(store_.lru_pages(kRootCgroup), 1u);
+  EXPECT_EQ(writeback_.lru_pages(kRootCgroup), 1u);
   EXPECT_EQ(load(3), page_of(2));
   EXPECT_EQ(shrink_all(1).written, 1u) << "the new version is written back the normal way";
-  EXPECT_EQ(store_.lru_pages(kRootCgroup), 0u);
+  EXPECT_EQ(writeback_.lru_pages(kRootCgroup), 0u);
   EXPECT_EQ(load(3), page_of(2));
 }
 
@@ -304,36 +306,36 @@ TEST_F(WritebackTest, AFullPoolSendsStoresStraightToTheBackingFile) {
 }
 
 TEST_F(WritebackTest, ACgroupWithWritebackOffIsNeverWrittenBack) {
-  ASSERT_TRUE(store_.add_cgroup(5, kRootCgroup));
+  ASSERT_TRUE(store_.memcg().add(5, kRootCgroup));
   for (Slot s = 0; s < 10; ++s) {
     ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
     ASSERT_TRUE(store_.set_slot_cgroup(s, 5));
   }
-  EXPECT_EQ(store_.cgroup_stats(5).stored_pages, 10u);
-  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 0u);
-  EXPECT_EQ(store_.lru_pages(5), 10u);
-  store_.set_cgroup_policy(5, {.writeback = false, .max_bytes = 0});
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(store_.shrink_memcg(5, 10).written, 0u);
-  store_.set_cgroup_policy(5, {.writeback = true, .max_bytes = 0});
-  EXPECT_EQ(store_.shrink_memcg(5, 10).written, 10u);
-  EXPECT_EQ(store_.cgroup_stats(5).written_back_pages, 10u);
+  EXPECT_EQ(store_.memcg().stats(5).stored_pages, 10u);
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 0u);
+  EXPECT_EQ(writeback_.lru_pages(5), 10u);
+  store_.memcg().set_policy(5, {.writeback = false, .max_bytes = 0});
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(writeback_.shrink_memcg(5, 10).written, 0u);
+  store_.memcg().set_policy(5, {.writeback = true, .max_bytes = 0});
+  EXPECT_EQ(writeback_.shrink_memcg(5, 10).written, 10u);
+  EXPECT_EQ(store_.memcg().stats(5).written_back_pages, 10u);
 }
 
 TEST_F(WritebackTest, RemovingACgroupHandsItsPagesToTheParent) {
-  ASSERT_TRUE(store_.add_cgroup(5, kRootCgroup));
+  ASSERT_TRUE(store_.memcg().add(5, kRootCgroup));
   for (Slot s = 0; s < 10; ++s) {
     ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
     ASSERT_TRUE(store_.set_slot_cgroup(s, 5));
   }
-  ASSERT_TRUE(store_.remove_cgroup(5));
-  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 10u);
-  EXPECT_EQ(store_.lru_pages(kRootCgroup), 10u);
+  ASSERT_TRUE(store_.memcg().remove(5));
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 10u);
+  EXPECT_EQ(writeback_.lru_pages(kRootCgroup), 10u);
   EXPECT_EQ(shrink_all(10).written, 10u);
   for (Slot s = 0; s < 10; ++s) EXPECT_EQ(load(s), page_of(s));
   // Slots still carrying the removed id behave as the parent's.
   ASSERT_TRUE(store_.store(0, page_of(77)).has_value());
   EXPECT_EQ(load(0), page_of(77));
-  EXPECT_EQ(store_.cgroup_stats(kRootCgroup).stored_pages, 1u);
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 1u);
 }
 
 }  // namespace

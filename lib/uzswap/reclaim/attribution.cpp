@@ -21,13 +21,13 @@ Attribution::Attribution(PageStore& store, AttributionOptions options)
     : store_(store), options_(std::move(options)) {
   // The cgroups an earlier serving process knew, from the shared state: the
   // same directories keep their ids (entries carry them).
-  for (const PersistedCgroup& c : store_.persisted_cgroups())
+  for (const PersistedCgroup& c : store_.memcg().persisted())
     if (c.inode != 0) known_[static_cast<ino_t>(c.inode)] = {c.id, c.path};
-  next_id_ = static_cast<unsigned>(std::clamp<std::uint64_t>(store_.next_cgroup_id(), 1, options_.max_cgroups));
-  for (const CgroupId id : store_.free_cgroup_ids())
+  next_id_ = static_cast<unsigned>(std::clamp<std::uint64_t>(store_.memcg().next_id(), 1, options_.max_cgroups));
+  for (const CgroupId id : store_.memcg().free_ids())
     if (id < options_.max_cgroups) free_ids_.push_back(id);
   // Removed by a process that died before it released them.
-  released_ = store_.release_cgroups(store_.removed_cgroup_ids());
+  released_ = store_.release_cgroups(store_.memcg().removed_ids());
 }
 
 std::optional<CgroupId> Attribution::take_id() {
@@ -38,7 +38,7 @@ std::optional<CgroupId> Attribution::take_id() {
   }
   if (next_id_ >= options_.max_cgroups) return std::nullopt;
   const auto id = static_cast<CgroupId>(next_id_++);
-  store_.set_next_cgroup_id(next_id_);
+  store_.memcg().set_next_id(next_id_);
   return id;
 }
 
@@ -101,14 +101,14 @@ void Attribution::sync_tree(AttributionPass& pass) {
       if (policy.max_bytes != 0) ++untracked.with_max;
       continue;
     }
-    if (!store_.add_cgroup(*id, parent)) {
+    if (!store_.memcg().add(*id, parent)) {
       free_ids_.push_back(*id);
       continue;
     }
-    store_.record_cgroup_identity(*id, st.st_ino, rel);
+    store_.memcg().record_identity(*id, st.st_ino, rel);
     known_[st.st_ino] = {*id, rel};
     ++pass.new_cgroups;
-    store_.set_cgroup_policy(*id, policy);
+    store_.memcg().set_policy(*id, policy);
   }
   untracked_ = untracked;
   pass.untracked_cgroups = untracked.count;
@@ -119,7 +119,7 @@ void Attribution::sync_tree(AttributionPass& pass) {
   std::sort(gone.rbegin(), gone.rend());
   std::vector<CgroupId> removed;
   for (const auto& [depth, ino] : gone) {
-    if (store_.remove_cgroup(known_[ino].id)) removed.push_back(known_[ino].id);
+    if (store_.memcg().remove(known_[ino].id)) removed.push_back(known_[ino].id);
     known_.erase(ino);
     ++pass.removed_cgroups;
   }

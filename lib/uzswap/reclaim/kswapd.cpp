@@ -48,8 +48,9 @@ WritebackResult ReclaimCompletion::wait() {
   return result;
 }
 
-Kswapd::Kswapd(PageStore& store, ShrinkerRegistry& registry, unsigned node, KswapdOptions options)
-    : store_(store),
+Kswapd::Kswapd(Writeback& writeback, ShrinkerRegistry& registry, unsigned node, KswapdOptions options)
+    : writeback_(writeback),
+      store_(writeback.store()),
       registry_(registry),
       node_(node),
       options_(options),
@@ -162,7 +163,7 @@ void Kswapd::note_progress(std::uint64_t reclaimed, ReclaimClock::time_point now
 
 void Kswapd::shrink_node(ScanControl& sc) {
   const std::vector<CgroupId> cgroups =
-      sc.target ? std::vector<CgroupId>{*sc.target} : store_.cgroups();
+      sc.target ? std::vector<CgroupId>{*sc.target} : store_.memcg().cgroups();
   for (const CgroupId cg : cgroups) {
     if (held(cg)) continue;
     sc.nr_reclaimed += registry_.shrink_slab(cg, node_, sc.priority, &sc.nr_scanned,
@@ -186,7 +187,7 @@ WritebackResult Kswapd::shrink_cgroup(CgroupId cgroup, std::uint64_t pages) {
   WritebackResult total;
   unsigned empty = 0;
   while (total.written < pages && empty < 2) {
-    const WritebackResult r = store_.shrink_list(cgroup, node_, pages - total.written);
+    const WritebackResult r = writeback_.shrink_list(cgroup, node_, pages - total.written);
     add(total, r);
     // Passes that only gave second chances still make progress.
     empty = r.written == 0 && r.rotated == 0 ? empty + 1 : 0;
@@ -211,11 +212,11 @@ WritebackResult Kswapd::do_work(const ReclaimWork& work) {
   }
   // A request for all cgroups: round robin from where the last one stopped.
   WritebackResult total;
-  const std::vector<CgroupId> cgroups = store_.cgroups();
+  const std::vector<CgroupId> cgroups = store_.memcg().cgroups();
   std::size_t idle_in_a_row = 0;
   while (total.written < work.pages && idle_in_a_row < cgroups.size()) {
     const CgroupId cg = cgroups[cursor_++ % cgroups.size()];
-    const WritebackResult r = !held(cg) && store_.lru_count(cg, node_) > 0
+    const WritebackResult r = !held(cg) && writeback_.lru_count(cg, node_) > 0
                                   ? shrink_cgroup(cg, work.pages - total.written)
                                   : WritebackResult{};
     add(total, r);
@@ -225,15 +226,15 @@ WritebackResult Kswapd::do_work(const ReclaimWork& work) {
 }
 
 void Kswapd::idle_writeback() {
-  for (const CgroupId cg : store_.cgroups()) {
+  for (const CgroupId cg : store_.memcg().cgroups()) {
     if (held(cg)) continue;
-    const std::uint64_t on_list = store_.lru_count(cg, node_);
+    const std::uint64_t on_list = writeback_.lru_count(cg, node_);
     std::uint64_t walked = 0;
     while (walked < on_list) {
       // Each entry is looked at once: a referenced one loses its mark and
       // stays; one still unmarked since the last pass goes.
       const std::uint64_t chunk = std::min<std::uint64_t>(on_list - walked, 1024);
-      const WritebackResult r = store_.shrink_list(cg, node_, chunk, chunk);
+      const WritebackResult r = writeback_.shrink_list(cg, node_, chunk, chunk);
       count(r, true);
       if (visited(r) == 0) break;
       walked += visited(r);
@@ -314,7 +315,7 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
     const std::uint64_t free = free_bytes(w);
     if (free < w.min) min_wmark_hits_.fetch_add(1, std::memory_order_relaxed);
     // Pages to free to reach the high mark, at the node's average object size.
-    const std::uint64_t lru = std::max<std::uint64_t>(store_.node_stats(node_).lru_pages, 1);
+    const std::uint64_t lru = std::max<std::uint64_t>(writeback_.node_stats(node_).lru_pages, 1);
     const std::uint64_t per_page = std::max<std::uint64_t>(store_.node_pool_bytes(node_) / lru, 1);
     const std::uint64_t needed = w.high > free ? w.high - free : 0;
     sc.nr_to_reclaim = std::max(kSwapClusterMax, (needed + per_page - 1) / per_page);

@@ -60,6 +60,7 @@
 #include "uzswap/common/thread.h"
 #include "uzswap/lru/shrinker.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 
 namespace uzswap {
 
@@ -130,7 +131,7 @@ struct KswapdStats {
 
 class Kswapd {
  public:
-  Kswapd(PageStore& store, ShrinkerRegistry& registry, unsigned node, KswapdOptions options);
+  Kswapd(Writeback& writeback, ShrinkerRegistry& registry, unsigned node, KswapdOptions options);
   ~Kswapd();  // stops the thread if started
   Kswapd(const Kswapd&) = delete;
   Kswapd& operator=(const Kswapd&) = delete;
@@ -181,6 +182,7 @@ class Kswapd {
   }
   void count(WritebackResult r, bool idle = false) noexcept;
 
+  Writeback& writeback_;
   PageStore& store_;
   ShrinkerRegistry& registry_;
   const unsigned node_;

@@ -8,15 +8,16 @@
 
 namespace uzswap {
 
-Reclaimer::Reclaimer(PageStore& store, ReclaimOptions options, std::function<void()> pressure_hook)
-    : store_(store),
+Reclaimer::Reclaimer(Writeback& writeback, ReclaimOptions options, std::function<void()> pressure_hook)
+    : writeback_(writeback),
+      store_(writeback.store()),
       options_(std::move(options)),
       pressure_hook_(std::move(pressure_hook)),
-      registry_(store.nodes()) {
-  if (store_.register_shrinker(registry_) < 0)
+      registry_(store_.nodes()) {
+  if (writeback_.register_shrinker(registry_) < 0)
     throw std::system_error(ENOSPC, std::generic_category(), "shrinker registry full");
   for (unsigned node = 0; node < store_.nodes(); ++node)
-    kswapds_.push_back(std::make_unique<Kswapd>(store_, registry_, node, options_.kswapd));
+    kswapds_.push_back(std::make_unique<Kswapd>(writeback_, registry_, node, options_.kswapd));
   store_.set_node_hook([this](unsigned node) { kswapds_[node]->wake_watermark(); });
   if (options_.start_threads)
     for (auto& k : kswapds_) k->start();
@@ -62,7 +63,7 @@ unsigned Reclaimer::post_split(WakeCause cause, std::optional<CgroupId> cgroup, 
   std::vector<std::uint64_t> on_list(nodes);
   std::uint64_t total = 0;
   for (unsigned node = 0; node < nodes; ++node) {
-    on_list[node] = cgroup ? store_.lru_count(*cgroup, node) : store_.node_stats(node).lru_pages;
+    on_list[node] = cgroup ? writeback_.lru_count(*cgroup, node) : writeback_.node_stats(node).lru_pages;
     total += on_list[node];
   }
   if (total == 0 || pages == 0) return 0;

@@ -25,6 +25,7 @@
 #include "uzswap/reclaim/kswapd.h"
 #include "uzswap/reclaim/pressure_watcher.h"
 #include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 
 namespace uzswap {
 
@@ -41,7 +42,7 @@ class Reclaimer {
  public:
   // Registers the store's shrinker, hooks the store, starts the threads.
   // Throws std::system_error when a thread or the watcher cannot be made.
-  Reclaimer(PageStore& store, ReclaimOptions options, std::function<void()> pressure_hook = {});
+  Reclaimer(Writeback& writeback, ReclaimOptions options, std::function<void()> pressure_hook = {});
   ~Reclaimer();
   Reclaimer(const Reclaimer&) = delete;
   Reclaimer& operator=(const Reclaimer&) = delete;
@@ -73,6 +74,7 @@ class Reclaimer {
                       ReclaimCompletion* completion);
   void watch() noexcept;
 
+  Writeback& writeback_;
   PageStore& store_;
   ReclaimOptions options_;
   std::function<void()> pressure_hook_;

@@ -84,10 +84,9 @@ PageStore::PageStore(const PageStoreOptions& options, SharedState& state, std::u
       table_(state.slots(), state.checksums(), state.journal(), state.geometry().slots),
       lru_(static_cast<std::uint32_t>(std::min<std::uint64_t>(state.geometry().slots, ListLru::kMaxItems)),
            state.geometry().pool_nodes),
-      cgroup_counters_(std::make_unique<CgroupCounters[]>(kMaxCgroups)),
+      memcg_(lru_, state),
       node_writebacks_(std::make_unique<std::atomic<std::uint64_t>[]>(state.geometry().pool_nodes)),
       node_wake_bytes_(std::make_unique<std::atomic<std::uint64_t>[]>(state.geometry().pool_nodes)),
-      cgroups_{kRootCgroup},
       threshold_(resolve_threshold(options, pool_)),
       codec_(options.codec),
       level_(options.level),
@@ -105,66 +104,6 @@ PageStore::PageStore(const PageStoreOptions& options, SharedState& state, std::u
   } else {
     adopt();
   }
-}
-
-void PageStore::mark_for_wipe(Slot slot) noexcept {
-  const std::uint64_t bit = std::uint64_t{1} << (slot % 64);
-  if ((wipe_bits_[slot / 64].fetch_or(bit, std::memory_order_relaxed) & bit) == 0)
-    wipe_pending_count_.fetch_add(1, std::memory_order_relaxed);
-}
-
-std::uint64_t PageStore::wipe_freed(std::uint64_t max_pages) noexcept {
-  if (backing_ == nullptr || wipe_pending_count_.load(std::memory_order_relaxed) == 0) return 0;
-  alignas(4096) static const std::byte zeros[kPageSize] = {};
-  constexpr std::size_t kBatch = 64;
-  PageWrite writes[kBatch];
-  std::uint64_t wiped = 0;
-  const std::uint64_t words = (table_.size() + 63) / 64;
-  std::uint64_t visited = 0;
-  while (wiped < max_pages && visited < words && wipe_pending_count_.load(std::memory_order_relaxed) > 0) {
-    // Claim up to a batch of marked slots: each must be neither written back
-    // (its block holds a live page again) nor have a write in flight.
-    std::size_t n = 0;
-    for (; visited < words && n < kBatch && wiped + n < max_pages; ++visited) {
-      const std::uint64_t w = wipe_cursor_ / 64 % words;
-      wipe_cursor_ = (w + 1) * 64;
-      std::uint64_t bits = wipe_bits_[w].load(std::memory_order_relaxed);
-      while (bits != 0 && n < kBatch) {
-        const unsigned b = static_cast<unsigned>(__builtin_ctzll(bits));
-        bits &= bits - 1;
-        const Slot slot = w * 64 + b;
-        std::lock_guard guard(table_.lock_for(slot));
-        SlotEntry entry = table_.entryLocked(slot);
-        if (entry.file_write) continue;  // busy: the next call sees it again
-        wipe_bits_[w].fetch_and(~(std::uint64_t{1} << b), std::memory_order_relaxed);
-        wipe_pending_count_.fetch_sub(1, std::memory_order_relaxed);
-        if (entry.slot_state() == SlotState::written_back) continue;  // live again
-        entry.file_write = 1;  // no other write of the block meanwhile
-        table_.publishLocked(slot, entry);
-        writes[n++] = {slot, zeros, 0};
-      }
-      if (bits != 0) {
-        wipe_cursor_ = w * 64;  // the rest of this word next time
-        break;
-      }
-    }
-    if (n == 0) continue;
-    backing_->write(std::span(writes, n));
-    for (std::size_t i = 0; i < n; ++i) {
-      std::lock_guard guard(table_.lock_for(writes[i].slot));
-      SlotEntry entry = table_.entryLocked(writes[i].slot);
-      entry.file_write = 0;
-      table_.publishLocked(writes[i].slot, entry);
-      if (writes[i].result != 0) {
-        mark_for_wipe(writes[i].slot);  // tried again later
-        continue;
-      }
-      ++wiped;
-      counters_.add(Counter::wiped_pages);
-    }
-    if (wiped == 0) break;  // every write failed: not now
-  }
-  return wiped;
 }
 
 void PageStore::set_codec(Codec codec, int level) noexcept {
@@ -275,7 +214,7 @@ PageStore::Removed PageStore::detachLocked(Slot slot, const SlotEntry& entry) no
 void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
   const SlotState state = entry.slot_state();
   if (state == SlotState::empty) return;
-  CgroupCounters& cg = counters_of(static_cast<CgroupId>(entry.cgroup));
+  MemcgCounters& cg = counters_of(static_cast<CgroupId>(entry.cgroup));
   if (state == SlotState::written_back) {
     counters_.add(Counter::written_back_pages);
     cg.written_back_pages.fetch_add(1, std::memory_order_relaxed);
@@ -311,7 +250,7 @@ void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t checksu
 }
 
 void PageStore::account_removed(const Removed& removed) noexcept {
-  CgroupCounters& cg = counters_of(removed.cgroup);
+  MemcgCounters& cg = counters_of(removed.cgroup);
   switch (removed.state) {
     case SlotState::empty:
       return;
@@ -479,36 +418,8 @@ void PageStore::adopt() {
   // 1. Changes a dead process left half done: their old entries come back.
   report.rolled_back = table_.roll_back_torn();
 
-  // 2. The cgroup registry: live cgroups, each after its parent (ids are
-  //    reused, so a child's id may be lower than its parent's).
-  CgroupRecord* records = state_->cgroups();
-  set_cgroup_policy(kRootCgroup, {records[0].writeback != 0, records[0].max_bytes});
-  std::vector<CgroupId> pending;
-  for (unsigned id = 1; id < kMaxCgroups; ++id)
-    if (records[id].used && records[id].live) pending.push_back(static_cast<CgroupId>(id));
-  for (bool progress = true; progress && !pending.empty();) {
-    progress = false;
-    std::erase_if(pending, [&](CgroupId id) {
-      const CgroupRecord& r = records[id];
-      if (r.parent != kRootCgroup && !lru_.has_cgroup(r.parent)) return false;  // parent first
-      progress = true;
-      if (!add_cgroup(id, r.parent)) {
-        records[id].live = 0;
-        return true;
-      }
-      set_cgroup_policy(id, {r.writeback != 0, r.max_bytes});
-      ++report.cgroups;
-      return true;
-    });
-  }
-  // Orphans (a parent that is not live): their pages go to the nearest
-  // live ancestor.
-  for (const CgroupId id : pending) records[id].live = 0;
-  const auto live_ancestor = [&](unsigned id) {
-    for (unsigned hops = 0; id != kRootCgroup && !records[id].live && hops < kMaxCgroups; ++hops)
-      id = records[id].parent;
-    return static_cast<CgroupId>(records[id].live ? id : kRootCgroup);
-  };
+  // 2. The cgroup registry: live cgroups, each after its parent.
+  report.cgroups = memcg_.restore();
 
   // 3. One pass over the table: writebacks that were in flight are RAM-only
   //    again (the pool object is still theirs), every entry belongs to a
@@ -527,7 +438,7 @@ void PageStore::adopt() {
       ++report.writebacks_reset;
     }
     if (next.file_write) stale_file_writes_.push_back(slot);
-    if (next.slot_state() != SlotState::empty) next.cgroup = live_ancestor(static_cast<unsigned>(next.cgroup));
+    if (next.slot_state() != SlotState::empty) next.cgroup = memcg_.live_ancestor(static_cast<CgroupId>(next.cgroup));
     if (next.in_pool() && next.node >= pool_.nodes()) next.state = static_cast<std::uint64_t>(SlotState::lost);
     if (std::memcmp(&next, &entry, sizeof(next)) != 0) table_.publishLocked(slot, next);
     if (next.in_pool()) objects.push_back({next.value, static_cast<std::uint32_t>(next.length)});

@@ -11,18 +11,20 @@
 // did not does it then). Compression runs before the slot lock is taken; the
 // lock covers only the entry swap and the copy of compressed bytes.
 //
-// Writeback (zswap's shrink_memcg and zswap_writeback_entry): entries that
-// hold pool memory sit on the ListLru of their (cgroup, node), added
-// referenced on store, marked referenced again on load. shrink_memcg() walks
-// a list with second chance, isolates cold entries, and writeback_isolated()
-// writes them to the backing store with check-lock-check: it records the
-// entry's version and marks it writeback under the slot lock, writes without
-// it, and after the write re-checks the version under the lock; a store or
-// invalidate that happened meanwhile wins and the written copy is ignored.
-// An entry's file_write bit stays set while any write of that slot to the
+// Writeback (writeback/shrink_memcg.h): entries that hold pool memory sit
+// on the ListLru of their (cgroup, node), added referenced on store, marked
+// referenced again on load. The writeback engine walks the lists and moves
+// cold entries to the backing store through two transitions of this store,
+// claim_for_writeback() and finish_writeback() (check-lock-check). An
+// entry's file_write bit stays set while any write of that slot to the
 // backing file is in flight, across re-stores, so two writes of one slot are
 // never in flight at once and a read of a written-back slot never races a
-// write.
+// write. A store that finds the pool full (or cannot get memory for it)
+// writes the page to the backing store itself, as the kernel writes to the
+// swap device when zswap_store fails.
+//
+// Cgroups (memcg/memcontrol.h): every entry carries the id of the cgroup it
+// is charged to; memcg() holds the registry, policy and counters.
 //
 // Lock order: compaction_lock_ -> slot stripe -> LRU list -> pool class ->
 // pool region. Reads of written-back slots run without the slot lock and
@@ -57,7 +59,7 @@
 #include "uzswap/common/page.h"
 #include "uzswap/compress/compressor.h"
 #include "uzswap/lru/list_lru.h"
-#include "uzswap/lru/shrinker.h"
+#include "uzswap/memcg/memcontrol.h"
 #include "uzswap/pool/zpool.h"
 #include "uzswap/state/shared_state.h"
 #include "uzswap/store/slot_table.h"
@@ -83,25 +85,6 @@ struct PageStoreOptions {
 enum class StoredAs : std::uint8_t { same_filled, compressed, incompressible, written_back };
 enum class LoadedFrom : std::uint8_t { empty, same_filled, pool, backing };
 
-// Per-cgroup policy, the userspace memory.zswap.writeback / memory.zswap.max.
-struct CgroupPolicy {
-  bool writeback = true;
-  std::uint64_t max_bytes = 0;  // compressed bytes; 0 = no maximum
-};
-
-struct CgroupStats {
-  std::uint64_t stored_pages = 0;
-  std::uint64_t compressed_bytes = 0;
-  std::uint64_t written_back_pages = 0;
-};
-
-struct WritebackResult {
-  std::uint64_t written = 0;  // pages now in the backing store
-  std::uint64_t raced = 0;    // a store or invalidate won; nothing to do
-  std::uint64_t failed = 0;   // the write failed; kept in RAM, back on the LRU
-  std::uint64_t rotated = 0;  // referenced entries given their second chance
-};
-
 // What adopting a shared state found (PageStore::adopted()).
 struct AdoptionReport {
   bool adopted = false;              // false: the state was fresh
@@ -113,13 +96,6 @@ struct AdoptionReport {
   std::uint64_t written_back = 0;    // entries in the backing file
   std::uint64_t cgroups = 0;         // live cgroups restored
   double seconds = 0;                // time to adopt
-};
-
-// A cgroup as the shared state remembers it (for the attribution).
-struct PersistedCgroup {
-  CgroupId id;
-  std::uint64_t inode;
-  std::string path;
 };
 
 class PageStore {
@@ -173,6 +149,7 @@ class PageStore {
   // pool refuses stores and nothing is written back.
   void attach_backing(BackingStore* backing) noexcept { backing_ = backing; }
   bool has_backing() const noexcept { return backing_ != nullptr; }
+  BackingStore* backing() const noexcept { return backing_; }
   // Called (from a store) when the pool hits its limit: wakes the shrinker.
   void set_pool_full_hook(std::function<void()> hook) { pool_full_hook_ = std::move(hook); }
   // Called (from a store, so it must be cheap and noexcept) when the pool on
@@ -186,8 +163,8 @@ class PageStore {
   std::uint64_t node_pool_bytes(unsigned node) const noexcept { return pool_.span_bytes(node); }
 
   // Cgroups (ids from the attribution; 0 is the root and always exists).
-  bool add_cgroup(CgroupId cgroup, CgroupId parent);
-  bool remove_cgroup(CgroupId cgroup);  // its entries go to the parent's lists
+  MemCgroups& memcg() noexcept { return memcg_; }
+  const MemCgroups& memcg() const noexcept { return memcg_; }
   // Makes removed ids free to be handed out again: every entry still
   // carrying one of them is re-labelled with the live cgroup it resolves to
   // (one pass over the slot table, a stripe lock at a time), then the ids
@@ -195,43 +172,31 @@ class PageStore {
   // or unknown are left alone. Returns the ids released. One caller at a
   // time, and the only one that hands out ids (the attribution).
   std::vector<CgroupId> release_cgroups(const std::vector<CgroupId>& removed);
-  // Ids below next_cgroup_id() that were handed out, removed and never
-  // released (a process died between the two), and ids free to hand out.
-  std::vector<CgroupId> removed_cgroup_ids() const { return handed_out_ids(true); }
-  std::vector<CgroupId> free_cgroup_ids() const { return handed_out_ids(false); }
-  std::vector<CgroupId> cgroups() const;
-  void set_cgroup_policy(CgroupId cgroup, const CgroupPolicy& policy) noexcept;
-  CgroupPolicy cgroup_policy(CgroupId cgroup) const noexcept;
-  CgroupStats cgroup_stats(CgroupId cgroup) const noexcept;
   // Moves a stored slot to `cgroup`'s accounting and lists (attribution).
   bool set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept;
 
-  // zswap's shrink_memcg: walks `cgroup`'s lists, node by node, with second
-  // chance, and writes back up to `nr_pages` cold entries. Not on the request path.
-  WritebackResult shrink_memcg(CgroupId cgroup, std::uint64_t nr_pages);
-  // The same on one node's list only (what a shrinker's scan does), looking
-  // at no more than `max_walk` entries (0 = twice the batch, so that
-  // entries given a second chance can be passed over).
-  WritebackResult shrink_list(CgroupId cgroup, unsigned node, std::uint64_t nr_pages,
-                              std::uint64_t max_walk = 0);
-  std::uint64_t lru_count(CgroupId cgroup, unsigned node) const noexcept {
-    return lru_.count(cgroup, node);
+  // The LRU lists of entries in the pool (for the writeback engine's walk).
+  ListLru& lru() noexcept { return lru_; }
+  const ListLru& lru() const noexcept { return lru_; }
+  // Writeback's entry transitions (writeback/shrink_memcg.h), for an entry
+  // isolated from its list. Claim: under the slot lock, an entry still in
+  // the pool, on no list and with no write of its slot in flight is marked
+  // writeback and its page decompressed into `page` (checked against its
+  // checksum); its version is returned in `version`. An entry that cannot
+  // be claimed goes back on its list where it belongs.
+  enum class Claim { claimed, raced, failed };
+  Claim claim_for_writeback(Slot slot, PageBuffer page, CompressorSet& compressors,
+                            std::uint64_t& version) noexcept;
+  // Finish, once the write is over (`write_result` 0 or -errno): an
+  // untouched entry becomes written back and its pool object is freed; one
+  // a store or invalidate changed meanwhile is left to them; a failed write
+  // puts the entry back in RAM and on its list. Nothing is ever dropped.
+  enum class Finish { written, raced, failed };
+  Finish finish_writeback(Slot slot, std::uint64_t version, int write_result) noexcept;
+  // Pages written back from `node`'s pool.
+  std::uint64_t node_writebacks(unsigned node) const noexcept {
+    return node_writebacks_[node].load(std::memory_order_relaxed);
   }
-
-  // Registers the page store as a shrinker (count = pages on a list, scan =
-  // write back) and keeps the registry's bits and cgroups in step with its
-  // lists. Call before serving, at most once.
-  int register_shrinker(ShrinkerRegistry& registry);
-  // Writes back entries already isolated from their LRU list.
-  WritebackResult writeback_isolated(std::span<const Slot> slots);
-  // Pages on `cgroup`'s LRU lists, all nodes (candidates for writeback).
-  std::uint64_t lru_pages(CgroupId cgroup) const noexcept;
-  // Per NUMA node: pages on the LRU lists (all cgroups) and pages written back.
-  struct NodeStats {
-    std::uint64_t lru_pages = 0;
-    std::uint64_t writebacks = 0;
-  };
-  NodeStats node_stats(unsigned node) const;
   // Pool RAM above the accept threshold of the limit: the shrinker's target.
   bool above_accept_threshold() const noexcept;
 
@@ -255,13 +220,6 @@ class PageStore {
   // accept threshold.
   bool pool_full() const noexcept { return pool_full_.load(std::memory_order_relaxed); }
   std::size_t incompressible_threshold() const noexcept { return threshold_; }
-
-  // Remembers the directory behind a cgroup id, so a process that adopts the
-  // state knows its cgroups again (the attribution calls it).
-  void record_cgroup_identity(CgroupId cgroup, std::uint64_t inode, const std::string& path) noexcept;
-  std::vector<PersistedCgroup> persisted_cgroups() const;
-  std::uint64_t next_cgroup_id() const noexcept { return state_->header().next_cgroup_id; }
-  void set_next_cgroup_id(std::uint64_t id) noexcept { state_->header().next_cgroup_id = id; }
 
   SharedState& shared_state() noexcept { return *state_; }
   // Slots whose write to the backing file was in flight when the last
@@ -294,16 +252,8 @@ class PageStore {
     CgroupId cgroup;
     Slot slot = 0;
   };
-  struct CgroupCounters {
-    std::atomic<std::int64_t> stored_pages{0};
-    std::atomic<std::int64_t> compressed_bytes{0};
-    std::atomic<std::int64_t> written_back_pages{0};
-    std::atomic<bool> writeback{true};
-    std::atomic<std::uint64_t> max_bytes{0};
-  };
   // Swaps `fresh` into the slot (keeping cgroup and file_write), fixes LRU
   // membership and counters, frees the old version. Takes the slot lock.
-  std::vector<CgroupId> handed_out_ids(bool used) const;
   void install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept;
   std::expected<LoadedFrom, LoadError> load_once(Slot slot, PageBuffer out) noexcept;
   // LRU membership and counters of an entry leaving/entering the slot; the
@@ -312,7 +262,7 @@ class PageStore {
   void attachLocked(Slot slot, const SlotEntry& entry) noexcept;
   void account_removed(const Removed& removed) noexcept;
   // Counters of the live cgroup that `cgroup`'s pages belong to now.
-  CgroupCounters& counters_of(CgroupId cgroup) noexcept { return cgroup_counters_[lru_.resolve(cgroup)]; }
+  MemcgCounters& counters_of(CgroupId cgroup) noexcept { return memcg_.counters_of(cgroup); }
   unsigned current_node() const noexcept;
   // The store made on a state a dead process left: see "Surviving the process".
   void adopt();
@@ -327,17 +277,12 @@ class PageStore {
   ZPool pool_;
   SlotTable table_;
   ListLru lru_;
+  MemCgroups memcg_;
   BackingStore* backing_ = nullptr;
-  ShrinkerRegistry* registry_ = nullptr;
-  std::unique_ptr<Shrinker> shrinker_;
-  int shrinker_id_ = -1;
   std::function<void()> pool_full_hook_;
   std::function<void(unsigned)> node_hook_;
-  std::unique_ptr<CgroupCounters[]> cgroup_counters_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> node_writebacks_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> node_wake_bytes_;
-  mutable std::mutex cgroups_lock_;
-  std::vector<CgroupId> cgroups_;  // live ids, guarded by cgroups_lock_
 
   std::size_t threshold_;
   std::atomic<Codec> codec_;

@@ -5,8 +5,8 @@
 
 namespace uzswap {
 
-ShrinkWorker::ShrinkWorker(PageStore& store, ShrinkWorkerOptions options)
-    : store_(store), options_(options) {
+ShrinkWorker::ShrinkWorker(Writeback& writeback, ShrinkWorkerOptions options)
+    : writeback_(writeback), store_(writeback.store()), options_(options) {
   thread_ = Thread("uzswap-shrink", [this] {
     (void)set_io_flusher();  // it frees pool room (see Kswapd::start)
     run();
@@ -31,22 +31,22 @@ void ShrinkWorker::wake() noexcept {
 }
 
 std::optional<CgroupId> ShrinkWorker::next_cgroup() {
-  const std::vector<CgroupId> cgroups = store_.cgroups();
+  const std::vector<CgroupId> cgroups = store_.memcg().cgroups();
   for (std::size_t tried = 0; tried < cgroups.size(); ++tried) {
     const CgroupId cg = cgroups[cursor_++ % cgroups.size()];
-    if (store_.cgroup_policy(cg).writeback && store_.lru_pages(cg) > 0) return cg;
+    if (store_.memcg().policy(cg).writeback && writeback_.lru_pages(cg) > 0) return cg;
   }
   return std::nullopt;
 }
 
 void ShrinkWorker::shrink_over_max() {
-  for (const CgroupId cg : store_.cgroups()) {
-    const CgroupPolicy policy = store_.cgroup_policy(cg);
+  for (const CgroupId cg : store_.memcg().cgroups()) {
+    const CgroupPolicy policy = store_.memcg().policy(cg);
     if (policy.max_bytes == 0 || !policy.writeback) continue;
     unsigned empty = 0;
-    while (store_.cgroup_stats(cg).compressed_bytes > policy.max_bytes && empty < 2) {
+    while (store_.memcg().stats(cg).compressed_bytes > policy.max_bytes && empty < 2) {
       over_max_runs_.fetch_add(1, std::memory_order_relaxed);
-      const auto r = store_.shrink_memcg(cg, options_.batch);
+      const auto r = writeback_.shrink_memcg(cg, options_.batch);
       written_.fetch_add(r.written, std::memory_order_relaxed);
       empty = r.written == 0 ? empty + 1 : 0;
     }
@@ -65,7 +65,7 @@ void ShrinkWorker::shrink_to_threshold() {
       if (stop_) return;
     }
     const auto cg = next_cgroup();
-    const WritebackResult r = cg ? store_.shrink_memcg(*cg, options_.batch) : WritebackResult{};
+    const WritebackResult r = cg ? writeback_.shrink_memcg(*cg, options_.batch) : WritebackResult{};
     written_.fetch_add(r.written, std::memory_order_relaxed);
     // Taking second chances is progress too: the next pass can write.
     if (r.written > 0 || r.rotated > 0) {

@@ -15,7 +15,7 @@
 #include <optional>
 
 #include "uzswap/common/thread.h"
-#include "uzswap/store/page_store.h"
+#include "uzswap/writeback/shrink_memcg.h"
 
 namespace uzswap {
 
@@ -36,7 +36,7 @@ struct ShrinkWorkerStats {
 
 class ShrinkWorker {
  public:
-  ShrinkWorker(PageStore& store, ShrinkWorkerOptions options);  // starts the thread
+  ShrinkWorker(Writeback& writeback, ShrinkWorkerOptions options);  // starts the thread
   ~ShrinkWorker();                                              // stops and joins
   ShrinkWorker(const ShrinkWorker&) = delete;
   ShrinkWorker& operator=(const ShrinkWorker&) = delete;
@@ -53,6 +53,7 @@ class ShrinkWorker {
   void shrink_to_threshold();
   std::optional<CgroupId> next_cgroup();
 
+  Writeback& writeback_;
   PageStore& store_;
   ShrinkWorkerOptions options_;
   std::mutex lock_;
