@@ -119,11 +119,11 @@ unsigned PageStore::current_node() const noexcept {
   return node % pool_.nodes();
 }
 
-std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page) noexcept {
+Result<StoredAs> PageStore::store(Slot slot, PageView page) noexcept {
   return store(slot, page, current_node());
 }
 
-std::expected<StoredAs, StoreError> PageStore::store(Slot slot, PageView page,
+Result<StoredAs> PageStore::store(Slot slot, PageView page,
                                                      unsigned node) noexcept {
   if (slot >= table_.size()) {
     counters_.add(Counter::out_of_range);
@@ -280,7 +280,7 @@ void PageStore::account_removed(const Removed& removed) noexcept {
   }
 }
 
-std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) noexcept {
+Result<LoadedFrom> PageStore::load(Slot slot, PageBuffer out) noexcept {
   if (slot >= table_.size()) {
     counters_.add(Counter::out_of_range);
     return std::unexpected(LoadError::out_of_range);
@@ -305,7 +305,7 @@ std::expected<LoadedFrom, LoadError> PageStore::load(Slot slot, PageBuffer out) 
   }
 }
 
-std::expected<LoadedFrom, LoadError> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
+Result<LoadedFrom> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
   ThreadContext& ctx = thread_context();
   SlotEntry seen;
   std::uint32_t checksum;
@@ -327,7 +327,7 @@ std::expected<LoadedFrom, LoadError> PageStore::load_once(Slot slot, PageBuffer 
       return std::unexpected(LoadError::corrupt);
     }
   }
-  const auto verified = [&](LoadedFrom from) -> std::expected<LoadedFrom, LoadError> {
+  const auto verified = [&](LoadedFrom from) -> Result<LoadedFrom> {
     if (page_checksum(out) == checksum) return from;
     counters_.add(Counter::integrity_errors);
     integrity_log_.note(slot, from == LoadedFrom::backing);
@@ -375,7 +375,7 @@ std::expected<LoadedFrom, LoadError> PageStore::load_once(Slot slot, PageBuffer 
   return std::unexpected(LoadError::corrupt);
 }
 
-std::expected<std::uint64_t, LoadError> PageStore::invalidate(Slot first,
+Result<std::uint64_t> PageStore::invalidate(Slot first,
                                                               std::uint64_t count) noexcept {
   if (first >= table_.size() || count > table_.size() - first) {
     counters_.add(Counter::out_of_range);

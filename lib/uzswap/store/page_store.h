@@ -63,6 +63,7 @@
 #include "uzswap/pool/zpool.h"
 #include "uzswap/state/shared_state.h"
 #include "uzswap/store/slot_table.h"
+#include "uzswap/store/store_errors.h"
 #include "uzswap/store/store_stats.h"
 
 namespace uzswap {
@@ -110,17 +111,17 @@ class PageStore {
   PageStore& operator=(const PageStore&) = delete;
 
   // Stores on the calling CPU's NUMA node.
-  std::expected<StoredAs, StoreError> store(Slot slot, PageView page) noexcept;
+  Result<StoredAs> store(Slot slot, PageView page) noexcept;
   // Stores on `node` (< pool nodes): for callers that know better, and tests.
-  std::expected<StoredAs, StoreError> store(Slot slot, PageView page, unsigned node) noexcept;
+  Result<StoredAs> store(Slot slot, PageView page, unsigned node) noexcept;
 
   // Fills `out` with the slot's page; an empty slot reads as zeros. A page
   // whose bytes do not match the checksum taken when it was stored is an
   // error (corrupt), counted and noted in integrity_log(): never wrong bytes.
-  std::expected<LoadedFrom, LoadError> load(Slot slot, PageBuffer out) noexcept;
+  Result<LoadedFrom> load(Slot slot, PageBuffer out) noexcept;
 
   // Forgets slots [first, first + count). Returns how many held a page.
-  std::expected<std::uint64_t, LoadError> invalidate(Slot first, std::uint64_t count) noexcept;
+  Result<std::uint64_t> invalidate(Slot first, std::uint64_t count) noexcept;
 
   // Moves objects out of sparse pool spans and returns empty spans to the
   // system. Runs alongside the request path; not itself a request-path call.
@@ -255,7 +256,7 @@ class PageStore {
   // Swaps `fresh` into the slot (keeping cgroup and file_write), fixes LRU
   // membership and counters, frees the old version. Takes the slot lock.
   void install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept;
-  std::expected<LoadedFrom, LoadError> load_once(Slot slot, PageBuffer out) noexcept;
+  Result<LoadedFrom> load_once(Slot slot, PageBuffer out) noexcept;
   // LRU membership and counters of an entry leaving/entering the slot; the
   // caller holds the slot lock.
   Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept;
@@ -269,7 +270,7 @@ class PageStore {
   // Gauges and LRU membership of an entry found at adoption.
   void account_adopted(Slot slot, const SlotEntry& entry) noexcept;
   bool admit_to_pool() noexcept;
-  std::expected<StoredAs, StoreError> store_to_backing(Slot slot, PageView page,
+  Result<StoredAs> store_to_backing(Slot slot, PageView page,
                                                        std::uint32_t checksum) noexcept;
 
   std::unique_ptr<SharedState> own_state_;  // only for a store on its own

@@ -151,7 +151,7 @@ PageStore::Finish PageStore::finish_writeback(Slot slot, std::uint64_t version, 
   return Finish::written;
 }
 
-std::expected<StoredAs, StoreError> PageStore::store_to_backing(Slot slot, PageView page,
+Result<StoredAs> PageStore::store_to_backing(Slot slot, PageView page,
                                                                 std::uint32_t checksum) noexcept {
   std::uint64_t version;
   {

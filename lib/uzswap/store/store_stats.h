@@ -9,21 +9,6 @@
 
 namespace uzswap {
 
-// Why a store was refused (zswap's reject_* counters).
-enum class StoreError : std::uint8_t {
-  out_of_range,    // slot beyond the device
-  pool_full,       // the pool is at its limit (and no backing store took the page)
-  alloc_failed,    // the pool could not get memory from the system
-  backing_failed,  // the pool was full and the write to the backing store failed
-};
-
-enum class LoadError : std::uint8_t {
-  out_of_range,  // slot beyond the device
-  corrupt,       // stored data did not decompress, or was lost in a crash: never wrong data
-  backing_io,    // reading a written-back page from the backing store failed
-  raced,         // (internal) the slot changed while its page was read: load again
-};
-
 // The slots whose pages came back damaged (checksum mismatch, undecodable),
 // newest last, for the daemon to log off the request path: note() is
 // lock-free and allocates nothing.
