@@ -142,7 +142,18 @@ void Instance::start() {
   if (config_.has_backing()) {
     if (!config_.backing_file.empty()) {
       try {
-        backing_ = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize);
+        // Its unwritten blocks are written once now: tell systemd it takes a while.
+        auto file = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize, [](auto done, auto all) {
+          sd_notifyf(0, "EXTEND_TIMEOUT_USEC=30000000\nWATCHDOG=1\nSTATUS=writing the backing file's unwritten blocks once: %s of %s",
+                     human_bytes(done).c_str(), human_bytes(all).c_str());
+        });
+        if (const BackingFileSetup& s = file->setup(); !s.mapped)
+          spdlog::warn("{}: no FIEMAP ({}): unwritten blocks cannot be found and written ahead", config_.backing_file,
+                       s.map_error.message());
+        else if (s.written_bytes > 0)
+          spdlog::info("{}: wrote {} of unwritten blocks once in {:.1f} s", config_.backing_file,
+                       human_bytes(s.written_bytes), s.seconds);
+        backing_ = std::move(file);
       } catch (const std::system_error& e) {
         throw StartError(std::string("--backing-file: ") + e.what());
       }
