@@ -148,11 +148,10 @@ namespace {
 // region grows, so the address space does not fragment: a region runs out
 // only once its spans in use or in the reserve fill it. Past the limit go:
 // the reserve of empty spans (empty_span_cache_bytes per node, topped up
-// whatever the limit), the stores admitted just under the limit (each may
-// take one new span of up to 8 pages: one per serving thread), and a RAM
-// figure that grew since the state was made (the daemon's limit is a
-// percent of it). A fixed 64 MiB covers the first two with a wide margin,
-// a sixteenth of the limit the third. It costs address space only.
+// whatever the limit) and the stores admitted just under the limit (each
+// may take one new span of up to 8 pages: one per serving thread). A fixed
+// 64 MiB covers both many times over; a sixteenth of the limit more is a
+// margin for what this reckoning missed. It costs address space only.
 constexpr std::uint64_t kLimitSlackBytes = 64u << 20;
 constexpr std::uint64_t kLimitSlackShare = 16;
 // Far above any region check_region_bytes() allows; keeps the sums exact.
