@@ -109,7 +109,15 @@ void Instance::start() {
   options.slots = slots;
   options.codec = config_.codec;
   options.level = config_.level;
-  options.max_pool_bytes = ram_bytes_ * config_.max_pool_percent / 100;
+  options.max_pool_bytes = pool_limit_bytes(ram_bytes_, config_.max_pool_percent);
+  // The pool cannot outgrow the address space the state reserved for it.
+  if (const std::uint64_t reserved = ZPool::pool_limit_for_region(header.pool_region_bytes);
+      options.max_pool_bytes > reserved) {
+    config_.max_pool_percent = std::max(1u, max_pool_percent_within(ram_bytes_, reserved));
+    options.max_pool_bytes = std::min(reserved, pool_limit_bytes(ram_bytes_, config_.max_pool_percent));
+    spdlog::warn("max-pool-percent: this swap area reserved address space for a pool of {} at most: using {}%",
+                 human_bytes(reserved), config_.max_pool_percent);
+  }
   options.accept_threshold_percent = config_.accept_threshold_percent;
   options.pool.nodes = header.pool_nodes;
   options.pool.bind_nodes = options.pool.nodes > 1 && options.pool.nodes <= online_numa_nodes();
@@ -135,7 +143,18 @@ void Instance::start() {
   if (config_.has_backing()) {
     if (!config_.backing_file.empty()) {
       try {
-        backing_ = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize);
+        // Its unwritten blocks are written once now: tell systemd it takes a while.
+        auto file = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize, [](auto done, auto all) {
+          sd_notifyf(0, "EXTEND_TIMEOUT_USEC=30000000\nWATCHDOG=1\nSTATUS=writing the backing file's unwritten blocks once: %s of %s",
+                     human_bytes(done).c_str(), human_bytes(all).c_str());
+        });
+        if (const BackingFileSetup& s = file->setup(); !s.mapped)
+          spdlog::warn("{}: no FIEMAP ({}): unwritten blocks cannot be found and written ahead", config_.backing_file,
+                       s.map_error.message());
+        else if (s.written_bytes > 0)
+          spdlog::info("{}: wrote {} of unwritten blocks once in {:.1f} s", config_.backing_file,
+                       human_bytes(s.written_bytes), s.seconds);
+        backing_ = std::move(file);
       } catch (const std::system_error& e) {
         throw StartError(std::string("--backing-file: ") + e.what());
       }
@@ -1077,8 +1096,15 @@ json Instance::set_setting(const std::string& key, const std::string& value) {
   } else if (key == "max-pool-percent") {
     const auto v = number(1, 90);
     if (!v) return error_reply("max-pool-percent: '" + value + "' is not in 1..90");
+    if (const std::uint64_t reserved = ZPool::pool_limit_for_region(state_->geometry().pool_region_bytes);
+        pool_limit_bytes(ram_bytes_, *v) > reserved)
+      return error_reply(fmt::format(
+          "max-pool-percent: {}% ({}) is more than the {} this swap area reserved address space for (at most "
+          "{}%); a larger limit needs max-pool-percent in the configuration and a fresh start (systemctl restart)",
+          *v, human_bytes(pool_limit_bytes(ram_bytes_, *v)), human_bytes(reserved),
+          max_pool_percent_within(ram_bytes_, reserved)));
     config_.max_pool_percent = *v;
-    store_->set_max_pool_bytes(ram_bytes_ * *v / 100);
+    store_->set_max_pool_bytes(pool_limit_bytes(ram_bytes_, *v));
   } else if (key == "accept-threshold-percent") {
     const auto v = number(1, 100);
     if (!v) return error_reply("accept-threshold-percent: '" + value + "' is not in 1..100");

@@ -255,9 +255,13 @@ void Supervisor::adopt_or_create_state() {
     SharedState::destroy(*left);
   }
   const unsigned nodes = online_numa_nodes();
+  // The pool's address space, sized by the configured limit: a serving
+  // process refuses a larger one (ZPool::region_bytes_for_limit).
+  const std::uint64_t ram = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * kPageSize;
+  const std::size_t region = ZPool::region_bytes_for_limit(pool_limit_bytes(ram, config_.max_pool_percent));
   try {
     state_ = std::make_unique<SharedState>(
-        SharedState::create({config_.size_bytes / kPageSize, nodes, ZPool::region_bytes_for(0)}, config_.name));
+        SharedState::create({config_.size_bytes / kPageSize, nodes, region}, config_.name));
   } catch (const std::system_error& e) {
     throw StartError(std::string("shared state: ") + e.what());
   }

@@ -66,5 +66,12 @@ expect_refusal "set writeback without a backing file" "backing file" "$UZSWAPCTL
 [[ $(status_field "['compressor']") == zstd ]] || fail "compressor not switched"
 pass "live setting applied"
 
+# The pool's address space was reserved for the configured limit (20 %).
+expect_refusal "a pool limit above the reserved address space" "reserved address space" \
+  "$UZSWAPCTL" --name "$NAME" set max-pool-percent 90
+"$UZSWAPCTL" --name "$NAME" set max-pool-percent 15 >/dev/null || fail "set max-pool-percent 15"
+[[ $(status_field "['max_pool_percent']") == 15 ]] || fail "max_pool_percent not lowered"
+pass "max-pool-percent: lowered live, raised past the reservation refused"
+
 stop_daemon
 assert_clean

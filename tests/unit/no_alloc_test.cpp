@@ -8,8 +8,14 @@
 // pool's refills run outside the counted calls (the daemon runs them on its
 // uzswap-reserve thread), and the one populate a store makes when it finds
 // the reserve empty is accounted for by the pool (miss_populated_bytes) and
-// subtracted. Built only without sanitizers, which bring their own
-// allocator.
+// subtracted: that populate is the design (one MADV_POPULATE_WRITE, failing
+// fast, instead of a fault on first touch) and cannot be had for nothing
+// when stores outrun the refiller. Covered: store, load, invalidate; the
+// pool at its limit and a pool that cannot grow (direct writes to a real
+// backing file); loads of pages in the file, written back or written
+// directly; the hooks uzswapd installs on the store path (the ShrinkWorker's
+// and the kswapds' wake-ups) with their threads running; the FUSE request
+// path. Built only without sanitizers, which bring their own allocator.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -18,18 +24,22 @@
 
 #include <linux/falloc.h>
 #include <linux/fuse.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 #include <vector>
 
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/fuse/fuse_server.h"
+#include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/testing/page_mix.h"
+#include "uzswap/writeback/shrink_worker.h"
 
 extern "C" {
 void* __libc_malloc(std::size_t);
@@ -192,6 +202,102 @@ TEST(RequestPath, PoolFullAndBackingFilePathsAllocateAndFaultNothing) {
   EXPECT_EQ(g_allocations.load(), 0u);
 }
 
+// The store path with the hooks uzswapd installs on it, their threads
+// running: the pool-full hook wakes the ShrinkWorker, the node hook wakes
+// that node's kswapd (Reclaimer), and uzswap-reserve refills the pool's
+// reserve. Those threads write pages back meanwhile, and the pass also
+// writes back the coldest pages between its calls, so loads read
+// written-back pages from the file as well as directly written ones.
+TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
+  constexpr Slot kSlots = 4096;
+  const std::string path = "/var/tmp/uzswap-no-alloc-hooks-" + std::to_string(getpid());
+  std::unique_ptr<BackingFile> file;
+  try {
+    file = std::make_unique<BackingFile>(path, kSlots * kPageSize);
+  } catch (const std::system_error& e) {
+    std::filesystem::remove(path);
+    GTEST_SKIP() << "no O_DIRECT backing file in /var/tmp: " << e.what();
+  }
+  std::filesystem::remove(path);
+  PageStoreOptions o;
+  o.slots = kSlots;
+  o.pool.reserve_bytes_per_node = 64u << 20;
+  o.max_pool_bytes = 4u << 20;  // the reserve: the daemon's 1 MiB
+  PageStore store(o);
+  store.attach_backing(file.get());
+  ShrinkWorker shrinker(store, ShrinkWorkerOptions{});
+  store.set_pool_full_hook([worker = &shrinker] { worker->wake(); });
+  ReclaimOptions reclaim;
+  reclaim.watch_pressure = false;
+  Reclaimer reclaimer(store, reclaim);
+  std::atomic<bool> stop{false};
+  std::thread refiller([&] {
+    while (!stop.load()) {
+      store.refill_pool_reserve();
+      store.wait_for_pool_reserve_use();
+    }
+  });
+  store.prepare_thread_with_backing();
+  alignas(kPageSize) std::array<std::byte, kPageSize> page, out;
+
+  std::uint64_t faults = 0;
+  bool counting = false;
+  const auto request = [&](auto&& call) {
+    const std::uint64_t f0 = thread_faults();
+    t_counting = counting;
+    const bool ok = call();
+    t_counting = false;
+    if (counting) faults += thread_faults() - f0;
+    return ok;
+  };
+  const auto cycle = [&](std::uint64_t seed) {
+    for (int round = 0; round < 3; ++round) {
+      for (Slot s = 1; s < kSlots; ++s) {
+        testing::make_mixed_page(s * 13 + round + seed, page);
+        ASSERT_TRUE(request([&] { return store.store(s, page).has_value(); })) << s;
+      }
+      store.shrink_memcg(kRootCgroup, 512);  // a worker's run, between requests
+      for (Slot s = 1; s < kSlots; ++s) {
+        ASSERT_TRUE(request([&] { return store.load(s, out).has_value(); })) << s;
+        testing::make_mixed_page(s * 13 + round + seed, page);
+        ASSERT_EQ(out, page) << s;
+      }
+      ASSERT_TRUE(request([&] { return store.invalidate(1, kSlots / 3).has_value(); }));
+    }
+  };
+  cycle(0);
+  const PageStoreStats before = store.stats();
+  const KswapdStats kswapd_before = reclaimer.kswapd(0).stats();
+  counting = true;
+  cycle(1000);
+  counting = false;
+  const PageStoreStats after = store.stats();
+  stop = true;
+  store.wake_pool_reserve_refiller();
+  refiller.join();
+
+  EXPECT_GT(after.pool_limit_hits, before.pool_limit_hits) << "the pool-full hook was not called";
+  const auto watermark = static_cast<unsigned>(WakeCause::watermark);
+  EXPECT_GT(reclaimer.kswapd(0).stats().wakeups[watermark], kswapd_before.wakeups[watermark])
+      << "the node hook did not wake kswapd";
+  EXPECT_GT(after.writebacks, before.writebacks) << "nothing written back";
+  EXPECT_GT(after.backing_reads, before.backing_reads) << "no page was read back from the file";
+  EXPECT_EQ(after.backing_read_errors, 0u);
+  // As above: the stores' own populates when they found the reserve empty
+  // (the refiller races them here) are the only faults.
+  const std::uint64_t populated = (after.pool.miss_populated_bytes - before.pool.miss_populated_bytes) / kPageSize;
+  EXPECT_EQ(faults, populated) << "page faults on the request path besides the pool's own populates";
+  std::printf("faults %llu (%llu pages populated on %llu reserve misses, %llu compactions); %llu pool-limit hits, "
+              "%llu writebacks, %llu backing reads\n",
+              static_cast<unsigned long long>(faults), static_cast<unsigned long long>(populated),
+              static_cast<unsigned long long>(after.pool.reserve_misses - before.pool.reserve_misses),
+              static_cast<unsigned long long>(after.compactions - before.compactions),
+              static_cast<unsigned long long>(after.pool_limit_hits - before.pool_limit_hits),
+              static_cast<unsigned long long>(after.writebacks - before.writebacks),
+              static_cast<unsigned long long>(after.backing_reads - before.backing_reads));
+  EXPECT_EQ(g_allocations.load(), 0u);
+}
+
 // The FUSE request path as the daemon's workers run it: one request buffer
 // and one reply buffer per worker, made at start-up.
 TEST(RequestPath, FuseReadWriteDiscardAllocateNothing) {
@@ -207,7 +313,12 @@ TEST(RequestPath, FuseReadWriteDiscardAllocateNothing) {
   std::vector<std::byte> request(FuseServer::request_buffer_bytes(c));
   std::vector<std::byte> reply(FuseServer::reply_buffer_bytes(c));
 
+  // Faults from the second round on (the first touches the buffers, the
+  // stack and the slot table once for good).
+  std::uint64_t faults = 0;
+  bool count_faults = false;
   auto send = [&](std::uint32_t opcode, const auto& args, std::size_t data_bytes) {
+    const std::uint64_t f0 = thread_faults();
     fuse_in_header in{};
     in.len = static_cast<std::uint32_t>(sizeof(in) + sizeof(args) + data_bytes);
     in.opcode = opcode;
@@ -218,12 +329,21 @@ TEST(RequestPath, FuseReadWriteDiscardAllocateNothing) {
     const std::size_t n = server.handle(std::span(request.data(), in.len), reply);
     fuse_out_header out;
     std::memcpy(&out, reply.data(), sizeof(out));
+    if (count_faults) faults += thread_faults() - f0;
     return n > 0 ? out.error : 0;
   };
 
+  std::uint64_t populated_before = 0;
   t_counting = true;
   for (std::uint64_t round = 0; round < 8; ++round) {
+    if (round == 1) {
+      count_faults = true;
+      populated_before = store.stats().pool.miss_populated_bytes;
+    }
     for (std::uint64_t chunk = 0; chunk < 1024 / 32; ++chunk) {
+      t_counting = false;
+      store.refill_pool_reserve();  // uzswap-reserve's work, between requests
+      t_counting = true;
       fuse_write_in wr{};
       wr.offset = chunk * 32 * kPageSize;
       wr.size = 32 * kPageSize;
@@ -245,6 +365,8 @@ TEST(RequestPath, FuseReadWriteDiscardAllocateNothing) {
   }
   t_counting = false;
   EXPECT_EQ(g_allocations.load(), 0u);
+  const std::uint64_t populated = (store.stats().pool.miss_populated_bytes - populated_before) / kPageSize;
+  EXPECT_EQ(faults, populated) << "page faults on the FUSE request path besides the pool's own populates";
 }
 
 TEST(RequestPath, TheCounterSeesAllocations) {
@@ -253,6 +375,16 @@ TEST(RequestPath, TheCounterSeesAllocations) {
   t_counting = false;
   std::free(p);
   EXPECT_GE(g_allocations.load(), 1u);
+}
+
+TEST(RequestPath, TheFaultCounterSeesFaults) {
+  constexpr std::size_t kPages = 16;
+  void* p = mmap(nullptr, kPages * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  const std::uint64_t f0 = thread_faults();
+  for (std::size_t i = 0; i < kPages; ++i) static_cast<volatile char*>(p)[i * kPageSize] = 1;
+  EXPECT_GE(thread_faults() - f0, kPages);
+  munmap(p, kPages * kPageSize);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "uzswap/daemon/config.h"
 #include "uzswap/testing/page_mix.h"
 
 namespace uzswap {
@@ -273,6 +274,112 @@ TEST(ZPool, LockedArenasWork) {
   CompactionStats c = pool->begin_compaction();
   pool->end_compaction(c);
   EXPECT_EQ(pool->stats().span_bytes, 0u) << "punching holes works on locked memory";
+}
+
+// The address space: uzswapd sizes each region (one span length on one
+// node) by its pool limit, not by RAM (issue #17).
+TEST(ZPoolReservation, ARegionForALimitHoldsTheLimitAndItsSlack) {
+  constexpr std::uint64_t kTile = 840 * kPageSize;
+  for (const std::uint64_t limit :
+       {std::uint64_t{1}, std::uint64_t{kPageSize}, std::uint64_t{(2u << 20) + 1}, std::uint64_t{1} << 30,
+        std::uint64_t{3} << 30, std::uint64_t{23} << 30, (std::uint64_t{16} << 40) / 5, std::uint64_t{15} << 40}) {
+    const std::size_t region = ZPool::region_bytes_for_limit(limit);
+    EXPECT_EQ(region % kTile, 0u) << limit;
+    EXPECT_GE(region, limit + limit / 16 + (64u << 20)) << limit;
+    EXPECT_LT(region, limit + limit / 16 + (64u << 20) + kTile) << "no more than one tile of rounding: " << limit;
+    EXPECT_TRUE(ZPool::check_region_bytes(region)) << limit;
+    // The inverse: the limit fits, and the largest limit said to fit does.
+    const std::uint64_t holds = ZPool::pool_limit_for_region(region);
+    EXPECT_GE(holds, limit);
+    EXPECT_LE(ZPool::region_bytes_for_limit(holds), region);
+    EXPECT_GT(ZPool::region_bytes_for_limit(holds + 1), region) << "the largest such limit: " << limit;
+  }
+  EXPECT_EQ(ZPool::pool_limit_for_region(ZPool::region_bytes_for(1)), 0u) << "one tile holds only slack";
+}
+
+TEST(ZPoolReservation, ASmallLimitOnSixteenTibOfRamIsNotRefused) {
+  // Regions of RAM size: 2^32 spans of one page, one too many.
+  constexpr std::uint64_t kRam = std::uint64_t{16} << 40;
+  EXPECT_FALSE(ZPool::check_region_bytes(ZPool::region_bytes_for(kRam)));
+  // 20 % of it (max-pool-percent's default) leaves room to spare.
+  const std::size_t region = ZPool::region_bytes_for_limit(kRam / 5);
+  ASSERT_TRUE(ZPool::check_region_bytes(region));
+  EXPECT_LT(region, kRam / 4);
+  // A limit over what 32-bit span numbers reach is still refused, with the
+  // reason.
+  const auto too_large = ZPool::check_region_bytes(ZPool::region_bytes_for_limit(kRam));
+  ASSERT_FALSE(too_large);
+  EXPECT_NE(too_large.error().find("16 TiB"), std::string::npos) << too_large.error();
+}
+
+TEST(ZPoolReservation, OneSpanLengthOnOneNodeTakesTheWholeLimit) {
+  // Every store of incompressible pages lands in the 1-page spans of the
+  // node it runs on: that region alone must reach the limit, reserve
+  // and all.
+  constexpr std::uint64_t kLimit = 96u << 20;
+  ZPoolOptions o;
+  o.nodes = 2;
+  o.region_bytes = ZPool::region_bytes_for_limit(kLimit);
+  o.empty_span_cache_bytes = 1u << 20;
+  ZPool pool(o);
+  std::vector<PoolHandle> handles;
+  while (pool.span_bytes() < kLimit + o.empty_span_cache_bytes) {
+    if (handles.size() % 64 == 0) pool.refill_reserve();
+    const PoolHandle h = pool.alloc(kPageSize, 1);
+    ASSERT_NE(h, kNullHandle) << "ran out at " << pool.span_bytes() << " bytes";
+    handles.push_back(h);
+  }
+  EXPECT_EQ(pool.stats().alloc_failures, 0u);
+  for (PoolHandle h : handles) pool.free(h);
+}
+
+TEST(ZPoolReservation, APoolOnRegionsForSixteenTibOfRamAtTwentyPercentCanBeMade) {
+  // What uzswapd makes on such a machine (per node: 8 regions of 3.4 TiB of
+  // address space, nothing behind it until used). Regions of RAM size are
+  // refused before any mapping.
+  constexpr std::uint64_t kRam = std::uint64_t{16} << 40;
+  ZPoolOptions o;
+  o.reserve_bytes_per_node = kRam;
+  EXPECT_THROW(ZPool refused(o), std::system_error);
+  o.reserve_bytes_per_node = 0;
+  o.region_bytes = ZPool::region_bytes_for_limit(kRam / 5);
+  std::unique_ptr<ZPool> pool;
+  try {
+    pool = std::make_unique<ZPool>(o);
+  } catch (const std::system_error& e) {
+    GTEST_SKIP() << "this machine does not map 27 TiB of address space: " << e.what();
+  }
+  const PoolHandle h = pool->alloc(3000, 0);
+  ASSERT_NE(h, kNullHandle);
+  fill(*pool, h, 3000, 5);
+  EXPECT_TRUE(check(*pool, h, 3000, 5));
+  pool->free(h);
+}
+
+TEST(ZPoolReservation, TheDaemonsPercentFitsTheRegionMadeForIt) {
+  // uzswapd: the supervisor makes the regions for max-pool-percent of RAM;
+  // a serving process takes any percent whose limit they hold and refuses
+  // (uzswapctl set) or lowers (a state made for less) the others.
+  for (const std::uint64_t ram : {std::uint64_t{512} << 20, std::uint64_t{23} << 30, std::uint64_t{2} << 40}) {
+    for (unsigned percent = 1; percent <= 90; ++percent) {
+      const std::uint64_t limit = pool_limit_bytes(ram, percent);
+      EXPECT_EQ(limit, ram * percent / 100);
+      const std::uint64_t reserved = ZPool::pool_limit_for_region(ZPool::region_bytes_for_limit(limit));
+      EXPECT_GE(max_pool_percent_within(ram, reserved), percent) << ram << " " << percent;
+    }
+  }
+  constexpr std::uint64_t kRam = std::uint64_t{64} << 30;
+  const std::uint64_t reserved = ZPool::pool_limit_for_region(ZPool::region_bytes_for_limit(pool_limit_bytes(kRam, 20)));
+  const unsigned most = max_pool_percent_within(kRam, reserved);
+  EXPECT_GE(most, 20u);
+  EXPECT_LT(most, 25u) << "a limit well above the one reserved for does not fit";
+  EXPECT_LE(pool_limit_bytes(kRam, most), reserved);
+  EXPECT_GT(pool_limit_bytes(kRam, most + 1), reserved);
+  EXPECT_EQ(max_pool_percent_within(kRam, 0), 0u);
+  EXPECT_EQ(max_pool_percent_within(kRam, kRam), 90u);
+  // A state an older uzswapd made, with regions of RAM size, holds any
+  // percent the settings allow.
+  EXPECT_EQ(max_pool_percent_within(kRam, ZPool::pool_limit_for_region(ZPool::region_bytes_for(kRam))), 90u);
 }
 
 }  // namespace

@@ -1,9 +1,14 @@
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <expected>
 #include <thread>
 
 #include "uzswap/backing/backing_store.h"
@@ -27,10 +32,61 @@ struct ThreadRing {
 };
 thread_local ThreadRing t_ring;
 
+// The extents of [0, bytes), in offset order, or the errno FIEMAP failed
+// with (EOPNOTSUPP: the filesystem has none). The first call writes out
+// delayed allocations (FIEMAP_FLAG_SYNC), so what it reports is on disk.
+std::expected<std::vector<FileExtent>, int> map_extents(int fd, std::uint64_t bytes) {
+  constexpr unsigned kPerCall = 256;
+  std::vector<std::uint64_t> storage((sizeof(fiemap) + kPerCall * sizeof(fiemap_extent)) / sizeof(std::uint64_t) + 1);
+  auto* map = reinterpret_cast<fiemap*>(storage.data());
+  std::vector<FileExtent> extents;
+  std::uint64_t start = 0;
+  bool first = true;
+  while (start < bytes) {
+    *map = fiemap{};
+    map->fm_start = start;
+    map->fm_length = bytes - start;
+    map->fm_flags = first ? FIEMAP_FLAG_SYNC : 0;
+    map->fm_extent_count = kPerCall;
+    first = false;
+    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) return std::unexpected(errno);
+    if (map->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
+      const fiemap_extent& e = map->fm_extents[i];
+      extents.push_back({e.fe_logical, e.fe_length, (e.fe_flags & FIEMAP_EXTENT_UNWRITTEN) != 0});
+      last = (e.fe_flags & FIEMAP_EXTENT_LAST) != 0;
+    }
+    if (last) break;
+    start = extents.back().offset + extents.back().length;
+  }
+  return extents;
+}
+
 }  // namespace
 
-BackingFile::BackingFile(const std::string& path, std::uint64_t bytes)
+std::vector<FileRange> ranges_to_write_once(std::span<const FileExtent> extents, std::uint64_t bytes) {
+  std::vector<FileRange> ranges;
+  const auto add = [&](std::uint64_t from, std::uint64_t to) {
+    if (from >= to) return;
+    if (!ranges.empty() && ranges.back().offset + ranges.back().length == from) ranges.back().length += to - from;
+    else ranges.push_back({from, to - from});
+  };
+  std::uint64_t done = 0;  // [0, done) is accounted for
+  for (const FileExtent& e : extents) {
+    const std::uint64_t from = std::min(e.offset, bytes);
+    const std::uint64_t to = std::min(e.offset + e.length, bytes);
+    add(done, from);  // a hole before the extent
+    if (e.unwritten) add(std::max(from, done), to);
+    done = std::max(done, to);
+  }
+  add(done, bytes);
+  return ranges;
+}
+
+BackingFile::BackingFile(const std::string& path, std::uint64_t bytes, const SetupProgress& progress)
     : path_(path), bytes_(bytes), id_(g_next_id.fetch_add(1)) {
+  const auto start = std::chrono::steady_clock::now();
   fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
   if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "open backing file " + path);
   if (fallocate(fd_, 0, 0, static_cast<off_t>(bytes)) != 0) {
@@ -39,6 +95,64 @@ BackingFile::BackingFile(const std::string& path, std::uint64_t bytes)
     throw std::system_error(err, std::generic_category(),
                             "preallocate " + std::to_string(bytes) + " bytes for " + path);
   }
+  try {
+    write_once(progress);
+  } catch (...) {
+    close(fd_);
+    throw;
+  }
+  setup_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void BackingFile::write_once(const SetupProgress& progress) {
+  // Blocks a dead serving process was writing may still be in flight here
+  // (a restart that adopts its state): zeros over such a block can land
+  // before or after its write, which is harmless, as the new process trusts
+  // no block whose write was in flight (PageStore::release_stale_file_writes)
+  // and writes nothing before this returns.
+  const auto extents = map_extents(fd_, bytes_);
+  if (!extents) {
+    setup_.map_error = std::error_code(extents.error(), std::generic_category());
+    return;
+  }
+  setup_.mapped = true;
+  const std::vector<FileRange> ranges = ranges_to_write_once(*extents, bytes_);
+  std::uint64_t to_write = 0;
+  for (const FileRange& r : ranges) to_write += r.length;
+  if (to_write == 0) return;
+
+  // Large O_DIRECT writes from a buffer of zeros (an anonymous mapping
+  // reads as zeros), given back once done.
+  constexpr std::size_t kChunk = 8u << 20;
+  void* zeros = mmap(nullptr, kChunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (zeros == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "map a buffer of zeros");
+  struct Unmap {
+    void* p;
+    ~Unmap() { munmap(p, kChunk); }
+  } unmap{zeros};
+  auto last_report = std::chrono::steady_clock::now();
+  for (const FileRange& r : ranges) {
+    for (std::uint64_t offset = r.offset; offset < r.offset + r.length;) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, r.offset + r.length - offset));
+      const ssize_t done = pwrite(fd_, zeros, n, static_cast<off_t>(offset));
+      if (done < 0 && errno == EINTR) continue;
+      if (done <= 0)
+        throw std::system_error(done < 0 ? errno : EIO, std::generic_category(),
+                                "write the unwritten blocks of " + path_ + " once, at offset " +
+                                    std::to_string(offset));
+      offset += static_cast<std::uint64_t>(done);
+      setup_.written_bytes += static_cast<std::uint64_t>(done);
+      if (const auto now = std::chrono::steady_clock::now(); progress && now - last_report >= std::chrono::seconds(1)) {
+        progress(setup_.written_bytes, to_write);
+        last_report = now;
+      }
+    }
+    ++setup_.ranges;
+  }
+  // The extents' conversion, committed now rather than by the journal's
+  // next commit.
+  if (fdatasync(fd_) != 0)
+    throw std::system_error(errno, std::generic_category(), "fdatasync " + path_);
 }
 
 BackingFile::~BackingFile() {

@@ -2,7 +2,8 @@
 // N * 4096 (an identity mapping, as zswap writes a page to its own swap slot).
 //
 // BackingStore is an interface so tests can inject faults; BackingFile is the
-// real one: a preallocated file opened O_DIRECT, driven by io_uring. Each
+// real one: a preallocated file, written once at set-up so no block is left
+// unwritten, opened O_DIRECT, driven by io_uring. Each
 // thread that calls it gets its own ring (made on its first call, or by
 // prepare_thread()).
 #pragma once
@@ -10,10 +11,12 @@
 #include <chrono>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "uzswap/common/page.h"
 
@@ -57,14 +60,51 @@ class BackingStore {
   std::span<PageWrite> pending_;
 };
 
+// One extent of a file as FIEMAP reports it.
+struct FileExtent {
+  std::uint64_t offset;
+  std::uint64_t length;
+  bool unwritten;  // allocated, but reads as zeros until first written
+};
+// A byte range of a file.
+struct FileRange {
+  std::uint64_t offset;
+  std::uint64_t length;
+  bool operator==(const FileRange&) const = default;
+};
+// The ranges of [0, bytes) whose first write would still need the
+// filesystem's journal: unwritten extents and holes between `extents` (in
+// offset order, as FIEMAP gives them). Adjacent ranges are merged.
+std::vector<FileRange> ranges_to_write_once(std::span<const FileExtent> extents, std::uint64_t bytes);
+
+// What readying a BackingFile at construction cost.
+struct BackingFileSetup {
+  bool mapped = false;             // FIEMAP answered; false: nothing could be checked
+  std::error_code map_error;       // why not
+  std::uint64_t written_bytes = 0; // unwritten or unallocated bytes written once, with zeros
+  std::uint64_t ranges = 0;        // ranges of them
+  double seconds = 0;              // preallocation and writes
+};
+
 class BackingFile final : public BackingStore {
  public:
   static constexpr unsigned kBatchPages = 64;
+  // Called about once a second while the constructor writes the file.
+  using SetupProgress = std::function<void(std::uint64_t written_bytes, std::uint64_t to_write_bytes)>;
 
-  // Creates or opens `path`, preallocates `bytes` of disk, opens it O_DIRECT.
-  // Throws std::system_error with a message naming the path.
-  BackingFile(const std::string& path, std::uint64_t bytes);
+  // Creates or opens `path`, preallocates `bytes` of disk, opens it
+  // O_DIRECT, then writes zeros once over every block in [0, bytes) that
+  // FIEMAP shows unwritten or missing: fallocate() leaves unwritten extents,
+  // and the first write of each would convert it, a journal transaction
+  // in the swap-out path, while the machine is short of memory. Blocks
+  // already written are left alone, so pages written by an earlier process
+  // survive and reopening a ready file writes nothing. On a filesystem
+  // without FIEMAP nothing is written (setup().mapped is false). Throws
+  // std::system_error with a message naming the path.
+  BackingFile(const std::string& path, std::uint64_t bytes, const SetupProgress& progress = {});
   ~BackingFile() override;
+
+  const BackingFileSetup& setup() const noexcept { return setup_; }
 
   void write(std::span<PageWrite> pages) noexcept override;
   void begin_write(std::span<PageWrite> pages) noexcept override;
@@ -82,10 +122,13 @@ class BackingFile final : public BackingStore {
  private:
   class IoRing& ring();
 
+  void write_once(const SetupProgress& progress);
+
   std::string path_;
   std::uint64_t bytes_;
   int fd_ = -1;
   std::uint64_t id_;  // tells this store's per-thread rings from another's
+  BackingFileSetup setup_;
 };
 
 }  // namespace uzswap

@@ -37,6 +37,16 @@ std::optional<std::uint64_t> parse_size(const std::string& text) {
   return bytes;
 }
 
+std::uint64_t pool_limit_bytes(std::uint64_t ram_bytes, unsigned max_pool_percent) noexcept {
+  return ram_bytes / 100 * max_pool_percent + ram_bytes % 100 * max_pool_percent / 100;
+}
+
+unsigned max_pool_percent_within(std::uint64_t ram_bytes, std::uint64_t limit_bytes) noexcept {
+  unsigned percent = 90;
+  while (percent > 0 && pool_limit_bytes(ram_bytes, percent) > limit_bytes) --percent;
+  return percent;
+}
+
 bool valid_instance_name(const std::string& name) {
   return !name.empty() && name.size() <= 32 &&
          std::all_of(name.begin(), name.end(), [](char c) {

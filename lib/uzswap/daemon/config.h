@@ -78,6 +78,12 @@ std::expected<void, std::string> check_backing_file(const DaemonConfig& config);
 // it is fine.
 std::optional<std::string> refused_backing_filesystem(unsigned long magic);
 
+// The pool limit max-pool-percent gives on a machine with `ram_bytes` of RAM.
+std::uint64_t pool_limit_bytes(std::uint64_t ram_bytes, unsigned max_pool_percent) noexcept;
+// The largest max-pool-percent (1..90) whose limit is at most `limit_bytes`,
+// 0 if even 1 percent is more.
+unsigned max_pool_percent_within(std::uint64_t ram_bytes, std::uint64_t limit_bytes) noexcept;
+
 // "4096", "512M", "4G", "1GiB": bytes, with binary multiples.
 std::optional<std::uint64_t> parse_size(const std::string& text);
 

@@ -141,17 +141,59 @@ std::size_t ZPool::region_bytes_for(std::size_t reserve) {
   return round_up(reserve, 840 * kPageSize);
 }
 
+namespace {
+
+// What may pass the pool limit in one region, on top of the limit itself.
+// Spans are all alike in a region and a freed one is reused before the
+// region grows, so the address space does not fragment: a region runs out
+// only once its spans in use or in the reserve fill it. Past the limit go:
+// the reserve of empty spans (empty_span_cache_bytes per node, topped up
+// whatever the limit) and the stores admitted just under the limit (each
+// may take one new span of up to 8 pages: one per serving thread). A fixed
+// 64 MiB covers both many times over; a sixteenth of the limit more is a
+// margin for what this reckoning missed. It costs address space only.
+constexpr std::uint64_t kLimitSlackBytes = 64u << 20;
+constexpr std::uint64_t kLimitSlackShare = 16;
+// Far above any region check_region_bytes() allows; keeps the sums exact.
+constexpr std::uint64_t kLargestLimit = std::uint64_t{1} << 56;
+
+std::uint64_t proportional_slack(std::uint64_t limit) { return limit + limit / kLimitSlackShare; }
+std::uint64_t limit_with_slack(std::uint64_t limit) { return proportional_slack(limit) + kLimitSlackBytes; }
+
+}  // namespace
+
+std::size_t ZPool::region_bytes_for_limit(std::uint64_t limit) {
+  if (limit == 0) return region_bytes_for(0);
+  return region_bytes_for(limit_with_slack(std::min(limit, kLargestLimit)));
+}
+
+std::uint64_t ZPool::pool_limit_for_region(std::size_t region_bytes) {
+  // region_bytes_for_limit(L) <= R  <=>  limit_with_slack(L) <= R, R being a
+  // whole number of tiles: the largest such L, found from below.
+  if (region_bytes <= kLimitSlackBytes) return 0;
+  const std::uint64_t room = std::min<std::uint64_t>(region_bytes, kLargestLimit) - kLimitSlackBytes;
+  std::uint64_t limit = room / (kLimitSlackShare + 1) * kLimitSlackShare;  // fits: 17/16 of it is <= room
+  while (proportional_slack(limit + 1) <= room) ++limit;                    // at most 16 steps
+  return limit;
+}
+
+std::expected<void, std::string> ZPool::check_region_bytes(std::size_t region_bytes) {
+  if (region_bytes == 0 || region_bytes % (840 * kPageSize) != 0)
+    return std::unexpected("pool region size must tile every span length");
+  if (region_bytes / kPageSize > UINT32_MAX)
+    return std::unexpected("pool reservation too large (" + std::to_string(region_bytes >> 30) +
+                           " GiB a span length, 16 TiB at most)");
+  return {};
+}
+
 ZPool::ZPool(const ZPoolOptions& options) : options_(options) {
   if (options_.nodes == 0 || options_.nodes > kMaxNodes)
     throw std::system_error(EINVAL, std::generic_category(),
                             "pool nodes must be 1.." + std::to_string(kMaxNodes));
   region_bytes_ = options_.region_bytes != 0 ? options_.region_bytes
                                               : region_bytes_for(options_.reserve_bytes_per_node);
-  if (region_bytes_ % (840 * kPageSize) != 0)
-    throw std::system_error(EINVAL, std::generic_category(), "pool region size must tile every span length");
-  const std::size_t max_spans = region_bytes_ / kPageSize;
-  if (max_spans > UINT32_MAX)
-    throw std::system_error(EINVAL, std::generic_category(), "pool reservation too large");
+  if (const auto valid = check_region_bytes(region_bytes_); !valid)
+    throw std::system_error(EINVAL, std::generic_category(), valid.error());
   if (!options_.arena_bases.empty() && options_.arena_bases.size() != options_.nodes)
     throw std::system_error(EINVAL, std::generic_category(), "one arena per pool node");
 

@@ -41,8 +41,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <expected>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "uzswap/common/page.h"
@@ -57,7 +59,8 @@ inline constexpr PoolHandle kNullHandle = 0;
 struct ZPoolOptions {
   unsigned nodes = 1;
   // Address space reserved for each span length on each node; the pool can
-  // never hold more than this on one node. 0 = physical RAM size.
+  // never hold more than this on one node. 0 = physical RAM size. uzswapd
+  // sizes it by its pool limit instead (region_bytes_for_limit).
   std::size_t reserve_bytes_per_node = 0;
   // mlock2(MLOCK_ONFAULT) the arenas, so pool pages can never be swapped out
   // (the daemon also runs under mlockall).
@@ -132,6 +135,19 @@ class ZPool {
   // The region size a reservation gives (0 = physical RAM): what a
   // SharedState must be made with.
   static std::size_t region_bytes_for(std::size_t reserve_bytes_per_node);
+  // The region size for a pool limit (PageStoreOptions::max_pool_bytes, all
+  // nodes together; 0 = no limit = physical RAM): any one span length on
+  // any one node can take the whole limit plus what may pass it (see
+  // kLimitSlackBytes), so no region runs out before the limit is reached.
+  // The address space is then nodes * 8 * that, not nodes * 8 * RAM.
+  static std::size_t region_bytes_for_limit(std::uint64_t pool_limit_bytes);
+  // The largest pool limit regions of `region_bytes` hold: the inverse of
+  // region_bytes_for_limit (regions an older process sized by RAM answer a
+  // little less than RAM).
+  static std::uint64_t pool_limit_for_region(std::size_t region_bytes);
+  // Whether a pool can be made on regions of that size: they must tile
+  // every span length and number their spans in 32 bits (16 TiB at most).
+  static std::expected<void, std::string> check_region_bytes(std::size_t region_bytes);
 
   // On a pool made on memfds a dead process filled: takes `objects` as the
   // live ones and rebuilds span headers, class lists and free stacks around
