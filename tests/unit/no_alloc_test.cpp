@@ -225,11 +225,12 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   o.max_pool_bytes = 4u << 20;  // the reserve: the daemon's 1 MiB
   PageStore store(o);
   store.attach_backing(file.get());
-  ShrinkWorker shrinker(store, ShrinkWorkerOptions{});
+  Writeback writeback(store);
+  ShrinkWorker shrinker(writeback, ShrinkWorkerOptions{});
   store.set_pool_full_hook([worker = &shrinker] { worker->wake(); });
   ReclaimOptions reclaim;
   reclaim.watch_pressure = false;
-  Reclaimer reclaimer(store, reclaim);
+  Reclaimer reclaimer(writeback, reclaim);
   std::atomic<bool> stop{false};
   std::thread refiller([&] {
     while (!stop.load()) {
@@ -256,7 +257,7 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
         testing::make_mixed_page(s * 13 + round + seed, page);
         ASSERT_TRUE(request([&] { return store.store(s, page).has_value(); })) << s;
       }
-      store.shrink_memcg(kRootCgroup, 512);  // a worker's run, between requests
+      writeback.shrink_memcg(kRootCgroup, 512);  // a worker's run, between requests
       for (Slot s = 1; s < kSlots; ++s) {
         ASSERT_TRUE(request([&] { return store.load(s, out).has_value(); })) << s;
         testing::make_mixed_page(s * 13 + round + seed, page);

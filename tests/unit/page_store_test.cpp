@@ -242,6 +242,22 @@ TEST(PageStore, CompactionAfterRandomFreesKeepsDataAndReachesDensityTarget) {
   }
 }
 
+TEST(PageStore, TheReserveOfPopulatedSpansIsNotFragmentation) {
+  // A reserve of 8 MiB of populated empty spans, a handful of objects: the
+  // spans exceed the objects by far, but only because of the reserve, and
+  // compacting would only empty it.
+  PageStoreOptions o = options();
+  o.pool.empty_span_cache_bytes = 8u << 20;
+  PageStore store(o);
+  for (Slot slot = 0; slot < 8; ++slot) ASSERT_TRUE(store.store(slot, page_of(PageKind::text, slot)).has_value());
+  store.refill_pool_reserve();
+  const PageStoreStats before = store.stats();
+  ASSERT_GT(before.pool.reserve_bytes, 2u << 20);
+  EXPECT_FALSE(store.compact_if_fragmented());
+  EXPECT_EQ(store.stats().compactions, 0u);
+  EXPECT_EQ(store.stats().pool.reserve_bytes, before.pool.reserve_bytes);
+}
+
 TEST(PageStore, StatsAddUp) {
   PageStore store(options());
   std::uint64_t same = 0, raw = 0, total = 0;

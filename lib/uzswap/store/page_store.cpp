@@ -434,7 +434,10 @@ CompactionStats PageStore::compact() {
 bool PageStore::compact_if_fragmented() {
   const ZPoolStats s = pool_.stats();
   const std::uint64_t needed = s.object_bytes + s.object_bytes / 10 + (1u << 20);
-  if (s.span_bytes <= needed) return false;
+  // The reserve's populated empty spans are kept on purpose, not
+  // fragmentation: compacting for them would only empty the reserve.
+  const std::uint64_t in_use = s.span_bytes - std::min(s.span_bytes, s.reserve_bytes);
+  if (in_use <= needed) return false;
   compact();
   return true;
 }
