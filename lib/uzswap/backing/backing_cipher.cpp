@@ -108,10 +108,10 @@ CipherThreadBuffers& EncryptedBacking::buffers() {
   CipherThreadBuffers& t = t_buffers;
   if (t.owner == id_) return t;
   // Made whole before anything is replaced: a throw leaves the old ones.
+  // Zeroed, so touched now, not in the swap-out path.
   auto pages = std::make_unique<std::byte[]>(batch_ * kPageSize);
   auto writes = std::make_unique<PageWrite[]>(batch_);
   auto sealed = std::make_unique<CipherSeal[]>(batch_);
-  std::memset(pages.get(), 0, batch_ * kPageSize);  // touched now, not in the swap-out path
   t.pages = std::move(pages);
   t.writes = std::move(writes);
   t.sealed = std::move(sealed);
@@ -127,8 +127,9 @@ void EncryptedBacking::prepare_thread() {
   inner_.prepare_thread();
 }
 
-// Encrypts the batch into the thread's buffers (set up by the caller) and
-// fills in the writes for the inner store; false when there are no buffers.
+// Encrypts what of the batch fits into the thread's buffers and fills in
+// the writes for the inner store; false (every page failed) when the
+// buffers cannot be made.
 bool EncryptedBacking::seal_batch(std::span<PageWrite> batch) noexcept {
   CipherThreadBuffers* b;
   try {

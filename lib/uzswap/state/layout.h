@@ -29,10 +29,11 @@
 // are freed only after the entry that referred to them has been replaced, so
 // an old entry put back always points at intact bytes.
 //
-// A seal is not journaled: it changes only after its block was written and
-// before the entry that refers to the block is published, so an entry put
-// back refers to a block whose seal either still matches or fails to
-// authenticate (an error, never wrong bytes; the checksum has the last word).
+// A seal is not journaled: it changes only once its block is written, and
+// always before the entry that refers to the new block is published. An
+// entry put back may then refer to a block that was written over since: that
+// block either fails to authenticate or decrypts to another page than the
+// entry's checksum, and its read fails (never wrong bytes).
 //
 // Changing anything here changes kStateLayoutVersion: a serving process
 // refuses to adopt a state of another version (and the old one keeps serving).
