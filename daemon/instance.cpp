@@ -19,6 +19,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "uzswap/backing/backing_cipher.h"
 #include "uzswap/control/format.h"
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
@@ -90,6 +91,10 @@ void Instance::start() {
   StateHeader& header = state_->header();
   const bool fresh = state_->fresh();
   const std::uint64_t slots = header.slots;
+  if (auto mismatch = backing_cipher_mismatch(*state_, config_.backing_encryption)) {
+    if (fresh) throw StartError(*mismatch);
+    spdlog::warn("{}; it keeps that until it is stopped and started anew", *mismatch);
+  }
   if (slots * kPageSize != config_.size_bytes)
     spdlog::warn("serving the swap area's own size {} (the configuration says {})", human_bytes(slots * kPageSize),
                  human_bytes(config_.size_bytes));
@@ -171,6 +176,8 @@ void Instance::start() {
         throw StartError(std::string("--backing-nbd: ") + e.what());
       }
     }
+    if (state_->cipher() != BackingCipher::none)
+      backing_ = std::make_unique<EncryptedBacking>(std::move(backing_), *state_);
     store_->attach_backing(backing_.get());
     if (store_->adoption().stale_file_writes > 0) {
       // Writes the dead process started may still land; those slots are not
@@ -942,6 +949,7 @@ json Instance::status() const {
   j["written_back_pages"] = s.written_back_pages;
   j["backing_file"] = config_.backing_file;
   j["backing_nbd"] = config_.backing_nbd;
+  j["backing_encryption"] = backing_cipher_name(state_->cipher());
   const CgroupPolicy root_policy = store_->memcg().policy(kRootCgroup);
   json wb = {{"backing_file", config_.backing_file},
              {"enabled", backing_ != nullptr && root_policy.writeback},

@@ -152,7 +152,8 @@ int Supervisor::run() {
   const bool attached = state_ != nullptr && state_->header().loop_device[0] != '\0';
   if (state_ != nullptr && (code == kExitStopped || !attached)) {
     // Nothing depends on the state any more: it goes with the last process
-    // that has it attached.
+    // that has it attached, and its key with it.
+    state_->forget_key();
     SharedState::destroy(state_->ids());
   }
   if (nbd_listen_fd_ >= 0) {
@@ -261,7 +262,9 @@ void Supervisor::adopt_or_create_state() {
   const std::size_t region = ZPool::region_bytes_for_limit(pool_limit_bytes(ram, config_.max_pool_percent));
   try {
     state_ = std::make_unique<SharedState>(
-        SharedState::create({config_.size_bytes / kPageSize, nodes, region}, config_.name));
+        SharedState::create({config_.size_bytes / kPageSize, nodes, region,
+                             config_.backing_encryption ? BackingCipher::xchacha20_poly1305 : BackingCipher::none},
+                            config_.name));
   } catch (const std::system_error& e) {
     throw StartError(std::string("shared state: ") + e.what());
   }

@@ -11,6 +11,8 @@
 //                                                   server) on a unix socket
 //   writeback_bench nbd+unix:///...|nbd://... [MIB] [REPETITIONS]
 //                                                   the remote tier, to that export
+//
+// --encrypt (anywhere): the same through EncryptedBacking (--backing-encryption on).
 #include <unistd.h>
 
 #include <array>
@@ -20,6 +22,7 @@
 #include <filesystem>
 #include <string>
 
+#include "uzswap/backing/backing_cipher.h"
 #include "uzswap/backing/backing_nbd.h"
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/nbd/nbd_listen.h"
@@ -31,6 +34,14 @@
 using namespace uzswap;
 
 int main(int argc, char** argv) {
+  bool encrypt = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) != "--encrypt") continue;
+    encrypt = true;
+    for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+    --argc;
+    break;
+  }
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s DIR [MIB] [REPETITIONS]\n", argv[0]);
     return 2;
@@ -78,11 +89,17 @@ int main(int argc, char** argv) {
     PageStoreOptions o;
     o.slots = pages;
     o.pool.reserve_bytes_per_node = 4ull << 30;
-    PageStore store(o);
+    SharedState state = SharedState::create(
+        {o.slots, o.pool.nodes, ZPool::region_bytes_for(o.pool.reserve_bytes_per_node),
+         encrypt ? BackingCipher::xchacha20_poly1305 : BackingCipher::none});
+    PageStore store(o, state);
     Writeback writeback(store);
-    store.attach_backing(&file);
+    std::unique_ptr<EncryptedBacking> cipher;
+    if (encrypt) cipher = std::make_unique<EncryptedBacking>(file, state);
+    BackingStore& target_store = cipher ? static_cast<BackingStore&>(*cipher) : file;
+    store.attach_backing(&target_store);
     PageStore::prepare_thread();
-    file.prepare_thread();
+    target_store.prepare_thread();
     std::array<std::byte, kPageSize> page;
     for (Slot s = 0; s < pages; ++s) {
       // Text and heap-like pages only: same-filled pages are never written back.
@@ -106,9 +123,10 @@ int main(int argc, char** argv) {
       if (store.load(s, page)) ++loaded;
     const double read_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - read_start).count();
-    std::printf("{\"pages\": %llu, \"seconds\": %.4f, \"pages_per_second\": %.0f, \"mb_per_second\": %.1f, "
+    std::printf("{\"encrypted\": %s, \"pages\": %llu, \"seconds\": %.4f, \"pages_per_second\": %.0f, \"mb_per_second\": %.1f, "
                 "\"loaded\": %llu, \"load_seconds\": %.4f, \"loads_per_second\": %.0f}\n",
-                static_cast<unsigned long long>(written), seconds, double(written) / seconds,
+                encrypt ? "true" : "false", static_cast<unsigned long long>(written), seconds,
+                double(written) / seconds,
                 double(written) * kPageSize / seconds / 1e6, static_cast<unsigned long long>(loaded), read_seconds,
                 double(loaded) / read_seconds);
     std::fflush(stdout);

@@ -3,25 +3,70 @@
 # pages come back as an I/O error for those pages (the workload gets SIGBUS
 # on them), never as wrong bytes, and integrity_errors counts them. Every
 # other page reads back right; a freed page does not stay on the disk.
+#
+#   integrity.sh [encrypted]
+#
+# encrypted: the same with --backing-encryption on, over a workload of
+# readable text: the backing file holds none of it, a serving process killed
+# after the writeback is replaced by one that reads the pages with the same
+# key, and a flipped byte fails authentication the same way.
 source "$(dirname "$0")/lib.sh"
 require_machine
+MODE=${1:-plain}
 
 BACKING=/var/tmp/uzswap-e2e-$NAME.swap
 TEMP_FILES+=("$BACKING")
-start_daemon --size 1G --backing-file "$BACKING"
+daemon_flags=(--size 1G --backing-file "$BACKING")
+workload_flags=()
+if [[ $MODE == encrypted ]]; then
+  daemon_flags+=(--backing-encryption on)
+  # Pages of text with a marker no other file has (the workload takes its
+  # pages from the files of a directory).
+  MARKER="uzswap-e2e-secret-$NAME-$RANDOM$RANDOM"
+  MARKER_DIR=$(mktemp -d /tmp/uzswap-e2e-marker.XXXXXX)
+  AFTER_CLEANUP+=("rm -rf '$MARKER_DIR'")
+  seq 1 120000 | sed "s/^/$MARKER line /" > "$MARKER_DIR/text"
+  workload_flags=(--files "$MARKER_DIR")
+fi
+serving_pid() {
+  "$UZSWAPCTL" --name "$NAME" status --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null
+}
+new_serving_process() {
+  local pid
+  pid=$(serving_pid) && [[ -n $pid && $pid != "$old_pid" ]]
+}
+start_daemon "${daemon_flags[@]}"
 swap_type=$(status_field "['device']['swap_type']")
+if [[ $MODE == encrypted ]]; then
+  [[ $(status_field "['backing_encryption']") == xchacha20-poly1305 ]] || fail "backing_encryption is not on"
+fi
 
 make_memcg $((128 << 20))
 GATE=$(mktemp -u /tmp/uzswap-e2e-gate.XXXXXX)
 WORKLOAD_OUT=$(mktemp /tmp/uzswap-e2e-out.XXXXXX)
 TEMP_FILES+=("$GATE" "$WORKLOAD_OUT")
-in_memcg "$WORKLOAD" 256 --pause-file "$GATE" --io-errors-ok >"$WORKLOAD_OUT" &
+in_memcg "$WORKLOAD" 256 --pause-file "$GATE" --io-errors-ok "${workload_flags[@]}" >"$WORKLOAD_OUT" &
 WORKLOAD_PID=$!
 wait_until 60 grep -q filled "$WORKLOAD_OUT" || fail "workload did not finish its fill"
 "$UZSWAPCTL" --name "$NAME" writeback --pages 100000 >/dev/null || fail "uzswapctl writeback"
 written=$(status_field "['written_back_pages']")
 (( written > 10000 )) || fail "only $written pages written back"
 pass "$written pages written back while the workload waits"
+
+if [[ $MODE == encrypted ]]; then
+  echo 1 > /proc/sys/vm/drop_caches
+  # Not grep -a: the file's unwritten zeros would be one line of a gigabyte.
+  in_file=$(LC_ALL=C grep -c -F "$MARKER" "$BACKING")
+  (( in_file == 0 )) || fail "the marker the workload wrote is in the backing file ($in_file times)"
+  (( $(grep -c "$MARKER" "$MARKER_DIR/text") > 100000 )) || fail "the marker is not in the workload's source"
+  pass "the marker the workload wrote is nowhere in the $((written * 4)) KiB written back"
+  # A new serving process adopts the state, key and seals included.
+  old_pid=$(status_field "['pid']")
+  kill -KILL "$old_pid"
+  wait_until 30 new_serving_process || fail "no new serving process after SIGKILL of $old_pid"
+  (( $(status_field "['written_back_pages']") == written )) || fail "the new serving process lost written-back pages"
+  pass "serving process $old_pid killed; $(status_field "['pid']") adopted $written written-back pages"
+fi
 
 # The workload's pages that are out on our device: page index -> slot, from
 # its pagemap; flip one byte in the file block of 40 of them.

@@ -65,6 +65,7 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
 
   std::string compressor = "lz4";
   std::string size;
+  std::string encryption = "off";
   app.add_option("--name", c.name, "Instance name")
       ->check([](const std::string& v) {
         return valid_instance_name(v) ? std::string{} : "must be 1-32 of [A-Za-z0-9_-]";
@@ -74,6 +75,10 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
   app.add_option("--backing-nbd", c.backing_nbd,
                  "NBD export for writeback instead of a file (nbd://HOST:PORT/EXPORT or "
                  "nbd+unix:///EXPORT?socket=PATH)");
+  app.add_option("--backing-encryption", encryption,
+                 "Encrypt and authenticate the pages in the backing file or remote tier (XChaCha20-Poly1305, "
+                 "a key only in locked RAM): on or off")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--frontend", c.frontend, "How the device is served: fuse (a FUSE file on a loop device) or nbd "
                  "(an NBD server)")
       ->check(CLI::IsMember({"fuse", "nbd"}));
@@ -170,6 +175,9 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
     return std::unexpected("--backing-nbd: give either --backing-file or --backing-nbd, not both");
   if (!c.backing_nbd.empty() && !c.backing_nbd.starts_with("nbd://") && !c.backing_nbd.starts_with("nbd+unix://"))
     return std::unexpected("--backing-nbd: '" + c.backing_nbd + "' is not an nbd:// or nbd+unix:// URI");
+  c.backing_encryption = encryption == "on";
+  if (c.backing_encryption && !c.has_backing())
+    return std::unexpected("--backing-encryption: needs --backing-file or --backing-nbd");
   if (!c.nbd_listen.empty() && c.frontend != "nbd")
     return std::unexpected("--nbd-listen: needs --frontend nbd");
   if (c.frontend == "nbd") {

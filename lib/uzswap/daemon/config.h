@@ -19,6 +19,7 @@ struct DaemonConfig {
   std::string name = "uzswap";
   std::uint64_t size_bytes = 0;        // 0 = half of physical RAM
   std::string backing_file;            // empty = none
+  bool backing_encryption = false;     // encrypt what goes to the backing file or remote tier
   Codec codec = Codec::lz4;
   int level = 0;                       // 0 = the codec's default
   unsigned max_pool_percent = 20;

@@ -17,6 +17,8 @@
 //   CgroupRecord[kCgroupRecords]     the cgroup registry, by id
 //   SlotEntry[slots]                 the slot table
 //   std::uint32_t[slots]             each slot's page checksum (common/checksum.h)
+//   CipherSeal[slots]                each slot's seal, only in a state made with
+//                                    backing encryption (backing/backing_cipher.h)
 //
 // The commit point of every change is the slot entry. A change of an entry is
 // journaled (SlotTable::publishLocked): the old entry and checksum are
@@ -27,6 +29,12 @@
 // are freed only after the entry that referred to them has been replaced, so
 // an old entry put back always points at intact bytes.
 //
+// A seal is not journaled: it changes only once its block is written, and
+// always before the entry that refers to the new block is published. An
+// entry put back may then refer to a block that was written over since: that
+// block either fails to authenticate or decrypts to another page than the
+// entry's checksum, and its read fails (never wrong bytes).
+//
 // Changing anything here changes kStateLayoutVersion: a serving process
 // refuses to adopt a state of another version (and the old one keeps serving).
 #pragma once
@@ -36,7 +44,7 @@
 
 namespace uzswap {
 
-inline constexpr std::uint32_t kStateLayoutVersion = 2;  // 2: page checksums
+inline constexpr std::uint32_t kStateLayoutVersion = 3;  // 2: page checksums; 3: backing encryption
 inline constexpr char kStateMagic[8] = {'u', 'z', 's', 'w', 'a', 'p', 's', '1'};
 
 enum class SlotState : std::uint8_t {
@@ -70,6 +78,26 @@ struct SlotEntry {
   }
 };
 static_assert(sizeof(SlotEntry) == 16, "slot entries must stay at 16 bytes");
+
+// How the pages in the backing store are encrypted; fixed when the state is
+// made (a state never changes it: its seals and key would not match).
+enum class BackingCipher : std::uint32_t {
+  none = 0,
+  xchacha20_poly1305 = 1,  // XChaCha20-Poly1305 (IETF), libsodium
+};
+
+// What authenticates the block of one slot in the backing store: the nonce
+// counter it was encrypted with and its Poly1305 tag. counter 0 = never
+// written. Read and written word by word (std::atomic_ref): a read racing a
+// write of the same slot sees a mixture that fails to authenticate, and the
+// store's re-check then discards the read.
+struct CipherSeal {
+  std::uint64_t counter;
+  std::uint64_t tag[2];
+};
+static_assert(sizeof(CipherSeal) == 24);
+
+inline constexpr std::size_t kCipherKeyBytes = 32;
 
 // One per lock stripe of the slot table: the entry being changed under that
 // stripe's lock, as it was before.
@@ -137,7 +165,14 @@ struct StateHeader {
 
   // The pool arena segments, by node.
   std::int32_t pool_shm_ids[64];
+
+  // Backing encryption (backing/backing_cipher.h), set by create().
+  std::uint32_t backing_cipher;     // BackingCipher; none = no seal region, no key
+  std::uint32_t reserved2;
+  std::uint64_t cipher_counter;     // nonce counters handed out so far (atomic); never reused
+  std::uint8_t cipher_key[kCipherKeyBytes];  // random, made by create(); only ever in this segment
 };
 static_assert(sizeof(StateHeader) <= 4096);
+static_assert(offsetof(StateHeader, cipher_counter) % 8 == 0, "an atomic word");
 
 }  // namespace uzswap

@@ -2,6 +2,7 @@
 
 #include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/shm.h>
 
 #include <cerrno>
@@ -23,6 +24,29 @@ static_assert(kCgroupsOffset % kPageSize == 0 && kSlotsOffset % kPageSize == 0);
 constexpr unsigned kMaxPoolSegments = sizeof(StateHeader::pool_shm_ids) / sizeof(std::int32_t);
 
 std::uint64_t round_up_page(std::uint64_t n) { return (n + kPageSize - 1) / kPageSize * kPageSize; }
+
+// The seal region starts on the page after the checksums.
+std::uint64_t seals_offset(std::uint64_t slots) {
+  return round_up_page(kSlotsOffset + slots * (sizeof(SlotEntry) + sizeof(std::uint32_t)));
+}
+
+bool known_cipher(std::uint32_t cipher) {
+  return cipher == static_cast<std::uint32_t>(BackingCipher::none) ||
+         cipher == static_cast<std::uint32_t>(BackingCipher::xchacha20_poly1305);
+}
+
+// The kernel's CSPRNG, as libsodium's randombytes_buf() uses on Linux.
+void random_bytes(std::uint8_t* out, std::size_t n) {
+  while (n > 0) {
+    const ssize_t got = getrandom(out, n, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(errno, std::generic_category(), "getrandom (the backing encryption key)");
+    }
+    out += got;
+    n -= static_cast<std::size_t>(got);
+  }
+}
 
 // The meta segment's key for a named state: FNV-1a of the name, never
 // IPC_PRIVATE. The header it leads to is checked before anything is trusted.
@@ -68,8 +92,9 @@ std::uint64_t segment_bytes(int id) {
 
 }  // namespace
 
-std::uint64_t SharedState::meta_bytes_for(std::uint64_t slots) noexcept {
-  return round_up_page(kSlotsOffset + slots * (sizeof(SlotEntry) + sizeof(std::uint32_t)));
+std::uint64_t SharedState::meta_bytes_for(std::uint64_t slots, BackingCipher cipher) noexcept {
+  if (cipher == BackingCipher::none) return seals_offset(slots);
+  return seals_offset(slots) + round_up_page(slots * sizeof(CipherSeal));
 }
 
 JournalRecord* SharedState::journal() const noexcept {
@@ -85,9 +110,18 @@ std::uint32_t* SharedState::checksums() const noexcept {
   return reinterpret_cast<std::uint32_t*>(base_ + kSlotsOffset + header().slots * sizeof(SlotEntry));
 }
 
+CipherSeal* SharedState::seals() const noexcept {
+  if (cipher() == BackingCipher::none) return nullptr;
+  return reinterpret_cast<CipherSeal*>(base_ + seals_offset(header().slots));
+}
+
+void SharedState::forget_key() noexcept {
+  explicit_bzero(header().cipher_key, sizeof(header().cipher_key));
+}
+
 StateGeometry SharedState::geometry() const noexcept {
   const StateHeader& h = header();
-  return {h.slots, h.pool_nodes, h.pool_region_bytes};
+  return {h.slots, h.pool_nodes, h.pool_region_bytes, cipher()};
 }
 
 StateIds SharedState::ids() const {
@@ -98,14 +132,15 @@ StateIds SharedState::ids() const {
 }
 
 SharedState SharedState::create(const StateGeometry& g, const std::string& name) {
-  if (g.slots == 0 || g.pool_nodes == 0 || g.pool_nodes > kMaxPoolSegments || g.pool_region_bytes == 0)
+  if (g.slots == 0 || g.pool_nodes == 0 || g.pool_nodes > kMaxPoolSegments || g.pool_region_bytes == 0 ||
+      !known_cipher(static_cast<std::uint32_t>(g.cipher)))
     throw std::system_error(EINVAL, std::generic_category(), "state geometry");
   const bool named = !name.empty();
   StateIds ids;
   const auto undo = [&] { destroy(ids); };
   try {
     // A private state (tests, tools) needs no lock: no process outlives it.
-    ids.meta = new_segment(named ? key_for(name) : IPC_PRIVATE, meta_bytes_for(g.slots), named);
+    ids.meta = new_segment(named ? key_for(name) : IPC_PRIVATE, meta_bytes_for(g.slots, g.cipher), named);
     for (unsigned node = 0; node < g.pool_nodes; ++node)
       ids.pools.push_back(new_segment(IPC_PRIVATE, g.pool_region_bytes * 8, named));
   } catch (...) {
@@ -114,7 +149,7 @@ SharedState SharedState::create(const StateGeometry& g, const std::string& name)
   }
   SharedState state;
   state.meta_id_ = ids.meta;
-  state.meta_bytes_ = meta_bytes_for(g.slots);
+  state.meta_bytes_ = meta_bytes_for(g.slots, g.cipher);
   state.base_ = attach_segment(ids.meta);
   if (state.base_ == nullptr) {
     const int err = errno;
@@ -131,6 +166,15 @@ SharedState SharedState::create(const StateGeometry& g, const std::string& name)
   for (unsigned n = 0; n < g.pool_nodes; ++n) h.pool_shm_ids[n] = ids.pools[n];
   h.swap_type = -1;
   h.next_cgroup_id = 1;
+  h.backing_cipher = static_cast<std::uint32_t>(g.cipher);
+  if (g.cipher != BackingCipher::none) {
+    try {
+      random_bytes(h.cipher_key, sizeof(h.cipher_key));
+    } catch (...) {
+      undo();
+      throw;
+    }
+  }
   // The root cgroup always exists.
   CgroupRecord& root = state.cgroups()[0];
   root.used = 1;
@@ -167,7 +211,9 @@ std::expected<SharedState, std::string> SharedState::attach(const StateIds& ids)
     return refuse("it has layout version " + std::to_string(h.layout_version) + ", this uzswapd uses " +
                   std::to_string(kStateLayoutVersion));
   if (h.page_size != kPageSize) return refuse("page size " + std::to_string(h.page_size));
-  if (bytes != meta_bytes_for(h.slots)) return refuse("its size does not match its slot count");
+  if (!known_cipher(h.backing_cipher)) return refuse("unknown backing cipher " + std::to_string(h.backing_cipher));
+  if (bytes != meta_bytes_for(h.slots, static_cast<BackingCipher>(h.backing_cipher)))
+    return refuse("its size does not match its slot count");
   if (h.pool_nodes == 0 || h.pool_nodes > kMaxPoolSegments) return refuse("bad pool node count");
   for (unsigned n = 0; n < h.pool_nodes; ++n) {
     const int id = h.pool_shm_ids[n];

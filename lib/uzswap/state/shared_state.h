@@ -23,6 +23,7 @@ struct StateGeometry {
   std::uint64_t slots = 0;
   unsigned pool_nodes = 1;
   std::uint64_t pool_region_bytes = 0;  // see ZPool::region_bytes_for()
+  BackingCipher cipher = BackingCipher::none;  // with a cipher: a key and a seal region
 };
 
 // Shared memory ids: the meta segment's and the pool arenas'.
@@ -33,11 +34,12 @@ struct StateIds {
 
 class SharedState {
  public:
-  // New segments, all zero but the header. Throws std::system_error.
+  // New segments, all zero but the header (and, with a cipher, a random
+  // key in it). Throws std::system_error.
   static SharedState create(const StateGeometry& geometry, const std::string& name = "");
   // Attaches segments made by create() in this or another process. A
   // one-line error when they do not hold a state this build can use (wrong
-  // size, magic or layout version).
+  // size, magic, layout version or cipher).
   static std::expected<SharedState, std::string> attach(const StateIds& ids);
   // The segments of a named state that is still there (its supervisor died).
   static std::optional<StateIds> find(const std::string& name);
@@ -55,6 +57,13 @@ class SharedState {
   CgroupRecord* cgroups() const noexcept;
   SlotEntry* slots() const noexcept;
   std::uint32_t* checksums() const noexcept;  // one per slot, after the slot table
+  // One per slot, after the checksums; nullptr in a state made without a cipher.
+  CipherSeal* seals() const noexcept;
+  BackingCipher cipher() const noexcept { return static_cast<BackingCipher>(header().backing_cipher); }
+  // Overwrites the key with zeros: for the last process of a state that is
+  // being destroyed (the pages it encrypted are dead). Nothing can be read
+  // from the backing store with this state afterwards.
+  void forget_key() noexcept;
   StateGeometry geometry() const noexcept;
   StateIds ids() const;
   // No serving process has initialised it yet.
@@ -66,7 +75,7 @@ class SharedState {
   // Bytes of the meta segment (address space; RAM only where touched).
   std::uint64_t meta_bytes() const noexcept { return meta_bytes_; }
 
-  static std::uint64_t meta_bytes_for(std::uint64_t slots) noexcept;
+  static std::uint64_t meta_bytes_for(std::uint64_t slots, BackingCipher cipher = BackingCipher::none) noexcept;
 
  private:
   SharedState() = default;

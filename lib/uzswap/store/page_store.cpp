@@ -348,7 +348,11 @@ Result<LoadedFrom> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
       // read a torn block; load again once the write is over.
       if (seen.file_write) return std::unexpected(LoadError::raced);
       counters_.add(Counter::backing_reads);
-      if (backing_ == nullptr || backing_->read(slot, out)) {
+      // EBADMSG: an encrypted block failed to authenticate (backing_cipher.h),
+      // damage like a checksum mismatch, once the re-check says no write raced.
+      const std::error_code read_error = backing_ == nullptr ? std::make_error_code(std::errc::io_error)
+                                                             : backing_->read(slot, out);
+      if (read_error && read_error != std::errc::bad_message) {
         counters_.add(Counter::backing_read_errors);
         return std::unexpected(LoadError::backing_io);
       }
@@ -358,6 +362,11 @@ Result<LoadedFrom> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
         const SlotEntry& now = table_.entryLocked(slot);
         if (now.version != seen.version || now.file_write || now.slot_state() != SlotState::written_back)
           return std::unexpected(LoadError::raced);
+      }
+      if (read_error) {
+        counters_.add(Counter::integrity_errors);
+        integrity_log_.note(slot, true);
+        return std::unexpected(LoadError::corrupt);
       }
       return verified(LoadedFrom::backing);
     }
