@@ -385,16 +385,20 @@ std::string Instance::handover() {
   const char* next = std::getenv(kBinaryEnv);
   if (next == nullptr) return "no supervisor to hand over to";
   std::string out;
-  if (FILE* p = popen((std::string("'") + next + "' --state-layout-version 2>&1").c_str(), "r")) {
+  if (FILE* p = popen((std::string("'") + next + "' --state-layouts 2>&1").c_str(), "r")) {
     char buf[128];
     while (std::fgets(buf, sizeof(buf), p) != nullptr) out += buf;
     if (pclose(p) != 0) out.clear();
   }
-  const std::string mine = std::to_string(kStateLayoutVersion);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  if (out != mine)
-    return std::string(next) + " uses state layout " + (out.empty() ? "(unknown)" : out) + ", this one " + mine +
-           ": it cannot take over; still serving";
+  // "OLDEST NEWEST": the layouts it adopts (a binary older than that
+  // question answers nothing useful, and is refused).
+  unsigned oldest = 0, newest = 0;
+  const unsigned mine = state_->header().layout_version;
+  if (std::sscanf(out.c_str(), "%u %u", &oldest, &newest) != 2 || mine < oldest || mine > newest) {
+    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+    return std::string(next) + " adopts state layouts " + (out.empty() ? "(unknown)" : out) +
+           ", this swap area's is " + std::to_string(mine) + ": it cannot take over; still serving";
+  }
   return "";
 }
 

@@ -19,9 +19,17 @@ int main(int argc, char** argv) {
   // The swap type probe a serving process starts (reclaim/swap_type.h).
   if (argc == 4 && std::strcmp(argv[1], uzswap::kSwapTypeProbeArg) == 0)
     uzswap::run_swap_type_probe_child(std::atoi(argv[2]), std::atoi(argv[3]));
-  // Asked by a serving process before it hands over to this binary.
+  // Asked by a serving process before it hands over to this binary: the
+  // state layouts this binary adopts, oldest and newest.
+  if (argc == 2 && std::strcmp(argv[1], "--state-layouts") == 0) {
+    std::printf("%u %u\n", uzswap::kOldestAdoptableLayout, uzswap::kStateLayoutVersion);
+    return 0;
+  }
+  // The same question as serving processes before layout 3 ask it: they hand
+  // over only to a binary that prints their own layout, 2, which this one
+  // adopts.
   if (argc == 2 && std::strcmp(argv[1], "--state-layout-version") == 0) {
-    std::printf("%u\n", uzswap::kStateLayoutVersion);
+    std::printf("%u\n", uzswap::kOldestAdoptableLayout);
     return 0;
   }
   const auto parsed = uzswap::parse_daemon_args(std::vector<std::string>(argv, argv + argc));

@@ -432,13 +432,29 @@ TEST(BackingCipherState, AStateKeepsTheSettingItWasMadeWith) {
   ASSERT_FALSE(resized.has_value()) << "a state without seals is smaller";
 }
 
-TEST(BackingCipherState, AStateOfTheLayoutBeforeEncryptionIsRefused) {
+TEST(BackingCipherState, AStateOfTheLayoutBeforeEncryptionIsAdoptedAsItIs) {
+  // Layout 2 is layout 3 without encryption: a live upgrade from a binary of
+  // layout 2 keeps serving the same state, and the state keeps its version
+  // (the old binary can take it back).
   EXPECT_EQ(kStateLayoutVersion, 3u);
+  EXPECT_EQ(kOldestAdoptableLayout, 2u);
   SharedState state = new_state(BackingCipher::none);
   state.header().layout_version = 2;
   auto adopted = SharedState::attach(state.ids());
-  ASSERT_FALSE(adopted.has_value());
-  EXPECT_NE(adopted.error().find("layout version 2"), std::string::npos) << adopted.error();
+  ASSERT_TRUE(adopted.has_value()) << adopted.error();
+  EXPECT_EQ(adopted->header().layout_version, 2u);
+  // Never one that claims encryption, nor an older or newer layout.
+  state.header().backing_cipher = static_cast<std::uint32_t>(BackingCipher::xchacha20_poly1305);
+  auto encrypted = SharedState::attach(state.ids());
+  ASSERT_FALSE(encrypted.has_value());
+  state.header().backing_cipher = static_cast<std::uint32_t>(BackingCipher::none);
+  for (const std::uint32_t version : {1u, 4u}) {
+    state.header().layout_version = version;
+    auto refused = SharedState::attach(state.ids());
+    ASSERT_FALSE(refused.has_value()) << version;
+    EXPECT_NE(refused.error().find("layout version " + std::to_string(version)), std::string::npos)
+        << refused.error();
+  }
 }
 
 std::expected<ParsedArgs, std::string> parse(std::vector<std::string> args) {

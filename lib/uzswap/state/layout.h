@@ -45,6 +45,11 @@
 namespace uzswap {
 
 inline constexpr std::uint32_t kStateLayoutVersion = 3;  // 2: page checksums; 3: backing encryption
+// Layout 2 is layout 3 without encryption: its header ends before the cipher
+// fields, which a fresh segment holds as zeros (BackingCipher::none), and it
+// has no seal region. So a state of layout 2 is adopted as it is (and keeps
+// its version, so the binary that made it can take it back).
+inline constexpr std::uint32_t kOldestAdoptableLayout = 2;
 inline constexpr char kStateMagic[8] = {'u', 'z', 's', 'w', 'a', 'p', 's', '1'};
 
 enum class SlotState : std::uint8_t {

@@ -207,9 +207,11 @@ std::expected<SharedState, std::string> SharedState::attach(const StateIds& ids)
   state.meta_bytes_ = bytes;
   const StateHeader& h = state.header();
   if (std::memcmp(h.magic, kStateMagic, sizeof(h.magic)) != 0) return refuse("not an uzswap state");
-  if (h.layout_version != kStateLayoutVersion)
-    return refuse("it has layout version " + std::to_string(h.layout_version) + ", this uzswapd uses " +
-                  std::to_string(kStateLayoutVersion));
+  if (h.layout_version < kOldestAdoptableLayout || h.layout_version > kStateLayoutVersion)
+    return refuse("it has layout version " + std::to_string(h.layout_version) + ", this uzswapd adopts " +
+                  std::to_string(kOldestAdoptableLayout) + " to " + std::to_string(kStateLayoutVersion));
+  if (h.layout_version < 3 && h.backing_cipher != static_cast<std::uint32_t>(BackingCipher::none))
+    return refuse("a layout " + std::to_string(h.layout_version) + " state cannot be encrypted");
   if (h.page_size != kPageSize) return refuse("page size " + std::to_string(h.page_size));
   if (!known_cipher(h.backing_cipher)) return refuse("unknown backing cipher " + std::to_string(h.backing_cipher));
   if (bytes != meta_bytes_for(h.slots, static_cast<BackingCipher>(h.backing_cipher)))
