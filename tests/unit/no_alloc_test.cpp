@@ -90,6 +90,22 @@ std::uint64_t thread_faults() {
   return static_cast<std::uint64_t>(ru.ru_minflt) + static_cast<std::uint64_t>(ru.ru_majflt);
 }
 
+// Runs request calls, counting their allocations and page faults once
+// `counting` is set (what runs between calls is not counted).
+struct RequestMeter {
+  bool counting = false;
+  std::uint64_t faults = 0;
+  template <class Call>
+  bool operator()(Call&& call) {
+    const std::uint64_t f0 = thread_faults();
+    t_counting = counting;
+    const bool ok = call();
+    t_counting = false;
+    if (counting) faults += thread_faults() - f0;
+    return ok;
+  }
+};
+
 TEST(RequestPath, StoreLoadInvalidateAllocateNothingOncePrepared) {
   PageStoreOptions o;
   o.slots = 4096;
@@ -100,16 +116,7 @@ TEST(RequestPath, StoreLoadInvalidateAllocateNothingOncePrepared) {
 
   // Faults and allocations of the request calls only; the refills between
   // them stand for the daemon's background thread keeping the reserve up.
-  std::uint64_t faults = 0;
-  bool counting = false;
-  const auto request = [&](auto&& call) {
-    const std::uint64_t f0 = thread_faults();
-    t_counting = counting;
-    const bool ok = call();
-    t_counting = false;
-    if (counting) faults += thread_faults() - f0;
-    return ok;
-  };
+  RequestMeter request;
   const auto cycle = [&](std::uint64_t seed, Slot slots) {
     for (int round = 0; round < 3; ++round) {
       store.set_codec(round == 1 ? Codec::zstd : Codec::lz4, round == 1 ? 19 : 1);
@@ -127,10 +134,10 @@ TEST(RequestPath, StoreLoadInvalidateAllocateNothingOncePrepared) {
   // headers and free-stack entries it must have populated ahead.
   cycle(0, 1024);
   const std::uint64_t misses = store.stats().pool.reserve_misses;
-  counting = true;
+  request.counting = true;
   cycle(1000, 4096);
   EXPECT_EQ(store.stats().pool.reserve_misses, misses) << "a store found the reserve empty";
-  EXPECT_EQ(faults, 0u) << "page faults on the request path";
+  EXPECT_EQ(request.faults, 0u) << "page faults on the request path";
   EXPECT_EQ(g_allocations.load(), 0u);
 }
 
@@ -160,16 +167,7 @@ TEST(RequestPath, PoolFullAndBackingFilePathsAllocateAndFaultNothing) {
   store.prepare_thread_with_backing();
   alignas(kPageSize) std::array<std::byte, kPageSize> page, out;
 
-  std::uint64_t faults = 0;
-  bool counting = false;
-  const auto request = [&](auto&& call) {
-    const std::uint64_t f0 = thread_faults();
-    t_counting = counting;
-    const bool ok = call();
-    t_counting = false;
-    if (counting) faults += thread_faults() - f0;
-    return ok;
-  };
+  RequestMeter request;
   const auto cycle = [&](std::uint64_t seed) {
     for (int round = 0; round < 2; ++round) {
       for (Slot s = 1; s < kSlots; ++s) {
@@ -183,7 +181,7 @@ TEST(RequestPath, PoolFullAndBackingFilePathsAllocateAndFaultNothing) {
   };
   cycle(0);
   const PageStoreStats before = store.stats();
-  counting = true;
+  request.counting = true;
   cycle(1000);
   const PageStoreStats after = store.stats();
   EXPECT_GT(after.reject_pool_full, before.reject_pool_full) << "the pool-full path was not taken";
@@ -194,9 +192,9 @@ TEST(RequestPath, PoolFullAndBackingFilePathsAllocateAndFaultNothing) {
   // The only faults: the pages a store populated itself, its reserve empty
   // (every third populate fails here, so the reserve runs dry often).
   const std::uint64_t populated = (after.pool.miss_populated_bytes - before.pool.miss_populated_bytes) / kPageSize;
-  EXPECT_EQ(faults, populated) << "page faults on the request path besides the pool's own populates";
+  EXPECT_EQ(request.faults, populated) << "page faults on the request path besides the pool's own populates";
   std::printf("faults %llu, all from %llu reserve misses that populated a span (%llu pages)\n",
-              static_cast<unsigned long long>(faults),
+              static_cast<unsigned long long>(request.faults),
               static_cast<unsigned long long>(after.pool.reserve_misses - before.pool.reserve_misses),
               static_cast<unsigned long long>(populated));
   EXPECT_EQ(g_allocations.load(), 0u);
@@ -241,16 +239,7 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   store.prepare_thread_with_backing();
   alignas(kPageSize) std::array<std::byte, kPageSize> page, out;
 
-  std::uint64_t faults = 0;
-  bool counting = false;
-  const auto request = [&](auto&& call) {
-    const std::uint64_t f0 = thread_faults();
-    t_counting = counting;
-    const bool ok = call();
-    t_counting = false;
-    if (counting) faults += thread_faults() - f0;
-    return ok;
-  };
+  RequestMeter request;
   const auto cycle = [&](std::uint64_t seed) {
     for (int round = 0; round < 3; ++round) {
       for (Slot s = 1; s < kSlots; ++s) {
@@ -269,9 +258,9 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   cycle(0);
   const PageStoreStats before = store.stats();
   const KswapdStats kswapd_before = reclaimer.kswapd(0).stats();
-  counting = true;
+  request.counting = true;
   cycle(1000);
-  counting = false;
+  request.counting = false;
   const PageStoreStats after = store.stats();
   stop = true;
   store.wake_pool_reserve_refiller();
@@ -287,10 +276,10 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   // As above: the stores' own populates when they found the reserve empty
   // (the refiller races them here) are the only faults.
   const std::uint64_t populated = (after.pool.miss_populated_bytes - before.pool.miss_populated_bytes) / kPageSize;
-  EXPECT_EQ(faults, populated) << "page faults on the request path besides the pool's own populates";
+  EXPECT_EQ(request.faults, populated) << "page faults on the request path besides the pool's own populates";
   std::printf("faults %llu (%llu pages populated on %llu reserve misses, %llu compactions); %llu pool-limit hits, "
               "%llu writebacks, %llu backing reads\n",
-              static_cast<unsigned long long>(faults), static_cast<unsigned long long>(populated),
+              static_cast<unsigned long long>(request.faults), static_cast<unsigned long long>(populated),
               static_cast<unsigned long long>(after.pool.reserve_misses - before.pool.reserve_misses),
               static_cast<unsigned long long>(after.compactions - before.compactions),
               static_cast<unsigned long long>(after.pool_limit_hits - before.pool_limit_hits),
