@@ -23,7 +23,22 @@ fail() {
   echo "FAIL: $*" >&2
   echo "--- daemon log ---" >&2
   cat "$DAEMON_LOG" >&2
+  dump_daemon_stacks >&2
   exit 1
+}
+
+# dump_daemon_stacks: every thread's stack of this test's uzswapd processes
+# (supervisor and serving process), for a failure such as a hang that the
+# log alone does not explain. Needs gdb; bounded to 60 s per process.
+dump_daemon_stacks() {
+  [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null || return 0
+  command -v gdb >/dev/null || return 0
+  local pid
+  for pid in "$DAEMON_PID" $(pgrep -P "$DAEMON_PID"); do
+    echo "--- stacks of $pid ($(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) ---"
+    timeout 60 gdb -q -batch -p "$pid" -ex "set pagination off" -ex "thread apply all bt 30" 2>&1 |
+      grep -E '^(Thread|#)' || true
+  done
 }
 skip() {
   echo "SKIP: $*"
