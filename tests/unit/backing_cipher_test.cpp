@@ -191,6 +191,34 @@ TEST_F(BackingCipherTest, AFlippedByteIsEbadmsgNeverTheBytes) {
   }
 }
 
+// read_many: one read of the inner store for the lot, each page
+// authenticated on its own; a flipped block fails alone, a slot out of range
+// is EINVAL without reaching the file.
+TEST_F(BackingCipherTest, ManyPagesReadAtOnceAuthenticateEachOnItsOwn) {
+  for (Slot s = 0; s < 8; ++s) ASSERT_FALSE(write(s, page_of(s)));
+  Page block = raw(5);
+  block[77] ^= std::byte{0x01};
+  put_raw(5, block);
+  std::vector<Page> out(9, page_of(999));
+  std::vector<PageRead> reads;
+  for (Slot s = 2; s < 8; ++s) reads.push_back({s, out[s].data(), 1});
+  reads.push_back({kSlots, out[8].data(), 1});
+  const std::uint64_t calls = faulty_.read_many_calls();
+  cipher_.read_many(reads);
+  EXPECT_EQ(faulty_.read_many_calls(), calls + 1);
+  for (const PageRead& r : reads) {
+    if (r.slot == 5) {
+      EXPECT_EQ(r.result, -EBADMSG);
+      EXPECT_EQ(out[5], Page{}) << "nothing of the damaged block comes back";
+    } else if (r.slot == kSlots) {
+      EXPECT_EQ(r.result, -EINVAL);
+    } else {
+      EXPECT_EQ(r.result, 0) << r.slot;
+      EXPECT_EQ(out[r.slot], page_of(r.slot)) << r.slot;
+    }
+  }
+}
+
 TEST_F(BackingCipherTest, ABlockCopiedToAnotherSlotIsEbadmsg) {
   ASSERT_FALSE(write(3, page_of(3)));
   ASSERT_FALSE(write(4, page_of(4)));

@@ -8,6 +8,7 @@
 #include <optional>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
@@ -90,6 +91,74 @@ TEST_F(WritebackTest, TheBackingFileKeepsPagesAtTheirSlots) {
   EXPECT_EQ(out, pages[0]);
   ASSERT_FALSE(file_.read(100, out));
   EXPECT_EQ(out, pages[3]);
+  // Several at once: 5..7 adjacent (one read), 100 alone, 8 never written.
+  std::array<Page, 5> outs;
+  std::array<PageRead, 5> reads = {PageRead{5, outs[0].data()}, PageRead{6, outs[1].data()},
+                                   PageRead{7, outs[2].data()}, PageRead{8, outs[3].data()},
+                                   PageRead{100, outs[4].data()}};
+  file_.read_many(reads);
+  for (const PageRead& r : reads) EXPECT_EQ(r.result, 0) << r.slot;
+  EXPECT_EQ(outs[0], pages[1]);
+  EXPECT_EQ(outs[1], pages[2]);
+  EXPECT_EQ(outs[2], pages[0]);
+  EXPECT_EQ(outs[3], Page{});
+  EXPECT_EQ(outs[4], pages[3]);
+}
+
+// A READ of several pages: those in the file are read together, in one
+// call of the backing store, whatever lies between them.
+TEST_F(WritebackTest, AMultiPageReadReadsTheWrittenBackPagesTogether) {
+  for (Slot s = 0; s < 8; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
+  ASSERT_EQ(shrink_all(8).written, 8u);
+  ASSERT_TRUE(store_.store(2, page_of(102)));  // back in the pool
+  ASSERT_TRUE(store_.store(5, page_of(105)));
+  const auto before = store_.stats();
+  const std::uint64_t calls = faulty_.read_many_calls(), reads = faulty_.reads();
+  std::vector<Page> out(10);
+  ASSERT_EQ(store_.load_many(0, std::as_writable_bytes(std::span(out))), 10u);
+  for (Slot s = 0; s < 8; ++s) EXPECT_EQ(out[s], page_of(s == 2 || s == 5 ? 100 + s : s)) << s;
+  EXPECT_EQ(out[8], Page{});
+  EXPECT_EQ(out[9], Page{});
+  EXPECT_EQ(faulty_.read_many_calls(), calls + 1) << "one submission for the six pages in the file";
+  EXPECT_EQ(faulty_.reads(), reads) << "no page read alone";
+  const auto after = store_.stats();
+  EXPECT_EQ(after.backing_reads - before.backing_reads, 6u);
+  EXPECT_EQ(after.loads - before.loads, 10u);
+}
+
+TEST_F(WritebackTest, AMultiPageReadAnswersThePagesBeforeTheFirstBadOne) {
+  for (Slot s = 0; s < 8; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
+  ASSERT_EQ(shrink_all(8).written, 8u);
+  std::vector<Page> out(8);
+  faulty_.fail_reads_of(5, EIO);
+  EXPECT_EQ(store_.load_many(0, std::as_writable_bytes(std::span(out))), 5u);
+  for (Slot s = 0; s < 5; ++s) EXPECT_EQ(out[s], page_of(s)) << s;
+  EXPECT_EQ(store_.stats().backing_read_errors, 1u);
+  faulty_.fail_reads_of(5, 0);
+  // Damage is the same: the pages before it, never wrong bytes after.
+  ASSERT_TRUE(store_.store(0, page_of(100)));  // in the pool: not damaged
+  faulty_.corrupt_reads(true);
+  EXPECT_EQ(store_.load_many(0, std::as_writable_bytes(std::span(out))), 1u);
+  EXPECT_EQ(out[0], page_of(100));
+  EXPECT_EQ(store_.stats().integrity_errors, 1u) << "the first damaged page ends the read";
+  faulty_.corrupt_reads(false);
+  EXPECT_EQ(store_.load_many(0, std::as_writable_bytes(std::span(out))), 8u);
+  EXPECT_EQ(out[7], page_of(7));
+  // Past the end of the table: the pages before it.
+  std::vector<Page> tail(3);
+  EXPECT_EQ(store_.load_many(kSlots - 2, std::as_writable_bytes(std::span(tail))), 2u);
+}
+
+TEST_F(WritebackTest, AMultiPageReadRacingAStoreReturnsTheNewPage) {
+  for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
+  ASSERT_EQ(shrink_all(4).written, 4u);
+  faulty_.on_next_read([&] { ASSERT_TRUE(store_.store(2, page_of(77))); });
+  std::vector<Page> out(4);
+  ASSERT_EQ(store_.load_many(0, std::as_writable_bytes(std::span(out))), 4u);
+  EXPECT_EQ(out[1], page_of(1));
+  EXPECT_EQ(out[2], page_of(77));
+  EXPECT_EQ(out[3], page_of(3));
+  EXPECT_EQ(store_.stats().integrity_errors, 0u);
 }
 
 TEST_F(WritebackTest, ColdPagesAreWrittenBackAndReadBackExactly) {

@@ -216,10 +216,29 @@ void EncryptedBacking::write(std::span<PageWrite> pages) noexcept {
 std::error_code EncryptedBacking::read(Slot slot, PageBuffer out) noexcept {
   if (slot >= slots_) return std::make_error_code(std::errc::invalid_argument);
   if (const std::error_code ec = inner_.read(slot, out)) return ec;
+  return open_sealed(slot, out.data());
+}
+
+void EncryptedBacking::read_many(std::span<PageRead> pages) noexcept {
+  for (PageRead& p : pages) p.result = p.slot < slots_ ? 0 : -EINVAL;
+  // Only the slots in range go to the inner store, in runs between the others.
+  std::size_t start = 0;
+  for (std::size_t i = 0; i <= pages.size(); ++i) {
+    if (i < pages.size() && pages[i].result == 0) continue;
+    if (i > start) inner_.read_many(pages.subspan(start, i - start));
+    start = i + 1;
+  }
+  for (PageRead& p : pages) {
+    if (p.result != 0) continue;
+    if (const std::error_code ec = open_sealed(p.slot, p.page)) p.result = -ec.value();
+  }
+}
+
+std::error_code EncryptedBacking::open_sealed(Slot slot, std::byte* page) const noexcept {
   const CipherSeal seal = load_seal(seals_[slot]);
   const Nonce nonce(slot, seal.counter);
   const SlotAd ad(slot);
-  auto* bytes = reinterpret_cast<unsigned char*>(out.data());
+  auto* bytes = reinterpret_cast<unsigned char*>(page);
   // In place: the tag is checked before anything is decrypted.
   if (seal.counter == 0 ||
       crypto_aead_xchacha20poly1305_ietf_decrypt_detached(bytes, nullptr, bytes, kPageSize,

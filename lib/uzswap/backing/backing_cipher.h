@@ -62,6 +62,8 @@ class EncryptedBacking final : public BackingStore {
   // Reads the block and authenticates it: EBADMSG (and `out` zeroed) when
   // it fails, the inner store's error when the read does.
   std::error_code read(Slot slot, PageBuffer out) noexcept override;
+  // The inner store's read_many, then each page authenticated as read() does.
+  void read_many(std::span<PageRead> pages) noexcept override;
   bool wait_for_other_writers(std::chrono::milliseconds timeout) noexcept override {
     return inner_.wait_for_other_writers(timeout);
   }
@@ -73,6 +75,7 @@ class EncryptedBacking final : public BackingStore {
  private:
   CipherThreadBuffers& buffers();
   bool seal_batch(std::span<PageWrite> batch) noexcept;
+  std::error_code open_sealed(Slot slot, std::byte* page) const noexcept;
   void finish_batch() noexcept;
 
   std::unique_ptr<BackingStore> owned_;

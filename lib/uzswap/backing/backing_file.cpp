@@ -252,4 +252,38 @@ std::error_code BackingFile::read(Slot slot, PageBuffer out) noexcept {
   return {};
 }
 
+void BackingFile::read_many(std::span<PageRead> pages) noexcept {
+  IoRing* r;
+  try {
+    r = &ring();
+  } catch (const std::system_error& e) {
+    for (PageRead& p : pages) p.result = -e.code().value();
+    return;
+  }
+  // The pages come in the order of the request (slot order), so runs of
+  // adjacent slots go out as one read each; a batch at most fills the ring.
+  IoOp ops[kBatchPages];
+  std::size_t op_of[kBatchPages];
+  while (!pages.empty()) {
+    const std::size_t n = std::min<std::size_t>({pages.size(), kBatchPages, r->buffer_pages()});
+    const std::span<PageRead> batch = pages.first(n);
+    std::size_t nops = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i > 0 && batch[i].slot == batch[i - 1].slot + 1) {
+        ++ops[nops - 1].pages;
+      } else {
+        ops[nops++] = IoOp{batch[i].slot * kPageSize, static_cast<std::uint32_t>(i), 1, false, 0};
+      }
+      op_of[i] = nops - 1;
+    }
+    r->run(std::span(ops, nops));
+    for (std::size_t i = 0; i < n; ++i) {
+      const int res = ops[op_of[i]].result;
+      batch[i].result = res < 0 ? res : 0;
+      if (res >= 0) std::memcpy(batch[i].page, r->buffer(i), kPageSize);
+    }
+    pages = pages.subspan(n);
+  }
+}
+
 }  // namespace uzswap

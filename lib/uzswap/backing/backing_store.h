@@ -28,6 +28,12 @@ struct PageWrite {
   int result = 0;         // filled in: 0 or -errno
 };
 
+struct PageRead {
+  Slot slot;
+  std::byte* page;  // kPageSize bytes, filled in
+  int result = 0;   // filled in: 0 or -errno (EBADMSG: failed to authenticate)
+};
+
 class BackingStore {
  public:
   virtual ~BackingStore() = default;
@@ -45,6 +51,16 @@ class BackingStore {
     pending_ = {};
   }
   virtual std::error_code read(Slot slot, PageBuffer out) noexcept = 0;
+  // Reads each page of its slot, as read() does one, but all at once where
+  // the store can: in one submission, adjacent slots as one I/O (a READ of
+  // several written-back pages waits for the disk once, not once a page).
+  // Sets each op's result. By default one read() after another.
+  virtual void read_many(std::span<PageRead> pages) noexcept {
+    for (PageRead& p : pages) {
+      const std::error_code ec = read(p.slot, PageBuffer(p.page, kPageSize));
+      p.result = ec ? -ec.value() : 0;
+    }
+  }
   // Waits until nobody else (a dead serving process's I/O still in flight)
   // has the store open for writing, up to `timeout`. True when that is
   // known; false on timeout or when the store cannot tell.
@@ -110,6 +126,7 @@ class BackingFile final : public BackingStore {
   void begin_write(std::span<PageWrite> pages) noexcept override;
   void end_write() noexcept override;
   std::error_code read(Slot slot, PageBuffer out) noexcept override;
+  void read_many(std::span<PageRead> pages) noexcept override;
   std::size_t max_batch() const noexcept override { return kBatchPages; }
   void prepare_thread() override;
   // A write lease is granted only while no other open file description has

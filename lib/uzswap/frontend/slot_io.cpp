@@ -12,16 +12,12 @@ alignas(64) constexpr std::byte kZeroPage[kPageSize] = {};
 }  // namespace
 
 std::uint64_t SlotIo::read_prefix(std::uint64_t offset, std::span<std::byte> out) noexcept {
-  std::byte* data = out.data();
-  std::uint64_t done = 0;
-  for (; done < out.size(); done += kPageSize, data += kPageSize) {
-    if (!store_.load((offset + done) / kPageSize, PageBuffer(data, kPageSize))) {
-      read_errors_.fetch_add(1, std::memory_order_relaxed);
-      break;
-    }
-  }
-  read_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);
-  return done;
+  // Pages in the backing file are read together: one wait for the disk.
+  const std::uint64_t pages = out.size() / kPageSize;
+  const std::uint64_t good = store_.load_many(offset / kPageSize, out.first(pages * kPageSize));
+  if (good < pages) read_errors_.fetch_add(1, std::memory_order_relaxed);
+  read_pages_.fetch_add(good, std::memory_order_relaxed);
+  return good * kPageSize;
 }
 
 std::expected<void, int> SlotIo::read(std::uint64_t offset, std::span<std::byte> out) noexcept {

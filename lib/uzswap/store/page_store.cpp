@@ -286,6 +286,10 @@ Result<LoadedFrom> PageStore::load(Slot slot, PageBuffer out) noexcept {
     return std::unexpected(LoadError::out_of_range);
   }
   counters_.add(Counter::loads);
+  return load_retrying(slot, out);
+}
+
+Result<LoadedFrom> PageStore::load_retrying(Slot slot, PageBuffer out) noexcept {
   // A read of the backing file runs without the slot lock; should the slot
   // change meanwhile, or a newer page of it be on its way to the file, the
   // load starts over once that write is done (the kernel never reads a slot
@@ -305,10 +309,72 @@ Result<LoadedFrom> PageStore::load(Slot slot, PageBuffer out) noexcept {
   }
 }
 
+std::size_t PageStore::load_many(Slot first, std::span<std::byte> out) noexcept {
+  const std::size_t pages = out.size() / kPageSize;
+  constexpr std::size_t kBatch = 64;
+  std::size_t done = 0;
+  while (done < pages) {
+    // Answer what the pool holds and collect the pages in the file, up to
+    // the first page that fails or a batch of reads.
+    PageRead reads[kBatch];
+    BackingReadPlan plans[kBatch];
+    std::size_t at[kBatch];
+    std::size_t nreads = 0;
+    std::size_t end = done;  // pages [done, end) answered or read below
+    bool failed = false;
+    for (; end < pages && nreads < kBatch; ++end) {
+      const Slot slot = first + end;
+      const PageBuffer page(out.data() + end * kPageSize, kPageSize);
+      if (slot >= table_.size()) {
+        counters_.add(Counter::out_of_range);
+        failed = true;
+        break;
+      }
+      counters_.add(Counter::loads);
+      if (const auto answered = load_begin(slot, page, plans[nreads])) {
+        if (!*answered && answered->error() != LoadError::raced) {
+          failed = true;
+          break;
+        }
+        if (!*answered && !load_retrying(slot, page)) {
+          failed = true;
+          break;
+        }
+        continue;
+      }
+      reads[nreads] = PageRead{slot, page.data(), 0};
+      at[nreads++] = end;
+    }
+    if (nreads > 0) {
+      counters_.add(Counter::backing_reads, static_cast<std::int64_t>(nreads));
+      backing_->read_many(std::span(reads, nreads));
+    }
+    for (std::size_t k = 0; k < nreads; ++k) {
+      const PageBuffer page(reads[k].page, kPageSize);
+      const std::error_code error = reads[k].result < 0 ? std::error_code(-reads[k].result, std::generic_category())
+                                                        : std::error_code();
+      const auto loaded = load_end(reads[k].slot, page, plans[k], error);
+      if (loaded) continue;
+      if (loaded.error() == LoadError::raced && load_retrying(reads[k].slot, page)) continue;
+      return at[k];  // the pages before it are good
+    }
+    if (failed) return end;
+    done = end;
+  }
+  return done;
+}
+
 Result<LoadedFrom> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
+  BackingReadPlan plan;
+  if (auto answered = load_begin(slot, out, plan)) return *answered;
+  counters_.add(Counter::backing_reads);
+  return load_end(slot, out, plan, backing_->read(slot, out));
+}
+
+std::optional<Result<LoadedFrom>> PageStore::load_begin(Slot slot, PageBuffer out, BackingReadPlan& plan) noexcept {
   ThreadContext& ctx = thread_context();
-  SlotEntry seen;
-  std::uint32_t checksum;
+  SlotEntry& seen = plan.seen;
+  std::uint32_t& checksum = plan.checksum;
   {
     std::lock_guard guard(table_.lock_for(slot));
     const SlotEntry& entry = table_.entryLocked(slot);
@@ -330,7 +396,7 @@ Result<LoadedFrom> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
   const auto verified = [&](LoadedFrom from) -> Result<LoadedFrom> {
     if (page_checksum(out) == checksum) return from;
     counters_.add(Counter::integrity_errors);
-    integrity_log_.note(slot, from == LoadedFrom::backing);
+    integrity_log_.note(slot, false);
     return std::unexpected(LoadError::corrupt);
   };
   switch (seen.slot_state()) {
@@ -343,33 +409,15 @@ Result<LoadedFrom> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
     case SlotState::same_filled:
       fill_page(out, seen.value);
       return LoadedFrom::same_filled;
-    case SlotState::written_back: {
+    case SlotState::written_back:
       // A newer page of this slot is being written over this one: never
       // read a torn block; load again once the write is over.
       if (seen.file_write) return std::unexpected(LoadError::raced);
-      counters_.add(Counter::backing_reads);
-      // EBADMSG: an encrypted block failed to authenticate (backing_cipher.h),
-      // damage like a checksum mismatch, once the re-check says no write raced.
-      const std::error_code read_error = backing_ == nullptr ? std::make_error_code(std::errc::io_error)
-                                                             : backing_->read(slot, out);
-      if (read_error && read_error != std::errc::bad_message) {
+      if (backing_ == nullptr) {
         counters_.add(Counter::backing_read_errors);
         return std::unexpected(LoadError::backing_io);
       }
-      {
-        // Check again: only a block no write touched while it was read counts.
-        std::lock_guard guard(table_.lock_for(slot));
-        const SlotEntry& now = table_.entryLocked(slot);
-        if (now.version != seen.version || now.file_write || now.slot_state() != SlotState::written_back)
-          return std::unexpected(LoadError::raced);
-      }
-      if (read_error) {
-        counters_.add(Counter::integrity_errors);
-        integrity_log_.note(slot, true);
-        return std::unexpected(LoadError::corrupt);
-      }
-      return verified(LoadedFrom::backing);
-    }
+      return std::nullopt;  // the caller reads the file, then load_end()
     case SlotState::incompressible:
     case SlotState::compressed:
     case SlotState::writeback:
@@ -382,6 +430,29 @@ Result<LoadedFrom> PageStore::load_once(Slot slot, PageBuffer out) noexcept {
   }
   counters_.add(Counter::load_errors);
   return std::unexpected(LoadError::corrupt);
+}
+
+Result<LoadedFrom> PageStore::load_end(Slot slot, PageBuffer out, const BackingReadPlan& plan,
+                                       std::error_code read_error) noexcept {
+  // EBADMSG: an encrypted block failed to authenticate (backing_cipher.h),
+  // damage like a checksum mismatch, once the re-check says no write raced.
+  if (read_error && read_error != std::errc::bad_message) {
+    counters_.add(Counter::backing_read_errors);
+    return std::unexpected(LoadError::backing_io);
+  }
+  {
+    // Check again: only a block no write touched while it was read counts.
+    std::lock_guard guard(table_.lock_for(slot));
+    const SlotEntry& now = table_.entryLocked(slot);
+    if (now.version != plan.seen.version || now.file_write || now.slot_state() != SlotState::written_back)
+      return std::unexpected(LoadError::raced);
+  }
+  if (read_error || page_checksum(out) != plan.checksum) {
+    counters_.add(Counter::integrity_errors);
+    integrity_log_.note(slot, true);
+    return std::unexpected(LoadError::corrupt);
+  }
+  return LoadedFrom::backing;
 }
 
 Result<std::uint64_t> PageStore::invalidate(Slot first,

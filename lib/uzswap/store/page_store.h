@@ -51,6 +51,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -119,6 +120,12 @@ class PageStore {
   // whose bytes do not match the checksum taken when it was stored is an
   // error (corrupt), counted and noted in integrity_log(): never wrong bytes.
   Result<LoadedFrom> load(Slot slot, PageBuffer out) noexcept;
+  // Loads slots first, first + 1, ... into the pages of `out` (whole
+  // pages), as load() does each, but the pages in the backing file are read
+  // together (BackingStore::read_many: one submission, adjacent slots one
+  // I/O). Returns how many pages from the start loaded; the first one that
+  // failed ends the count (and is counted as load() counts it).
+  std::size_t load_many(Slot first, std::span<std::byte> out) noexcept;
 
   // Forgets slots [first, first + count). Returns how many held a page.
   Result<std::uint64_t> invalidate(Slot first, std::uint64_t count) noexcept;
@@ -256,7 +263,20 @@ class PageStore {
   // Swaps `fresh` into the slot (keeping cgroup and file_write), fixes LRU
   // membership and counters, frees the old version. Takes the slot lock.
   void install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept;
+  // A load in two halves around the backing file's read. load_begin()
+  // answers under the slot lock, unless the page is in the file: then it
+  // returns nullopt with what it saw, and load_end() checks the read (made
+  // without the lock) against it. load_once() is both for one page;
+  // load_retrying() repeats it while a write races the read.
+  struct BackingReadPlan {
+    SlotEntry seen;
+    std::uint32_t checksum = 0;
+  };
+  std::optional<Result<LoadedFrom>> load_begin(Slot slot, PageBuffer out, BackingReadPlan& plan) noexcept;
+  Result<LoadedFrom> load_end(Slot slot, PageBuffer out, const BackingReadPlan& plan,
+                              std::error_code read_error) noexcept;
   Result<LoadedFrom> load_once(Slot slot, PageBuffer out) noexcept;
+  Result<LoadedFrom> load_retrying(Slot slot, PageBuffer out) noexcept;
   // LRU membership and counters of an entry leaving/entering the slot; the
   // caller holds the slot lock.
   Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept;
