@@ -127,6 +127,12 @@ void Instance::start() {
   options.pool.nodes = header.pool_nodes;
   options.pool.bind_nodes = options.pool.nodes > 1 && options.pool.nodes <= online_numa_nodes();
   options.pool.lock_memory = true;
+  // The request path never asks the kernel for memory: a store that finds
+  // the reserve empty goes to the backing file or is refused, and the
+  // refill thread grows the pool (ZPoolOptions::grow_on_miss). A reserve of
+  // 4 MiB per node rides out the bursts between its wake-ups.
+  options.pool.grow_on_miss = false;
+  options.pool.empty_span_cache_bytes = 4u << 20;
   // Fault injection for tests of a real shortage (docs/operations.md).
   if (const char* every = std::getenv("UZSWAP_FAULT_POOL_GROWTH")) {
     options.pool.fail_growth_every = static_cast<unsigned>(std::strtoul(every, nullptr, 10));
@@ -720,8 +726,9 @@ json Instance::threads_status() const {
 
 void Instance::start_reserve_refill() {
   // The store path takes new pool spans from a reserve already backed by
-  // RAM and never waits for memory (zswap's __GFP_NORETRY); this thread
-  // populates the reserve again, woken when a store leaves it below half.
+  // RAM and never asks for memory (zswap's __GFP_NORETRY); this thread
+  // populates the reserve again, woken when a store leaves it below half
+  // or finds it empty.
   store_->refill_pool_reserve();  // before the first request
   reserve_thread_ = Thread("uzswap-reserve", [this] {
     // It asks the kernel for memory: let that reclaim not wait on our own I/O.
@@ -731,8 +738,15 @@ void Instance::start_reserve_refill() {
       store_->wait_for_pool_reserve_use();
       if (reserve_stop_.load(std::memory_order_relaxed)) break;
       liveness::working();
-      const std::size_t refilled = store_->refill_pool_reserve();
-      liveness::progressed();
+      // Again while a pass makes progress: a pass stops at a failed growth
+      // in each span length, and stores find the reserve empty until it is
+      // full again.
+      std::size_t refilled = 0, pass;
+      do {
+        pass = store_->refill_pool_reserve();
+        refilled += pass;
+        liveness::progressed();
+      } while (pass > 0 && !reserve_stop_.load(std::memory_order_relaxed));
       // Nothing populated: either the reserve was full or no memory is to
       // be had; do not spin on it (stores meanwhile go to the next tier).
       if (refilled == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));

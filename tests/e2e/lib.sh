@@ -124,7 +124,14 @@ trap cleanup EXIT
 start_daemon() {
   # Not holding the machine lock: a daemon that outlives the test must not
   # block every other test.
-  "$UZSWAPD" --name "$NAME" --config /dev/null "$@" >>"$DAEMON_LOG" 2>&1 {SYSTEM_LOCK_FD}>&- &
+  # DAEMON_CGROUP: a cgroup directory to start it in (its pid is the
+  # daemon's: the shell execs it).
+  if [[ -n ${DAEMON_CGROUP:-} ]]; then
+    bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$DAEMON_CGROUP" \
+      "$UZSWAPD" --name "$NAME" --config /dev/null "$@" >>"$DAEMON_LOG" 2>&1 {SYSTEM_LOCK_FD}>&- &
+  else
+    "$UZSWAPD" --name "$NAME" --config /dev/null "$@" >>"$DAEMON_LOG" 2>&1 {SYSTEM_LOCK_FD}>&- &
+  fi
   DAEMON_PID=$!
   for _ in $(seq 1 100); do
     if "$UZSWAPCTL" --name "$NAME" status --json >/dev/null 2>&1; then return 0; fi

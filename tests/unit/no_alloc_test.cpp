@@ -220,7 +220,8 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   PageStoreOptions o;
   o.slots = kSlots;
   o.pool.reserve_bytes_per_node = 64u << 20;
-  o.max_pool_bytes = 4u << 20;  // the reserve: the daemon's 1 MiB
+  o.max_pool_bytes = 4u << 20;
+  o.pool.grow_on_miss = false;  // as uzswapd: the request path never populates
   PageStore store(o);
   store.attach_backing(file.get());
   Writeback writeback(store);
@@ -259,7 +260,13 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   const PageStoreStats before = store.stats();
   const KswapdStats kswapd_before = reclaimer.kswapd(0).stats();
   request.counting = true;
-  cycle(1000);
+  // Until a store met the limit inside the counted window: on a loaded
+  // machine the reclaim threads can keep the pool below it for a whole
+  // cycle (seen in 5 of 60 runs), and then the hook would go unmeasured.
+  for (std::uint64_t more = 0; more < 10; ++more) {
+    cycle(1000 + more);
+    if (store.stats().pool_limit_hits > before.pool_limit_hits) break;
+  }
   request.counting = false;
   const PageStoreStats after = store.stats();
   stop = true;
@@ -273,10 +280,11 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   EXPECT_GT(after.writebacks, before.writebacks) << "nothing written back";
   EXPECT_GT(after.backing_reads, before.backing_reads) << "no page was read back from the file";
   EXPECT_EQ(after.backing_read_errors, 0u);
-  // As above: the stores' own populates when they found the reserve empty
-  // (the refiller races them here) are the only faults.
+  // As uzswapd runs it (grow_on_miss off), a store that finds the reserve
+  // empty goes to the file: the request path takes no fault at all.
   const std::uint64_t populated = (after.pool.miss_populated_bytes - before.pool.miss_populated_bytes) / kPageSize;
-  EXPECT_EQ(request.faults, populated) << "page faults on the request path besides the pool's own populates";
+  EXPECT_EQ(populated, 0u);
+  EXPECT_EQ(request.faults, 0u) << "page faults on the request path";
   std::printf("faults %llu (%llu pages populated on %llu reserve misses, %llu compactions); %llu pool-limit hits, "
               "%llu writebacks, %llu backing reads\n",
               static_cast<unsigned long long>(request.faults), static_cast<unsigned long long>(populated),

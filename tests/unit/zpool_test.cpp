@@ -1,6 +1,7 @@
 #include "uzswap/pool/zpool.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cstring>
 #include <atomic>
@@ -189,12 +190,42 @@ TEST(ZPool, AnEmptyReserveGrowsOnceAndFailsFast) {
   o.fail_growth_every = 1;  // every populate fails: no memory at all
   ZPool pool(o);
   EXPECT_EQ(pool.refill_reserve(), 0u);
-  EXPECT_EQ(pool.stats().reserve_refill_failures, 1u) << "the refiller stops at the first failure";
+  EXPECT_EQ(pool.stats().reserve_refill_failures, std::uint64_t{SizeClasses::kMaxPagesPerSpan})
+      << "one failure per span length, then the refiller stops";
   EXPECT_EQ(pool.alloc(1000, 0), kNullHandle);
   const ZPoolStats s = pool.stats();
   EXPECT_EQ(s.reserve_misses, 1u);
   EXPECT_EQ(s.alloc_failures, 1u);
   EXPECT_EQ(s.span_bytes, 0u);
+}
+
+// uzswapd's pool: a store never asks the kernel for memory. An empty
+// reserve fails the allocation at once (the store goes to the next tier),
+// wakes the refiller, and touches no new page; what the refiller then
+// populates serves the next store.
+TEST(ZPool, WithoutGrowthOnAMissAnEmptyReserveFailsAtOnceAndWakesTheRefiller) {
+  ZPoolOptions o = small_pool();
+  o.grow_on_miss = false;
+  ZPool pool(o);
+  rusage before{};
+  getrusage(RUSAGE_THREAD, &before);
+  EXPECT_EQ(pool.alloc(1000, 0), kNullHandle);
+  rusage after{};
+  getrusage(RUSAGE_THREAD, &after);
+  EXPECT_EQ(after.ru_minflt, before.ru_minflt) << "no page touched on the store path";
+  ZPoolStats s = pool.stats();
+  EXPECT_EQ(s.reserve_misses, 1u);
+  EXPECT_EQ(s.alloc_failures, 1u);
+  EXPECT_EQ(s.span_bytes, 0u) << "nothing populated";
+  // The refiller was woken: its wait returns at once.
+  std::thread waiter([&] { pool.wait_for_reserve_use(); });
+  waiter.join();
+  EXPECT_GT(pool.refill_reserve(), 0u);
+  const PoolHandle h = pool.alloc(1000, 0);
+  EXPECT_NE(h, kNullHandle) << "the refilled reserve serves the next store";
+  s = pool.stats();
+  EXPECT_EQ(s.reserve_hits, 1u);
+  pool.free(h);
 }
 
 TEST(ZPool, TheRefillerIsWokenWhenTheReserveRunsLow) {

@@ -354,12 +354,14 @@ void ControlServer::Impl::accept_all() noexcept {
                                                                                    : std::vector<gid_t>{};
     const Access access = ControlServer::access_for(cred.uid, cred.gid, groups, options.reader_group);
     if (access == Access::none) {
+      // Counted before the peer hears it: whoever reads the stats after the
+      // refusal sees it.
+      count([](ControlServerStats& s) { ++s.refused_access; });
       tell(fd, control::error_line("permission denied: uid " + std::to_string(cred.uid) +
                                    " is not root" +
                                    (options.reader_group ? " and not in the stats group" : "")) +
                    "\n");
       close(fd);
-      count([](ControlServerStats& s) { ++s.refused_access; });
       continue;
     }
     const bool root = cred.uid == 0;
@@ -369,11 +371,11 @@ void ControlServer::Impl::accept_all() noexcept {
                                  mine >= options.max_connections_per_uid;
     if (over) {
       if (mine == 0) per_uid.erase(cred.uid);
+      count([](ControlServerStats& s) { ++s.refused_connections; });  // before the peer hears it
       tell(fd, control::error_line("too many connections to uzswapd from uid " +
                                    std::to_string(cred.uid) + "; close some and retry") +
                    "\n");
       close(fd);
-      count([](ControlServerStats& s) { ++s.refused_connections; });
       continue;
     }
     ++mine;

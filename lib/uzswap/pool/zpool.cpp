@@ -321,6 +321,11 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages, bool may_grow) n
     }
     if (!may_grow) return kNoSpan;
     arena.reserve_misses.fetch_add(1, std::memory_order_relaxed);
+    if (!options_.grow_on_miss) {
+      guard.unlock();
+      want_refill();
+      return kNoSpan;
+    }
     if (region.cold_top > 0) {
       span = region.cold[--region.cold_top];
     } else if (region.high_water < region.capacity) {
@@ -361,9 +366,12 @@ std::size_t ZPool::refill_reserve() noexcept {
         const bool backed = populate_span(region, span);
         std::lock_guard guard(region.lock);
         if (!backed) {
+          // On to the next span length: one failure each at most per call,
+          // so a shortage costs eight system calls, and a growth that failed
+          // once (as under a cgroup's limit, or injected) starves no length.
           region.cold[region.cold_top++] = span;
           arena.reserve_refill_failures.fetch_add(1, std::memory_order_relaxed);
-          return refilled;
+          break;
         }
         arena.span_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
         arena.cached_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);

@@ -73,6 +73,15 @@ struct ZPoolOptions {
   // from it without a system call; refill_reserve() tops it up off the
   // request path, and freed spans return to it.
   std::size_t empty_span_cache_bytes = 1u << 20;
+  // What a store does when it finds the reserve empty. true: backs one new
+  // span itself (MADV_POPULATE_WRITE), failing if the kernel has no memory.
+  // false (uzswapd): fails at once and wakes the refiller, never asking the
+  // kernel for memory on the request path: that ask can enter memory
+  // reclaim, which swaps pages out through this very daemon and waits for
+  // it (seen under a memory cgroup's limit: both FUSE workers in wbt_wait
+  // below try_charge_memcg, the machine's swap hung; tests/e2e/
+  // self_pressure.sh). zswap's store allocates with __GFP_NORETRY likewise.
+  bool grow_on_miss = true;
   // Arenas attached elsewhere (SharedState), one per node, each of
   // 8 * region_bytes, kept in RAM by SHM_LOCK: the pool neither maps nor
   // locks them, and gives RAM back with MADV_REMOVE. Empty: the pool makes
