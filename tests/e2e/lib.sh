@@ -168,6 +168,32 @@ status_field() {  # status_field KEY: a top-level number from status --json
 }
 
 # make_memcg LIMIT_BYTES: a memory cgroup that forces its processes to swap.
+# read_pool_paths: the status's counts of the store's fallback paths, read
+# once: ALLOC_FAILED and POOL_FULL (stores rejected), DIRECT (direct writes
+# to the backing file), WRITE_ERRORS, the reserve's HITS, MISSES, REFILLS
+# and REFILL_FAILURES, POOL_BYTES, MAX_POOL_BYTES, LIMIT_HITS and
+# WRITTEN_BACK.
+read_pool_paths() {
+  local json assignments
+  json=$("$UZSWAPCTL" --name "$NAME" status --json) || fail "status"
+  assignments=$(python3 - "$json" <<'PY'
+import json, sys
+j = json.loads(sys.argv[1])
+r = j["pool_reserve"]
+counts = {
+    "ALLOC_FAILED": j["rejects"]["alloc_failed"], "POOL_FULL": j["rejects"]["pool_full"],
+    "DIRECT": j["writeback"]["direct_writes"], "WRITE_ERRORS": j["write_errors"],
+    "HITS": r["hits"], "MISSES": r["misses"], "REFILLS": r["refills"], "REFILL_FAILURES": r["refill_failures"],
+    "POOL_BYTES": j["pool_bytes"], "MAX_POOL_BYTES": j["max_pool_bytes"],
+    "LIMIT_HITS": j["pool_limit_hits"], "WRITTEN_BACK": j["written_back_pages"],
+}
+for name, value in counts.items():
+    print(f"{name}={int(value)}")
+PY
+) || fail "cannot read the status"
+  eval "$assignments"
+}
+
 make_memcg() {
   if [[ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]]; then
     MEMCG=/sys/fs/cgroup/memory/uzswap-$NAME

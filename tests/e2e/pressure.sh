@@ -50,27 +50,17 @@ for attempt in 1 2; do
   (( $(status_field "['rejects']['pool_full']") > 0 )) && break
 done
 
-json=$("$UZSWAPCTL" --name "$NAME" status --json) || fail "status"
-get() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$1)" "$json"; }
-alloc_failed=$(get "['rejects']['alloc_failed']")
-pool_full=$(get "['rejects']['pool_full']")
-direct=$(get "['writeback']['direct_writes']")
-write_errors=$(get "['write_errors']")
-misses=$(get "['pool_reserve']['misses']")
-hits=$(get "['pool_reserve']['hits']")
-refills=$(get "['pool_reserve']['refills']")
-refill_failures=$(get "['pool_reserve']['refill_failures']")
-echo "pool: $(get "['pool_bytes']") of $(get "['max_pool_bytes']") bytes, $(get "['pool_limit_hits']") limit hits," \
-     "$(get "['written_back_pages']") pages written back"
-echo "rejects: alloc_failed $alloc_failed, pool_full $pool_full; direct writes $direct;" \
-     "reserve: hits $hits, misses $misses, refills $refills, refill failures $refill_failures; write errors $write_errors"
-(( refill_failures > 0 )) || fail "no growth of the pool failed"
-(( alloc_failed == misses )) || fail "$alloc_failed stores failed to allocate, but $misses found the reserve empty"
-(( pool_full > 0 )) || fail "the pool never reached its limit"
-(( direct >= alloc_failed + pool_full )) || fail "only $direct direct writes for $alloc_failed + $pool_full rejected stores"
-(( write_errors == 0 )) || fail "$write_errors write requests failed back to the kernel"
-(( hits > 0 && refills > 0 )) || fail "the reserve of populated spans was not used"
-pass "$refill_failures failed growths met no store; pool-full and reserve-empty stores went to the backing file ($direct direct writes), none failed"
+read_pool_paths
+echo "pool: $POOL_BYTES of $MAX_POOL_BYTES bytes, $LIMIT_HITS limit hits, $WRITTEN_BACK pages written back"
+echo "rejects: alloc_failed $ALLOC_FAILED, pool_full $POOL_FULL; direct writes $DIRECT;" \
+     "reserve: hits $HITS, misses $MISSES, refills $REFILLS, refill failures $REFILL_FAILURES; write errors $WRITE_ERRORS"
+(( REFILL_FAILURES > 0 )) || fail "no growth of the pool failed"
+(( ALLOC_FAILED == MISSES )) || fail "$ALLOC_FAILED stores failed to allocate, but $MISSES found the reserve empty"
+(( POOL_FULL > 0 )) || fail "the pool never reached its limit"
+(( DIRECT >= ALLOC_FAILED + POOL_FULL )) || fail "only $DIRECT direct writes for $ALLOC_FAILED + $POOL_FULL rejected stores"
+(( WRITE_ERRORS == 0 )) || fail "$WRITE_ERRORS write requests failed back to the kernel"
+(( HITS > 0 && REFILLS > 0 )) || fail "the reserve of populated spans was not used"
+pass "$REFILL_FAILURES failed growths met no store; pool-full and reserve-empty stores went to the backing file ($DIRECT direct writes), none failed"
 
 stop_daemon
 assert_clean

@@ -81,25 +81,17 @@ else
   peak=$(cat "$PARENT/memory.peak" 2>/dev/null || echo 0)
 fi
 daemon_now=$(cat "$PARENT/daemon/$USAGE")
-json=$("$UZSWAPCTL" --name "$NAME" status --json) || fail "status"
-get() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$1)" "$json"; }
-alloc_failed=$(get "['rejects']['alloc_failed']")
-pool_full=$(get "['rejects']['pool_full']")
-direct=$(get "['writeback']['direct_writes']")
-write_errors=$(get "['write_errors']")
-misses=$(get "['pool_reserve']['misses']")
-refill_failures=$(get "['pool_reserve']['refill_failures']")
+read_pool_paths
 echo "cgroup: limit hit $hits times, peak $((peak >> 20)) MiB of $((limit >> 20)); the daemon's part now $((daemon_now >> 20)) MiB"
-echo "pool: $(( $(get "['pool_bytes']") >> 20 )) MiB, $(get "['written_back_pages']") pages written back;" \
-     "rejects: alloc_failed $alloc_failed, pool_full $pool_full; reserve misses $misses, refill failures $refill_failures;" \
-     "direct writes $direct;" \
-     "write errors $write_errors"
+echo "pool: $((POOL_BYTES >> 20)) MiB, $WRITTEN_BACK pages written back; rejects: alloc_failed $ALLOC_FAILED," \
+     "pool_full $POOL_FULL; reserve misses $MISSES, refill failures $REFILL_FAILURES; direct writes $DIRECT;" \
+     "write errors $WRITE_ERRORS"
 (( hits > 0 )) || fail "the cgroup never met its limit: no pressure"
-(( refill_failures > 0 )) || fail "no growth of the pool failed"
-(( misses > 0 )) || fail "no store found the reserve empty"
-(( direct >= alloc_failed + pool_full )) || fail "only $direct direct writes for $alloc_failed + $pool_full rejected stores"
-(( write_errors == 0 )) || fail "$write_errors write requests failed back to the kernel"
-pass "under the cgroup's limit: failed growths and an empty reserve went to the backing file ($direct direct writes)"
+(( REFILL_FAILURES > 0 )) || fail "no growth of the pool failed"
+(( MISSES > 0 )) || fail "no store found the reserve empty"
+(( DIRECT >= ALLOC_FAILED + POOL_FULL )) || fail "only $DIRECT direct writes for $ALLOC_FAILED + $POOL_FULL rejected stores"
+(( WRITE_ERRORS == 0 )) || fail "$WRITE_ERRORS write requests failed back to the kernel"
+pass "under the cgroup's limit: failed growths and an empty reserve went to the backing file ($DIRECT direct writes)"
 
 stop_daemon
 assert_clean
