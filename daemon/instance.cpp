@@ -733,6 +733,7 @@ void Instance::start_reserve_refill() {
   reserve_thread_ = Thread("uzswap-reserve", [this] {
     // It asks the kernel for memory: let that reclaim not wait on our own I/O.
     if (auto ec = set_io_flusher()) spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", ec.message());
+    std::uint64_t refill_failures_seen = store_->pool_reserve_refill_failures();
     while (!reserve_stop_.load(std::memory_order_relaxed)) {
       liveness::waiting();
       store_->wait_for_pool_reserve_use();
@@ -747,9 +748,14 @@ void Instance::start_reserve_refill() {
         refilled += pass;
         liveness::progressed();
       } while (pass > 0 && !reserve_stop_.load(std::memory_order_relaxed));
-      // Nothing populated: either the reserve was full or no memory is to
-      // be had; do not spin on it (stores meanwhile go to the next tier).
-      if (refilled == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      // Nothing populated and a growth refused: no memory is to be had; do
+      // not spin on it (stores meanwhile go to the next tier). A reserve
+      // that was simply full waits for the next wake-up instead: a store
+      // waiting for a span must not find this thread asleep.
+      const std::uint64_t failures = store_->pool_reserve_refill_failures();
+      if (refilled == 0 && failures != refill_failures_seen)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      refill_failures_seen = failures;
     }
   });
 }

@@ -21,9 +21,11 @@ AFTER_CLEANUP=()  # commands run last on exit (restoring kernel settings)
 
 fail() {
   echo "FAIL: $*" >&2
+  dump_daemon_stacks >&2
   echo "--- daemon log ---" >&2
   cat "$DAEMON_LOG" >&2
-  dump_daemon_stacks >&2
+  # Again at the end: meson shows the last 100 lines of a failed test.
+  echo "FAIL: $*" >&2
   exit 1
 }
 
@@ -36,7 +38,7 @@ dump_daemon_stacks() {
   local pid
   for pid in "$DAEMON_PID" $(pgrep -P "$DAEMON_PID"); do
     echo "--- stacks of $pid ($(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) ---"
-    timeout 60 gdb -q -batch -p "$pid" -ex "set pagination off" -ex "thread apply all bt 30" 2>&1 |
+    timeout 60 gdb -q -batch -p "$pid" -ex "set pagination off" -ex "thread apply all bt 12" 2>&1 |
       grep -E '^(Thread|#)' || true
   done
 }

@@ -55,7 +55,7 @@ echo "pool: $POOL_BYTES of $MAX_POOL_BYTES bytes, $LIMIT_HITS limit hits, $WRITT
 echo "rejects: alloc_failed $ALLOC_FAILED, pool_full $POOL_FULL; direct writes $DIRECT;" \
      "reserve: hits $HITS, misses $MISSES, refills $REFILLS, refill failures $REFILL_FAILURES; write errors $WRITE_ERRORS"
 (( REFILL_FAILURES > 0 )) || fail "no growth of the pool failed"
-(( ALLOC_FAILED == MISSES )) || fail "$ALLOC_FAILED stores failed to allocate, but $MISSES found the reserve empty"
+(( ALLOC_FAILED <= MISSES )) || fail "$ALLOC_FAILED stores failed to allocate, but only $MISSES found the reserve empty"
 (( POOL_FULL > 0 )) || fail "the pool never reached its limit"
 (( DIRECT >= ALLOC_FAILED + POOL_FULL )) || fail "only $DIRECT direct writes for $ALLOC_FAILED + $POOL_FULL rejected stores"
 (( WRITE_ERRORS == 0 )) || fail "$WRITE_ERRORS write requests failed back to the kernel"

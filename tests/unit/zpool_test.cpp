@@ -200,13 +200,15 @@ TEST(ZPool, AnEmptyReserveGrowsOnceAndFailsFast) {
 }
 
 // uzswapd's pool: a store never asks the kernel for memory. An empty
-// reserve fails the allocation at once (the store goes to the next tier),
-// wakes the refiller, and touches no new page; what the refiller then
-// populates serves the next store.
-TEST(ZPool, WithoutGrowthOnAMissAnEmptyReserveFailsAtOnceAndWakesTheRefiller) {
+// reserve that nobody refills fails the allocation after miss_wait (the
+// store goes to the next tier), having woken the refiller, and touches no
+// new page; what the refiller then populates serves the next store.
+TEST(ZPool, WithoutGrowthOnAMissAnEmptyReserveFailsAfterTheWaitAndWakesTheRefiller) {
   ZPoolOptions o = small_pool();
   o.grow_on_miss = false;
+  o.miss_wait = std::chrono::microseconds(500);
   ZPool pool(o);
+  EXPECT_EQ(pool.alloc(1000, 0), kNullHandle);  // first: the code's own pages fault in
   rusage before{};
   getrusage(RUSAGE_THREAD, &before);
   EXPECT_EQ(pool.alloc(1000, 0), kNullHandle);
@@ -214,8 +216,8 @@ TEST(ZPool, WithoutGrowthOnAMissAnEmptyReserveFailsAtOnceAndWakesTheRefiller) {
   getrusage(RUSAGE_THREAD, &after);
   EXPECT_EQ(after.ru_minflt, before.ru_minflt) << "no page touched on the store path";
   ZPoolStats s = pool.stats();
-  EXPECT_EQ(s.reserve_misses, 1u);
-  EXPECT_EQ(s.alloc_failures, 1u);
+  EXPECT_EQ(s.reserve_misses, 2u);
+  EXPECT_EQ(s.alloc_failures, 2u);
   EXPECT_EQ(s.span_bytes, 0u) << "nothing populated";
   // The refiller was woken: its wait returns at once.
   std::thread waiter([&] { pool.wait_for_reserve_use(); });
@@ -225,6 +227,31 @@ TEST(ZPool, WithoutGrowthOnAMissAnEmptyReserveFailsAtOnceAndWakesTheRefiller) {
   EXPECT_NE(h, kNullHandle) << "the refilled reserve serves the next store";
   s = pool.stats();
   EXPECT_EQ(s.reserve_hits, 1u);
+  pool.free(h);
+}
+
+// With a refiller running, a store that finds the reserve empty waits for
+// the span the refiller puts in, instead of failing.
+TEST(ZPool, WithoutGrowthOnAMissAStoreWaitsForTheRefiller) {
+  ZPoolOptions o = small_pool();
+  o.grow_on_miss = false;
+  o.miss_wait = std::chrono::seconds(10);  // a bound, not a timing: the refiller answers first
+  ZPool pool(o);
+  std::atomic<bool> stop{false};
+  std::thread refiller([&] {
+    while (!stop.load()) {
+      pool.wait_for_reserve_use();
+      pool.refill_reserve();
+    }
+  });
+  const PoolHandle h = pool.alloc(1000, 0);
+  EXPECT_NE(h, kNullHandle);
+  const ZPoolStats s = pool.stats();
+  EXPECT_EQ(s.reserve_misses, 1u);
+  EXPECT_EQ(s.alloc_failures, 0u);
+  stop = true;
+  pool.wake_reserve_refiller();
+  refiller.join();
   pool.free(h);
 }
 

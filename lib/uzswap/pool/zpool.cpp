@@ -5,6 +5,7 @@
 #include <linux/mempolicy.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cassert>
@@ -323,8 +324,7 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages, bool may_grow) n
     arena.reserve_misses.fetch_add(1, std::memory_order_relaxed);
     if (!options_.grow_on_miss) {
       guard.unlock();
-      want_refill();
-      return kNoSpan;
+      return wait_for_refill(arena, region);
     }
     if (region.cold_top > 0) {
       span = region.cold[--region.cold_top];
@@ -345,6 +345,27 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages, bool may_grow) n
   arena.span_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
   arena.miss_populated_bytes.fetch_add(region.span_bytes(), std::memory_order_relaxed);
   return span;
+}
+
+std::uint32_t ZPool::wait_for_refill(Arena& arena, Region& region) noexcept {
+  want_refill();
+  // Short sleeps, not a futex: the refiller puts spans in one at a time,
+  // and a store needs only the first (clock_gettime is the vDSO's).
+  const auto deadline = std::chrono::steady_clock::now() + options_.miss_wait;
+  for (;;) {
+    const timespec pause{0, 20000};  // 20 us
+    nanosleep(&pause, nullptr);
+    {
+      std::lock_guard guard(region.lock);
+      if (region.warm_top > 0) {
+        const std::uint32_t span = region.warm[--region.warm_top];
+        arena.cached_bytes.fetch_sub(region.span_bytes(), std::memory_order_relaxed);
+        return span;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return kNoSpan;
+    want_refill();
+  }
 }
 
 std::size_t ZPool::refill_reserve() noexcept {
@@ -748,6 +769,12 @@ std::uint64_t ZPool::span_bytes() const noexcept {
 
 std::uint64_t ZPool::span_bytes(unsigned node) const noexcept {
   return arenas_[node]->span_bytes.load(std::memory_order_relaxed);
+}
+
+std::uint64_t ZPool::reserve_refill_failures() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& arena : arenas_) n += arena->reserve_refill_failures.load(std::memory_order_relaxed);
+  return n;
 }
 
 ZPoolStats ZPool::stats() const noexcept {

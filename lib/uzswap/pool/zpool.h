@@ -39,6 +39,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <expected>
@@ -75,13 +76,16 @@ struct ZPoolOptions {
   std::size_t empty_span_cache_bytes = 1u << 20;
   // What a store does when it finds the reserve empty. true: backs one new
   // span itself (MADV_POPULATE_WRITE), failing if the kernel has no memory.
-  // false (uzswapd): fails at once and wakes the refiller, never asking the
-  // kernel for memory on the request path: that ask can enter memory
-  // reclaim, which swaps pages out through this very daemon and waits for
-  // it (seen under a memory cgroup's limit: both FUSE workers in wbt_wait
-  // below try_charge_memcg, the machine's swap hung; tests/e2e/
-  // self_pressure.sh). zswap's store allocates with __GFP_NORETRY likewise.
+  // false (uzswapd): wakes the refiller and waits for it, up to miss_wait,
+  // then fails; it never asks the kernel for memory on the request path:
+  // that ask can enter memory reclaim, which swaps pages out through this
+  // very daemon and waits for it (seen under a memory cgroup's limit: both
+  // FUSE workers in wbt_wait below try_charge_memcg, the machine's swap
+  // hung; tests/e2e/self_pressure.sh). The wait is bounded, so a refiller
+  // stuck in that reclaim holds a store up by miss_wait at most, and the
+  // store's fallback (the backing file) completes the I/O it waits for.
   bool grow_on_miss = true;
+  std::chrono::microseconds miss_wait{5000};
   // Arenas attached elsewhere (SharedState), one per node, each of
   // 8 * region_bytes, kept in RAM by SHM_LOCK: the pool neither maps nor
   // locks them, and gives RAM back with MADV_REMOVE. Empty: the pool makes
@@ -192,6 +196,8 @@ class ZPool {
   void wake_reserve_refiller() noexcept;
 
   ZPoolStats stats() const noexcept;
+  // stats().reserve_refill_failures alone, cheaply (for the refiller).
+  std::uint64_t reserve_refill_failures() const noexcept;
   // RAM in spans: a lock-free read for the store path's pool-limit check.
   std::uint64_t span_bytes() const noexcept;
   // The same for one node's arena.
@@ -206,6 +212,9 @@ class ZPool {
   SpanHeader& header(unsigned node, unsigned pages, std::uint32_t span) const noexcept;
   // may_grow = false: from the reserve only, never a system call.
   std::uint32_t acquire_span(Arena& arena, unsigned pages, bool may_grow) noexcept;
+  // grow_on_miss off: waits up to miss_wait for the refiller to put a span
+  // of this length in the reserve, and takes it; kNoSpan if none came.
+  std::uint32_t wait_for_refill(Arena& arena, Region& region) noexcept;
   bool populate_span(Region& region, std::uint32_t span) noexcept;
   void populate_metadata_ahead(Region& region) noexcept;
   std::uint32_t reserve_target(const Region& region) const noexcept;

@@ -136,6 +136,8 @@ class PageStore {
   // The pool's reserve of populated spans (ZPool::refill_reserve and co.),
   // for the daemon's refill thread: never on the request path.
   std::size_t refill_pool_reserve() noexcept { return pool_.refill_reserve(); }
+  // Growths of the pool the kernel refused to the refiller, so far.
+  std::uint64_t pool_reserve_refill_failures() const noexcept { return pool_.reserve_refill_failures(); }
   void wait_for_pool_reserve_use() noexcept { pool_.wait_for_reserve_use(); }
   void wake_pool_reserve_refiller() noexcept { pool_.wake_reserve_refiller(); }
   // Compacts when the pool's spans hold more than its objects need by over
