@@ -45,6 +45,11 @@ DAEMON_CGROUP=$PARENT/daemon start_daemon --size 2G --max-pool-percent 1 --water
 unset UZSWAP_FAULT_POOL_GROWTH
 grep -q "UZSWAP_FAULT_POOL_GROWTH" "$DAEMON_LOG" || fail "the fault injection was not taken"
 grep -qx "$DAEMON_PID" "$PARENT/daemon/cgroup.procs" || fail "uzswapd $DAEMON_PID is not in $PARENT/daemon"
+# Its memory must be locked, or the cgroup's reclaim swaps the daemon out
+# through itself.
+serving=$(pgrep -P "$DAEMON_PID" | head -n 1)
+locked_kib=$(awk '/^VmLck:/ {print $2}' "/proc/$serving/status" 2>/dev/null)
+(( ${locked_kib:-0} > 0 )) || fail "the serving process ($serving) has no memory locked (VmLck ${locked_kib:-?} kB)"
 sleep 2
 daemon_bytes=$(cat "$PARENT/$USAGE")
 pool_limit=$(status_field "['max_pool_bytes']")

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,7 +21,13 @@
 namespace uzswap {
 
 std::error_code lock_all_memory() noexcept {
-  if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) return {errno, std::generic_category()};
+  // The system call itself, not libc's wrapper: AddressSanitizer and
+  // ThreadSanitizer replace mlockall() with a no-op, and a daemon whose
+  // pages can be swapped out swaps itself out through itself and hangs
+  // (seen under a memory cgroup's limit in tests/e2e/self_pressure.sh).
+  // MCL_ONFAULT locks only what is touched, so a sanitizer's shadow
+  // reservation costs nothing until used. Release builds: the same call.
+  if (syscall(SYS_mlockall, MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) return {errno, std::generic_category()};
   return {};
 }
 
