@@ -32,6 +32,22 @@ struct ThreadRing {
 };
 thread_local ThreadRing t_ring;
 
+// One I/O per run of adjacent slots in `pages` (page i in buffer page i):
+// fills ops and, for each page, the index of its op; returns the op count.
+template <class Page>
+std::size_t ops_for_runs(std::span<const Page> pages, bool write, IoOp* ops, std::size_t* op_of) noexcept {
+  std::size_t nops = 0;
+  for (std::size_t i = 0; i < pages.size(); ++i) {
+    if (i > 0 && pages[i].slot == pages[i - 1].slot + 1) {
+      ++ops[nops - 1].pages;
+    } else {
+      ops[nops++] = IoOp{pages[i].slot * kPageSize, static_cast<std::uint32_t>(i), 1, write, 0};
+    }
+    op_of[i] = nops - 1;
+  }
+  return nops;
+}
+
 // The extents of [0, bytes), in offset order, or the errno FIEMAP failed
 // with (EOPNOTSUPP: the filesystem has none). The first call writes out
 // delayed allocations (FIEMAP_FLAG_SYNC), so what it reports is on disk.
@@ -202,17 +218,8 @@ void BackingFile::begin_write(std::span<PageWrite> batch) noexcept {
   // as one write.
   std::sort(t.pending.begin(), t.pending.end(),
             [](const PageWrite& a, const PageWrite& b) { return a.slot < b.slot; });
-  std::size_t nops = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    std::memcpy(r->buffer(i), t.pending[i].page, kPageSize);
-    if (i > 0 && t.pending[i].slot == t.pending[i - 1].slot + 1) {
-      ++t.ops[nops - 1].pages;
-    } else {
-      t.ops[nops++] = IoOp{t.pending[i].slot * kPageSize, static_cast<std::uint32_t>(i), 1, true, 0};
-    }
-    t.op_of[i] = nops - 1;
-  }
-  r->start(std::span(t.ops, nops));
+  for (std::size_t i = 0; i < n; ++i) std::memcpy(r->buffer(i), t.pending[i].page, kPageSize);
+  r->start(std::span(t.ops, ops_for_runs<PageWrite>(t.pending, true, t.ops, t.op_of)));
 }
 
 void BackingFile::end_write() noexcept {
@@ -267,16 +274,7 @@ void BackingFile::read_many(std::span<PageRead> pages) noexcept {
   while (!pages.empty()) {
     const std::size_t n = std::min<std::size_t>({pages.size(), kBatchPages, r->buffer_pages()});
     const std::span<PageRead> batch = pages.first(n);
-    std::size_t nops = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (i > 0 && batch[i].slot == batch[i - 1].slot + 1) {
-        ++ops[nops - 1].pages;
-      } else {
-        ops[nops++] = IoOp{batch[i].slot * kPageSize, static_cast<std::uint32_t>(i), 1, false, 0};
-      }
-      op_of[i] = nops - 1;
-    }
-    r->run(std::span(ops, nops));
+    r->run(std::span(ops, ops_for_runs<PageRead>(batch, false, ops, op_of)));
     for (std::size_t i = 0; i < n; ++i) {
       const int res = ops[op_of[i]].result;
       batch[i].result = res < 0 ? res : 0;
