@@ -42,6 +42,18 @@ dump_daemon_stacks() {
       grep -E '^(Thread|#)' || true
   done
 }
+# kernel_stacks: where each thread of this test's uzswapd processes waits in
+# the kernel (what gdb cannot show of a thread in D state).
+kernel_stacks() {
+  [[ -n "$DAEMON_PID" ]] || return 0
+  local pid task
+  for pid in "$DAEMON_PID" $(pgrep -P "$DAEMON_PID"); do
+    for task in /proc/$pid/task/*; do
+      echo "--- kernel stack of ${task##*/} ($(cat "$task/comm" 2>/dev/null), state $(awk '{print $3}' "$task/stat" 2>/dev/null)) ---"
+      cat "$task/stack" 2>/dev/null | head -n 16
+    done
+  done
+}
 skip() {
   echo "SKIP: $*"
   exit $SKIP
@@ -144,9 +156,20 @@ start_daemon() {
 }
 
 # stop_daemon: SIGTERM and wait for a clean exit 0.
+# stop_daemon: SIGTERM, and a clean exit within STOP_TIMEOUT (180 s; a stop
+# swaps every page back in, which under ASan on 2 cores takes a while). A
+# stop that hangs fails with the threads' stacks, not at meson's timeout.
 stop_daemon() {
   kill -TERM "$DAEMON_PID"
-  local status
+  local status deadline=$((SECONDS + ${STOP_TIMEOUT:-180}))
+  # (a zombie still answers kill -0: look at its state)
+  while [[ -d /proc/$DAEMON_PID && $(awk '{print $3}' "/proc/$DAEMON_PID/stat" 2>/dev/null) != Z ]]; do
+    if (( SECONDS >= deadline )); then
+      kernel_stacks >&2
+      fail "uzswapd did not stop within ${STOP_TIMEOUT:-180} s of SIGTERM"
+    fi
+    sleep 0.2
+  done
   wait "$DAEMON_PID"
   status=$?
   [[ $status -eq 0 ]] || fail "uzswapd exited with $status on SIGTERM"

@@ -1,7 +1,10 @@
 #include "uzswap/pool/zpool.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <atomic>
@@ -332,6 +335,66 @@ TEST(ZPool, LockedArenasWork) {
   CompactionStats c = pool->begin_compaction();
   pool->end_compaction(c);
   EXPECT_EQ(pool->stats().span_bytes, 0u) << "punching holes works on locked memory";
+}
+
+// An arena on memory someone else mapped (uzswapd's SHM_LOCKed segments),
+// given to the pool `locked` (attached under mlockall(MCL_FUTURE)) or as a
+// private mapping, which the system refuses to punch holes in.
+struct ForeignArena {
+  std::size_t bytes = 0;
+  void* base = MAP_FAILED;
+  ForeignArena(std::size_t region_bytes, bool shared, bool locked) : bytes(region_bytes * SizeClasses::kMaxPagesPerSpan) {
+    base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    // The system call itself, as uzswapd's mlockall: a sanitizer's mlock() does nothing.
+    if (base != MAP_FAILED && locked && syscall(SYS_mlock2, base, bytes, MLOCK_ONFAULT) != 0) {
+      munmap(base, bytes);
+      base = MAP_FAILED;
+    }
+  }
+  ~ForeignArena() {
+    if (base != MAP_FAILED) munmap(base, bytes);
+  }
+};
+
+TEST(ZPool, ASegmentAttachedLockedGivesItsSpansBack) {
+  ZPoolOptions o = small_pool();
+  o.region_bytes = ZPool::region_bytes_for(o.reserve_bytes_per_node);
+  ForeignArena arena(o.region_bytes, /*shared=*/true, /*locked=*/true);
+  if (arena.base == MAP_FAILED) GTEST_SKIP() << "cannot lock memory here: " << std::strerror(errno);
+  o.arena_bases = {static_cast<std::byte*>(arena.base)};
+  ZPool pool(o);
+  std::vector<PoolHandle> handles;
+  for (int i = 0; i < 500; ++i) handles.push_back(pool.alloc(1500, 0));
+  for (PoolHandle h : handles) pool.free(h);
+  CompactionStats c = pool.begin_compaction();
+  pool.end_compaction(c);
+  EXPECT_EQ(pool.stats().span_bytes, 0u) << "the pool unlocked the segment, so its holes can be punched";
+  EXPECT_GT(c.released_bytes, 0u);
+}
+
+TEST(ZPool, ACompactionEndsWhenTheSystemRefusesToTakeSpansBack) {
+  ZPoolOptions o = small_pool();
+  o.region_bytes = ZPool::region_bytes_for(o.reserve_bytes_per_node);
+  ForeignArena arena(o.region_bytes, /*shared=*/false, /*locked=*/false);
+  ASSERT_NE(arena.base, MAP_FAILED);
+  o.arena_bases = {static_cast<std::byte*>(arena.base)};
+  ZPool pool(o);
+  std::vector<PoolHandle> handles;
+  for (int i = 0; i < 500; ++i) handles.push_back(pool.alloc(1500, 0));
+  for (PoolHandle h : handles) pool.free(h);
+  const std::uint64_t cached = pool.stats().cached_spans;
+  ASSERT_GT(cached, 0u);
+  // MADV_REMOVE fails on a private mapping: each span goes back to the
+  // cache, and the compaction must still end (it once took it again forever).
+  CompactionStats c = pool.begin_compaction();
+  pool.end_compaction(c);
+  EXPECT_EQ(pool.stats().cached_spans, cached) << "the spans stay resident and reusable";
+  const PoolHandle h = pool.alloc(1500, 0);
+  ASSERT_NE(h, kNullHandle);
+  fill(pool, h, 1500, 4);
+  EXPECT_TRUE(check(pool, h, 1500, 4));
+  pool.free(h);
 }
 
 // The address space: uzswapd sizes each region (one span length on one

@@ -207,7 +207,10 @@ ZPool::ZPool(const ZPoolOptions& options) : options_(options) {
       arena->owns_mapping = false;
       // Under mlockall(MCL_FUTURE) the segment was attached locked, and
       // MADV_REMOVE refuses locked ranges; SHM_LOCK keeps it in RAM anyway.
-      munlock(arena->base, arena->mapped_bytes);
+      // The system call itself: AddressSanitizer's munlock() is a no-op,
+      // which left the arena locked and no span could be given back.
+      if (syscall(SYS_munlock, arena->base, arena->mapped_bytes) != 0)
+        throw std::system_error(errno, std::generic_category(), "munlock pool segment");
     } else {
       const std::string name = "uzswap-pool-node" + std::to_string(node);
       arena->fd = memfd_create(name.c_str(), MFD_CLOEXEC);
@@ -615,8 +618,15 @@ void ZPool::end_compaction(CompactionStats& stats) {
     }
     // Give the empty-span cache (the reserve) back too: a compaction is
     // asked for when RAM is wanted; the refiller tops the reserve up again.
+    // As many as were cached when it began: a span whose punch fails goes
+    // back on the stack, and must not be taken again (that looped forever).
     for (Region& region : arena.regions) {
-      for (;;) {
+      std::uint32_t cached;
+      {
+        std::lock_guard guard(region.lock);
+        cached = region.warm_top;
+      }
+      for (; cached > 0; --cached) {
         std::uint32_t span;
         {
           std::lock_guard guard(region.lock);
