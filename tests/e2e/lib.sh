@@ -31,27 +31,21 @@ fail() {
 
 # dump_daemon_stacks: every thread's stack of this test's uzswapd processes
 # (supervisor and serving process), for a failure such as a hang that the
-# log alone does not explain. Needs gdb; bounded to 60 s per process.
+# log alone does not explain: where each waits in the kernel (what gdb
+# cannot show of a thread in D state), then gdb's backtraces (bounded to
+# 60 s per process; none without gdb).
 dump_daemon_stacks() {
   [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null || return 0
-  command -v gdb >/dev/null || return 0
-  local pid
-  for pid in "$DAEMON_PID" $(pgrep -P "$DAEMON_PID"); do
-    echo "--- stacks of $pid ($(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) ---"
-    timeout 60 gdb -q -batch -p "$pid" -ex "set pagination off" -ex "thread apply all bt 12" 2>&1 |
-      grep -E '^(Thread|#)' || true
-  done
-}
-# kernel_stacks: where each thread of this test's uzswapd processes waits in
-# the kernel (what gdb cannot show of a thread in D state).
-kernel_stacks() {
-  [[ -n "$DAEMON_PID" ]] || return 0
   local pid task
   for pid in "$DAEMON_PID" $(pgrep -P "$DAEMON_PID"); do
     for task in /proc/$pid/task/*; do
       echo "--- kernel stack of ${task##*/} ($(cat "$task/comm" 2>/dev/null), state $(awk '{print $3}' "$task/stat" 2>/dev/null)) ---"
-      cat "$task/stack" 2>/dev/null | head -n 16
+      head -n 16 "$task/stack" 2>/dev/null
     done
+    command -v gdb >/dev/null || continue
+    echo "--- stacks of $pid ($(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) ---"
+    timeout 60 gdb -q -batch -p "$pid" -ex "set pagination off" -ex "thread apply all bt 12" 2>&1 |
+      grep -E '^(Thread|#)' || true
   done
 }
 skip() {
@@ -155,19 +149,16 @@ start_daemon() {
   fail "uzswapd did not answer within 10 s"
 }
 
-# stop_daemon: SIGTERM and wait for a clean exit 0.
 # stop_daemon: SIGTERM, and a clean exit within STOP_TIMEOUT (180 s; a stop
 # swaps every page back in, which under ASan on 2 cores takes a while). A
 # stop that hangs fails with the threads' stacks, not at meson's timeout.
 stop_daemon() {
   kill -TERM "$DAEMON_PID"
-  local status deadline=$((SECONDS + ${STOP_TIMEOUT:-180}))
+  local status limit=${STOP_TIMEOUT:-180}
+  local deadline=$((SECONDS + limit))
   # (a zombie still answers kill -0: look at its state)
   while [[ -d /proc/$DAEMON_PID && $(awk '{print $3}' "/proc/$DAEMON_PID/stat" 2>/dev/null) != Z ]]; do
-    if (( SECONDS >= deadline )); then
-      kernel_stacks >&2
-      fail "uzswapd did not stop within ${STOP_TIMEOUT:-180} s of SIGTERM"
-    fi
+    (( SECONDS < deadline )) || fail "uzswapd did not stop within $limit s of SIGTERM"
     sleep 0.2
   done
   wait "$DAEMON_PID"

@@ -3,9 +3,8 @@
 # with every third growth of its pool failing (UZSWAP_FAULT_POOL_GROWTH=3,
 # as ENOMEM from the kernel would), a pool limit of 2% of RAM lowered to 1%
 # under way, and a backing file. A byte-verified workload swaps through it.
-# Only
-# the reserve's refill thread grows the pool (the request path never asks
-# for memory), so the failed growths are its own; stores past the limit,
+# Only the reserve's refill thread grows the pool (the request path never
+# asks for memory), so the failed growths are its own; stores past the limit,
 # and any that found the reserve empty, go straight to the file (direct
 # writes), never back to the kernel as an error. Every byte comes back
 # right, nothing hangs, and the status shows both paths and the pool's

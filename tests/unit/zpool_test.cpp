@@ -357,6 +357,13 @@ struct ForeignArena {
   }
 };
 
+// Stores and frees enough objects that empty spans sit in the cache.
+void leave_empty_spans(ZPool& pool) {
+  std::vector<PoolHandle> handles;
+  for (int i = 0; i < 500; ++i) handles.push_back(pool.alloc(1500, 0));
+  for (PoolHandle h : handles) pool.free(h);
+}
+
 TEST(ZPool, ASegmentAttachedLockedGivesItsSpansBack) {
   ZPoolOptions o = small_pool();
   o.region_bytes = ZPool::region_bytes_for(o.reserve_bytes_per_node);
@@ -364,9 +371,7 @@ TEST(ZPool, ASegmentAttachedLockedGivesItsSpansBack) {
   if (arena.base == MAP_FAILED) GTEST_SKIP() << "cannot lock memory here: " << std::strerror(errno);
   o.arena_bases = {static_cast<std::byte*>(arena.base)};
   ZPool pool(o);
-  std::vector<PoolHandle> handles;
-  for (int i = 0; i < 500; ++i) handles.push_back(pool.alloc(1500, 0));
-  for (PoolHandle h : handles) pool.free(h);
+  leave_empty_spans(pool);
   CompactionStats c = pool.begin_compaction();
   pool.end_compaction(c);
   EXPECT_EQ(pool.stats().span_bytes, 0u) << "the pool unlocked the segment, so its holes can be punched";
@@ -380,9 +385,7 @@ TEST(ZPool, ACompactionEndsWhenTheSystemRefusesToTakeSpansBack) {
   ASSERT_NE(arena.base, MAP_FAILED);
   o.arena_bases = {static_cast<std::byte*>(arena.base)};
   ZPool pool(o);
-  std::vector<PoolHandle> handles;
-  for (int i = 0; i < 500; ++i) handles.push_back(pool.alloc(1500, 0));
-  for (PoolHandle h : handles) pool.free(h);
+  leave_empty_spans(pool);
   const std::uint64_t cached = pool.stats().cached_spans;
   ASSERT_GT(cached, 0u);
   // MADV_REMOVE fails on a private mapping: each span goes back to the
