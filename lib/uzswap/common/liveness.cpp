@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "uzswap/common/mutex.h"
+
 namespace uzswap {
 
 namespace {
@@ -25,12 +27,12 @@ struct Slot {
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::int64_t> last_progress_ns{0};
   std::atomic<std::int64_t> working_since_ns{0};
-  std::mutex text_lock;
-  char name[16] = {};
-  char last_error[128] = {};
+  Mutex text_lock;
+  char name[16] GUARDED_BY(text_lock) = {};
+  char last_error[128] GUARDED_BY(text_lock) = {};
 
   void set_error(std::string_view what) noexcept {
-    std::lock_guard guard(text_lock);
+    MutexLock guard(text_lock);
     const std::size_t n = std::min(what.size(), sizeof(last_error) - 1);
     std::memcpy(last_error, what.data(), n);
     last_error[n] = '\0';
@@ -38,7 +40,7 @@ struct Slot {
 };
 
 struct Registry {
-  std::mutex lock;  // enroll and release; snapshot reads in_use without it
+  Mutex lock;  // enroll and release; snapshot reads in_use without it
   std::array<Slot, kSlots> slots;
 };
 
@@ -111,12 +113,12 @@ void failed(std::string_view why) noexcept {
 
 int enroll(std::string_view name) noexcept {
   Registry& r = registry();
-  std::lock_guard guard(r.lock);
+  MutexLock guard(r.lock);
   for (unsigned i = 0; i < kSlots; ++i) {
     Slot& s = r.slots[i];
     if (s.in_use.load(std::memory_order_relaxed)) continue;
     {
-      std::lock_guard text(s.text_lock);
+      MutexLock text(s.text_lock);
       const std::size_t n = std::min(name.size(), sizeof(s.name) - 1);
       std::memcpy(s.name, name.data(), n);
       s.name[n] = '\0';
@@ -155,7 +157,7 @@ void finish(int slot, ThreadState how, std::string_view why) noexcept {
 void release(int slot) noexcept {
   if (slot < 0) return;
   Registry& r = registry();
-  std::lock_guard guard(r.lock);
+  MutexLock guard(r.lock);
   r.slots[static_cast<unsigned>(slot)].in_use.store(false, std::memory_order_release);
 }
 
@@ -163,7 +165,7 @@ std::vector<ThreadReport> snapshot() {
   Registry& r = registry();
   std::vector<ThreadReport> out;
   const std::int64_t now = now_ns();
-  std::lock_guard guard(r.lock);  // no slot is reused while we read it
+  MutexLock guard(r.lock);  // no slot is reused while we read it
   for (unsigned i = 0; i < kSlots; ++i) {
     Slot& s = r.slots[i];
     if (!s.in_use.load(std::memory_order_acquire)) continue;
@@ -179,7 +181,7 @@ std::vector<ThreadReport> snapshot() {
     if (t.state == ThreadState::working && since != 0)
       t.working_for = std::chrono::nanoseconds(std::max<std::int64_t>(0, now - since));
     {
-      std::lock_guard text(s.text_lock);
+      MutexLock text(s.text_lock);
       t.name = s.name;
       t.last_error = s.last_error;
     }
@@ -192,7 +194,7 @@ std::vector<ThreadReport> snapshot() {
 
 LivenessMonitor::Changes LivenessMonitor::check() {
   const std::vector<ThreadReport> now = liveness::snapshot();
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   Changes c;
   std::vector<Seen> next;
   next.reserve(now.size());
@@ -225,7 +227,7 @@ LivenessMonitor::Changes LivenessMonitor::check() {
 
 std::vector<LivenessMonitor::Thread> LivenessMonitor::threads() const {
   const std::vector<ThreadReport> now = liveness::snapshot();
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   std::vector<Thread> out;
   out.reserve(now.size());
   for (const ThreadReport& t : now) {

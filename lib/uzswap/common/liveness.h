@@ -29,10 +29,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "uzswap/common/mutex.h"
 
 namespace uzswap {
 
@@ -110,7 +111,7 @@ class LivenessMonitor {
 
  private:
   std::atomic<unsigned> stuck_checks_;
-  mutable std::mutex lock_;
+  mutable Mutex lock_;
   struct Seen {
     unsigned slot;
     std::uint64_t generation;
@@ -120,7 +121,7 @@ class LivenessMonitor {
     unsigned stalled;
     bool stuck;
   };
-  std::vector<Seen> seen_;  // guarded by lock_
+  std::vector<Seen> seen_ GUARDED_BY(lock_);
 };
 
 }  // namespace uzswap
