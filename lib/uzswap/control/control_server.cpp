@@ -12,10 +12,8 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <mutex>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -23,6 +21,7 @@
 #include <vector>
 
 #include "uzswap/common/liveness.h"
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/control/protocol.h"
 
@@ -109,9 +108,9 @@ struct ControlServer::Impl {
     std::string line;
   };
   struct Lane {
-    std::mutex lock;
-    std::condition_variable ready;
-    std::deque<Job> jobs;
+    Mutex lock;
+    CondVar ready;
+    std::deque<Job> jobs GUARDED_BY(lock);
     Thread thread;
   };
   enum LaneIndex { kAdminLane, kSlowLane, kOtherLane, kLanes };
@@ -125,8 +124,8 @@ struct ControlServer::Impl {
   std::atomic<bool> stopping{false};
 
   std::array<Lane, kLanes> lanes;
-  std::mutex replies_lock;
-  std::vector<Reply> replies;
+  Mutex replies_lock;
+  std::vector<Reply> replies GUARDED_BY(replies_lock);
 
   // The loop thread's alone.
   std::unordered_map<std::uint64_t, Connection> connections;
@@ -136,8 +135,8 @@ struct ControlServer::Impl {
   std::uint64_t next_key = 1;
   std::optional<Clock::time_point> accept_paused_until;
 
-  mutable std::mutex stats_lock;
-  ControlServerStats counters;
+  mutable Mutex stats_lock;
+  ControlServerStats counters GUARDED_BY(stats_lock);
 
   Thread loop_thread;
 
@@ -146,7 +145,7 @@ struct ControlServer::Impl {
 
   template <typename F>
   void count(F change) {
-    std::lock_guard guard(stats_lock);
+    MutexLock guard(stats_lock);
     change(counters);
   }
 
@@ -192,7 +191,7 @@ ControlServer::~ControlServer() { impl_->stop(); }
 const std::string& ControlServer::path() const noexcept { return impl_->path; }
 
 ControlServerStats ControlServer::stats() const {
-  std::lock_guard guard(impl_->stats_lock);
+  MutexLock guard(impl_->stats_lock);
   return impl_->counters;
 }
 
@@ -235,7 +234,7 @@ void ControlServer::Impl::stop() noexcept {
   stopping = true;
   for (Lane& lane : lanes) {
     // Under the lock: a lane between its check and its wait is not missed.
-    std::lock_guard guard(lane.lock);
+    MutexLock guard(lane.lock);
     lane.ready.notify_all();
   }
   const std::uint64_t one = 1;
@@ -255,8 +254,8 @@ void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
     Job job;
     liveness::waiting();
     {
-      std::unique_lock guard(lane.lock);
-      lane.ready.wait(guard, [&] { return stopping || !lane.jobs.empty(); });
+      MutexLock guard(lane.lock);
+      while (!stopping && lane.jobs.empty()) lane.ready.wait(lane.lock);
       if (stopping) return;
       job = std::move(lane.jobs.front());
       lane.jobs.pop_front();
@@ -275,7 +274,7 @@ void ControlServer::Impl::lane_loop(Lane& lane) noexcept {
     liveness::progressed();
     reply.line.push_back('\n');
     {
-      std::lock_guard guard(replies_lock);
+      MutexLock guard(replies_lock);
       replies.push_back(std::move(reply));
     }
     const std::uint64_t one = 1;
@@ -475,7 +474,7 @@ bool ControlServer::Impl::dispatch(std::uint64_t key, Connection& c) noexcept {
     lane = request && control::is_slow(request->command) ? kSlowLane : kAdminLane;
   }
   {
-    std::lock_guard guard(lanes[lane].lock);
+    MutexLock guard(lanes[lane].lock);
     lanes[lane].jobs.push_back(std::move(job));
   }
   lanes[lane].ready.notify_one();
@@ -485,7 +484,7 @@ bool ControlServer::Impl::dispatch(std::uint64_t key, Connection& c) noexcept {
 void ControlServer::Impl::take_replies() noexcept {
   std::vector<Reply> ready;
   {
-    std::lock_guard guard(replies_lock);
+    MutexLock guard(replies_lock);
     ready.swap(replies);
   }
   for (Reply& reply : ready) {
