@@ -20,9 +20,9 @@ constexpr std::uint32_t next_of(std::uint64_t l) {
 }  // namespace
 
 struct ListLru::List {
-  std::mutex lock;
-  std::uint32_t head = kEnd;  // least recently added or rotated
-  std::uint32_t tail = kEnd;
+  Mutex lock;
+  std::uint32_t head GUARDED_BY(lock) = kEnd;  // least recently added or rotated
+  std::uint32_t tail GUARDED_BY(lock) = kEnd;
   std::atomic<std::uint64_t> count{0};  // written under lock, read without
   std::atomic<bool> dead{false};        // spliced into the parent's list
 };
@@ -51,7 +51,7 @@ ListLru::~ListLru() {
 }
 
 bool ListLru::add_cgroup(CgroupId cgroup, CgroupId parent) {
-  std::lock_guard guard(cgroups_lock_);
+  MutexLock guard(cgroups_lock_);
   if (cgroup == kRootCgroup) return false;
   Cgroup* p = cgroups_[parent].load(std::memory_order_acquire);
   if (p == nullptr || !p->live.load(std::memory_order_acquire)) return false;
@@ -69,7 +69,7 @@ bool ListLru::add_cgroup(CgroupId cgroup, CgroupId parent) {
 }
 
 bool ListLru::remove_cgroup(CgroupId cgroup) {
-  std::lock_guard guard(cgroups_lock_);
+  MutexLock guard(cgroups_lock_);
   if (cgroup == kRootCgroup) return false;
   Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
   if (c == nullptr || !c->live.load(std::memory_order_acquire)) return false;
@@ -79,7 +79,8 @@ bool ListLru::remove_cgroup(CgroupId cgroup) {
     // Two list locks at once only here, under cgroups_lock_: child first.
     List& from = c->lists[node];
     List& to = parent->lists[node];
-    std::scoped_lock both(from.lock, to.lock);
+    MutexLock from_guard(from.lock);
+    MutexLock to_guard(to.lock);
     if (from.head != kEnd) {
       if (to.tail == kEnd) {
         to.head = from.head;
@@ -102,7 +103,7 @@ bool ListLru::remove_cgroup(CgroupId cgroup) {
 }
 
 bool ListLru::release_cgroup(CgroupId cgroup) {
-  std::lock_guard guard(cgroups_lock_);
+  MutexLock guard(cgroups_lock_);
   if (cgroup == kRootCgroup) return false;
   Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
   if (c == nullptr || c->live.load(std::memory_order_acquire)) return false;
@@ -129,26 +130,26 @@ ListLru::List* ListLru::list_for(CgroupId cgroup, unsigned node) const noexcept 
   return &cgroups_[resolve(cgroup)].load(std::memory_order_acquire)->lists[node];
 }
 
-ListLru::List* ListLru::lock_list(CgroupId cgroup, unsigned node) noexcept {
+void ListLru::lock_list(CgroupId cgroup, unsigned node, List*& list) noexcept ACQUIRE(list->lock) {
   assert(node < nodes_);
   for (;;) {
-    List* list = list_for(cgroup, node);
+    list = list_for(cgroup, node);
     list->lock.lock();
-    if (!list->dead.load(std::memory_order_acquire)) return list;
+    if (!list->dead.load(std::memory_order_acquire)) return;
     list->lock.unlock();  // reparented meanwhile: follow it
   }
 }
 
-void ListLru::lock_list_raw(List& list) noexcept { list.lock.lock(); }
-void ListLru::unlock_list_raw(List& list) noexcept { list.lock.unlock(); }
+void ListLru::lock_list_raw(List& list) noexcept ACQUIRE(list.lock) { list.lock.lock(); }
+void ListLru::unlock_list_raw(List& list) noexcept RELEASE(list.lock) { list.lock.unlock(); }
 bool ListLru::list_dead(const List& list) noexcept {
   return list.dead.load(std::memory_order_acquire);
 }
 
-std::uint32_t ListLru::head(const List& list) const noexcept { return list.head; }
+std::uint32_t ListLru::head(const List& list) const noexcept REQUIRES(list.lock) { return list.head; }
 std::uint32_t ListLru::next(std::uint32_t item) const noexcept { return next_of(links_[item]); }
 
-void ListLru::unlink(List& list, std::uint32_t item) noexcept {
+void ListLru::unlink(List& list, std::uint32_t item) noexcept REQUIRES(list.lock) {
   const std::uint64_t l = links_[item];
   const std::uint32_t p = prev_of(l), n = next_of(l);
   if (p == kEnd) list.head = n;
@@ -159,7 +160,7 @@ void ListLru::unlink(List& list, std::uint32_t item) noexcept {
   list.count.store(list.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
-void ListLru::link_tail(List& list, std::uint32_t item) noexcept {
+void ListLru::link_tail(List& list, std::uint32_t item) noexcept REQUIRES(list.lock) {
   const bool referenced = links_[item] & kReferenced;
   links_[item] = pack(list.tail, kEnd, referenced);
   if (list.tail == kEnd) list.head = item;
@@ -169,14 +170,15 @@ void ListLru::link_tail(List& list, std::uint32_t item) noexcept {
   list.count.store(list.count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-void ListLru::rotate(List& list, std::uint32_t item) noexcept {
+void ListLru::rotate(List& list, std::uint32_t item) noexcept REQUIRES(list.lock) {
   if (list.tail == item) return;
   unlink(list, item);
   link_tail(list, item);
 }
 
 bool ListLru::add(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
-  List* list = lock_list(cgroup, node);
+  List* list;
+  lock_list(cgroup, node, list);
   const bool off = next_of(links_[item]) == kOff;
   if (off) {
     links_[item] |= kReferenced;  // a new entry gets its second chance, as in zswap
@@ -189,7 +191,8 @@ bool ListLru::add(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
 }
 
 bool ListLru::del(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
-  List* list = lock_list(cgroup, node);
+  List* list;
+  lock_list(cgroup, node, list);
   const bool on = next_of(links_[item]) != kOff;
   if (on) unlink(*list, item);
   list->lock.unlock();
@@ -197,14 +200,16 @@ bool ListLru::del(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
 }
 
 bool ListLru::on_list(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
-  List* list = lock_list(cgroup, node);
+  List* list;
+  lock_list(cgroup, node, list);
   const bool on = next_of(links_[item]) != kOff;
   list->lock.unlock();
   return on;
 }
 
 void ListLru::mark_referenced(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
-  List* list = lock_list(cgroup, node);
+  List* list;
+  lock_list(cgroup, node, list);
   if (next_of(links_[item]) != kOff) links_[item] |= kReferenced;
   list->lock.unlock();
 }
@@ -219,14 +224,19 @@ bool ListLru::WalkedList::referenced(std::uint32_t item) const noexcept {
 void ListLru::WalkedList::clear_referenced(std::uint32_t item) noexcept {
   lru_.links_[item] &= ~kReferenced;
 }
-void ListLru::WalkedList::isolate(std::uint32_t item) noexcept { lru_.unlink(*list_, item); }
-void ListLru::WalkedList::unlock() noexcept {
+// The isolate callback calls these with the list lock walk() took (or, after
+// unlock(), without it): the callback is checked as a function of its own,
+// which cannot know that, so these three are not checked either.
+void ListLru::WalkedList::isolate(std::uint32_t item) noexcept NO_THREAD_SAFETY_ANALYSIS {
+  lru_.unlink(*list_, item);
+}
+void ListLru::WalkedList::unlock() noexcept NO_THREAD_SAFETY_ANALYSIS {
   assert(held_);
   list_->lock.unlock();
   held_ = false;
   dropped_ = true;
 }
-void ListLru::WalkedList::lock() noexcept {
+void ListLru::WalkedList::lock() noexcept NO_THREAD_SAFETY_ANALYSIS {
   assert(!held_);
   list_->lock.lock();
   held_ = true;

@@ -22,10 +22,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "uzswap/common/mapped_array.h"
+#include "uzswap/common/mutex.h"
 
 namespace uzswap {
 
@@ -121,7 +121,13 @@ class ListLru {
 
  private:
   List* list_for(CgroupId cgroup, unsigned node) const noexcept;
-  List* lock_list(CgroupId cgroup, unsigned node) noexcept;  // locked, live
+  // Sets `list` to the live list of (cgroup, node), locked. (An out
+  // parameter, so that the annotation can name the lock it returns held.)
+  void lock_list(CgroupId cgroup, unsigned node, List*& list) noexcept;
+  // The helpers below need the list's lock held (or take or drop it); their
+  // definitions say so (REQUIRES, ACQUIRE, RELEASE), List being incomplete
+  // here. Links and referenced bits are guarded by the lock of the list the
+  // item is on, which no annotation can name.
   void unlink(List& list, std::uint32_t item) noexcept;
   void link_tail(List& list, std::uint32_t item) noexcept;
   std::uint32_t head(const List& list) const noexcept;
@@ -134,9 +140,9 @@ class ListLru {
   unsigned nodes_;
   std::function<void(CgroupId, unsigned)> populated_;
   MappedArray<std::uint64_t> links_;  // per item: prev:32 | next:31 | referenced:1
-  mutable std::mutex cgroups_lock_;
-  std::unique_ptr<std::atomic<Cgroup*>[]> cgroups_;
-  std::vector<Cgroup*> released_;  // under cgroups_lock_; deleted with the lru
+  mutable Mutex cgroups_lock_;
+  std::unique_ptr<std::atomic<Cgroup*>[]> cgroups_;  // written under cgroups_lock_, read without
+  std::vector<Cgroup*> released_ GUARDED_BY(cgroups_lock_);  // deleted with the lru
 };
 
 }  // namespace uzswap

@@ -8,7 +8,8 @@ namespace uzswap {
 template <typename Isolate>
 std::uint64_t ListLru::walk(CgroupId cgroup, unsigned node, std::uint64_t& nr_to_walk,
                             Isolate&& isolate) {
-  List* list = lock_list(cgroup, node);
+  List* list;
+  lock_list(cgroup, node, list);
   std::uint64_t isolated = 0;
   std::uint32_t item = head(*list);
   while (item != kEnd && nr_to_walk > 0) {

@@ -22,7 +22,7 @@ ShrinkerRegistry::~ShrinkerRegistry() {
 }
 
 int ShrinkerRegistry::add(Shrinker& shrinker) {
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   for (unsigned id = 0; id < kMaxShrinkers; ++id)
     if (shrinkers_[id] == nullptr) {
       shrinkers_[id] = &shrinker;
@@ -32,7 +32,7 @@ int ShrinkerRegistry::add(Shrinker& shrinker) {
 }
 
 void ShrinkerRegistry::add_cgroup(CgroupId cgroup) {
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   if (cgroups_[cgroup].load(std::memory_order_acquire) == nullptr)
     cgroups_[cgroup].store(new CgroupInfo(nodes_), std::memory_order_release);
 }
@@ -43,7 +43,7 @@ ShrinkerRegistry::CgroupInfo* ShrinkerRegistry::info(CgroupId cgroup) const noex
 }
 
 void ShrinkerRegistry::reparent(CgroupId cgroup, CgroupId parent) {
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   CgroupInfo* from = cgroups_[cgroup].load(std::memory_order_acquire);
   CgroupInfo* to = info(parent);
   if (from == nullptr || from == to) return;
@@ -118,7 +118,7 @@ std::uint64_t ShrinkerRegistry::shrink_slab(CgroupId cgroup, unsigned node, int 
     bits &= bits - 1;
     Shrinker* shrinker;
     {
-      std::lock_guard guard(lock_);
+      MutexLock guard(lock_);
       shrinker = shrinkers_[id];
     }
     if (shrinker == nullptr) continue;

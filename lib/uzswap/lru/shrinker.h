@@ -21,8 +21,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 
+#include "uzswap/common/mutex.h"
 #include "uzswap/lru/list_lru.h"
 
 namespace uzswap {
@@ -91,8 +91,8 @@ class ShrinkerRegistry {
                           std::uint64_t& scanned);
 
   unsigned nodes_;
-  std::mutex lock_;
-  Shrinker* shrinkers_[kMaxShrinkers] = {};
+  Mutex lock_;
+  Shrinker* shrinkers_[kMaxShrinkers] GUARDED_BY(lock_) = {};
   std::unique_ptr<std::atomic<CgroupInfo*>[]> cgroups_;
 };
 
