@@ -343,7 +343,7 @@ void NbdListener::stop() noexcept {
   acceptor_.join();
   for (unsigned i = 0; i < count_; ++i) {
     Slot& slot = slots_[i];
-    std::lock_guard guard(slot.lock);
+    MutexLock guard(slot.lock);
     int idle = -1;
     if (slot.fd.compare_exchange_strong(idle, -2)) {
       slot.fd.notify_all();
@@ -400,7 +400,7 @@ void NbdListener::connection_loop(Slot& slot) noexcept {
     const int fd = slot.fd.load();
     if (fd == -2) return;
     (void)server_.serve(fd, std::span(slot.buffer.get(), buffer_bytes_));
-    std::lock_guard guard(slot.lock);
+    MutexLock guard(slot.lock);
     close(fd);
     server_.count_connection(-1);
     slot.fd.store(stopping_.load() ? -2 : -1);

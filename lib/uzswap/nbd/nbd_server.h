@@ -24,11 +24,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/frontend/slot_io.h"
 #include "uzswap/nbd/nbd_protocol.h"
@@ -118,7 +118,7 @@ class NbdListener {
     // connection's fd. Changed under `lock` except by the acceptor's
     // claim of an idle slot (a compare-exchange).
     std::atomic<int> fd{-1};
-    std::mutex lock;
+    Mutex lock;
     std::unique_ptr<std::byte[]> buffer;
     Thread thread;
   };
