@@ -15,6 +15,8 @@
 #include <string>
 #include <system_error>
 
+#include "uzswap/common/mutex.h"
+
 namespace uzswap {
 
 #ifndef MADV_POPULATE_WRITE
@@ -74,7 +76,7 @@ struct ZPool::SpanHeader {
 
 // A region holds the spans of one length on one node.
 struct ZPool::Region {
-  std::mutex lock;
+  Mutex lock;
   std::byte* base = nullptr;
   off_t file_offset = 0;
   unsigned pages = 0;
@@ -82,9 +84,9 @@ struct ZPool::Region {
   MappedArray<SpanHeader> headers;
   MappedArray<std::uint32_t> cold;  // free spans with no RAM behind them
   MappedArray<std::uint32_t> warm;  // free spans still resident
-  std::uint32_t cold_top = 0;       // guarded by lock
-  std::uint32_t warm_top = 0;       // guarded by lock
-  std::uint32_t high_water = 0;     // guarded by lock: spans ever used
+  std::uint32_t cold_top GUARDED_BY(lock) = 0;
+  std::uint32_t warm_top GUARDED_BY(lock) = 0;
+  std::uint32_t high_water GUARDED_BY(lock) = 0;  // spans ever used
   // Spans whose header and free-stack entries are populated (backed and,
   // under mlockall, locked): the refiller keeps it ahead of high_water, so
   // the request path never faults on pool metadata.
@@ -94,10 +96,10 @@ struct ZPool::Region {
 };
 
 struct ZPool::ClassState {
-  std::mutex lock;
-  std::uint32_t heads[kListCount];  // guarded by lock
-  std::uint64_t spans = 0;          // guarded by lock
-  std::uint64_t inuse = 0;          // guarded by lock
+  Mutex lock;
+  std::uint32_t heads[kListCount] GUARDED_BY(lock);
+  std::uint64_t spans GUARDED_BY(lock) = 0;
+  std::uint64_t inuse GUARDED_BY(lock) = 0;
   ClassState() { std::fill(std::begin(heads), std::end(heads), kNoSpan); }
 };
 
@@ -287,7 +289,7 @@ void ZPool::wait_for_reserve_use() noexcept {
 void ZPool::populate_metadata_ahead(Region& region) noexcept {
   std::uint32_t high_water;
   {
-    std::lock_guard guard(region.lock);
+    MutexLock guard(region.lock);
     high_water = region.high_water;
   }
   const std::uint32_t ready = region.meta_ready.load(std::memory_order_relaxed);
@@ -313,7 +315,7 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages, bool may_grow) n
   Region& region = arena.region(pages);
   std::uint32_t span;
   {
-    std::unique_lock guard(region.lock);
+    UniqueLock guard(region.lock);
     if (region.warm_top > 0) {
       span = region.warm[--region.warm_top];
       const bool low = region.warm_top * 2 < reserve_target(region);
@@ -341,7 +343,7 @@ std::uint32_t ZPool::acquire_span(Arena& arena, unsigned pages, bool may_grow) n
   // The reserve is empty: one populate (zswap's __GFP_NORETRY), and a
   // failure is final for this store, which then goes to the next tier.
   if (!populate_span(region, span)) {
-    std::lock_guard guard(region.lock);
+    MutexLock guard(region.lock);
     region.cold[region.cold_top++] = span;
     return kNoSpan;
   }
@@ -381,14 +383,14 @@ std::size_t ZPool::refill_reserve() noexcept {
       for (;;) {
         std::uint32_t span;
         {
-          std::lock_guard guard(region.lock);
+          MutexLock guard(region.lock);
           if (region.warm_top >= target) break;
           if (region.cold_top > 0) span = region.cold[--region.cold_top];
           else if (region.high_water < region.capacity) span = region.high_water++;
           else break;
         }
         const bool backed = populate_span(region, span);
-        std::lock_guard guard(region.lock);
+        MutexLock guard(region.lock);
         if (!backed) {
           // On to the next span length: one failure each at most per call,
           // so a shortage costs eight system calls, and a growth that failed
@@ -416,7 +418,7 @@ void ZPool::release_span(Arena& arena, unsigned pages, std::uint32_t span, bool 
     while (cached + bytes <= options_.empty_span_cache_bytes) {
       if (arena.cached_bytes.compare_exchange_weak(cached, cached + bytes,
                                                    std::memory_order_relaxed)) {
-        std::lock_guard guard(region.lock);
+        MutexLock guard(region.lock);
         region.warm[region.warm_top++] = span;
         return;
       }
@@ -426,7 +428,7 @@ void ZPool::release_span(Arena& arena, unsigned pages, std::uint32_t span, bool 
   // Punching a hole in a memfd cannot fail for a valid range; if it ever did,
   // the span stays resident and is still reusable.
   const bool punched = arena.punch(offset, bytes);
-  std::lock_guard guard(region.lock);
+  MutexLock guard(region.lock);
   if (punched) {
     arena.span_bytes.fetch_sub(bytes, std::memory_order_relaxed);
     arena.released_bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -437,7 +439,7 @@ void ZPool::release_span(Arena& arena, unsigned pages, std::uint32_t span, bool 
   }
 }
 
-void ZPool::link_span(ClassState& cls, Region& region, std::uint32_t span) noexcept {
+void ZPool::link_span(ClassState& cls, Region& region, std::uint32_t span) noexcept REQUIRES(cls.lock) {
   SpanHeader& h = region.headers[span];
   h.prev = kNoSpan;
   h.next = cls.heads[h.list];
@@ -445,7 +447,7 @@ void ZPool::link_span(ClassState& cls, Region& region, std::uint32_t span) noexc
   cls.heads[h.list] = span;
 }
 
-void ZPool::unlink_span(ClassState& cls, Region& region, std::uint32_t span) noexcept {
+void ZPool::unlink_span(ClassState& cls, Region& region, std::uint32_t span) noexcept REQUIRES(cls.lock) {
   SpanHeader& h = region.headers[span];
   if (h.prev != kNoSpan) region.headers[h.prev].next = h.next;
   else cls.heads[h.list] = h.next;
@@ -453,7 +455,7 @@ void ZPool::unlink_span(ClassState& cls, Region& region, std::uint32_t span) noe
 }
 
 void ZPool::relink_if_moved(ClassState& cls, Region& region, std::uint32_t span,
-                            unsigned old_list) noexcept {
+                            unsigned old_list) noexcept REQUIRES(cls.lock) {
   SpanHeader& h = region.headers[span];
   if (old_list == kDrainingList) return;
   const unsigned new_list = list_for(h.inuse, classes_[h.class_index].objs_per_span);
@@ -473,7 +475,7 @@ PoolHandle ZPool::alloc_in_class(Arena& arena, unsigned class_index, bool may_gr
   ClassState& cls = arena.classes[class_index];
   Region& region = arena.region(sc.pages_per_span);
 
-  std::unique_lock guard(cls.lock);
+  UniqueLock guard(cls.lock);
   std::uint32_t span = kNoSpan;
   for (unsigned list = kFullList; list-- > 0 && span == kNoSpan;) span = cls.heads[list];
   if (span == kNoSpan) {
@@ -530,7 +532,7 @@ void ZPool::free(PoolHandle handle) noexcept {
 
   bool empty;
   {
-    std::lock_guard guard(cls.lock);
+    MutexLock guard(cls.lock);
     const std::uint32_t offset = handle_offset(handle);
     assert(offset % sc.size == 0 && h.inuse > 0);
     std::memcpy(region.base + std::size_t{span} * region.span_bytes() + offset, &h.free_head,
@@ -558,7 +560,7 @@ CompactionStats ZPool::begin_compaction() {
       const SizeClass& sc = classes_[c];
       ClassState& cls = arena.classes[c];
       Region& region = arena.region(sc.pages_per_span);
-      std::lock_guard guard(cls.lock);
+      MutexLock guard(cls.lock);
       const std::uint64_t needed = (cls.inuse + sc.objs_per_span - 1) / sc.objs_per_span;
       std::uint64_t excess = cls.spans - needed;
       // Sparsest quarter first; full spans are never drained.
@@ -606,7 +608,7 @@ void ZPool::end_compaction(CompactionStats& stats) {
       const SizeClass& sc = classes_[c];
       ClassState& cls = arena.classes[c];
       Region& region = arena.region(sc.pages_per_span);
-      std::lock_guard guard(cls.lock);
+      MutexLock guard(cls.lock);
       while (cls.heads[kDrainingList] != kNoSpan) {
         const std::uint32_t span = cls.heads[kDrainingList];
         SpanHeader& h = region.headers[span];
@@ -629,7 +631,7 @@ void ZPool::end_compaction(CompactionStats& stats) {
       for (; cached > 0; --cached) {
         std::uint32_t span;
         {
-          std::lock_guard guard(region.lock);
+          MutexLock guard(region.lock);
           if (region.warm_top == 0) break;
           span = region.warm[--region.warm_top];
         }
@@ -643,7 +645,10 @@ void ZPool::end_compaction(CompactionStats& stats) {
   want_refill();
 }
 
-std::vector<PoolHandle> ZPool::adopt_objects(std::vector<LiveObject>& objects) {
+// Not checked (nor its give_back): adoption runs once, before any alloc and
+// before the pool is shared with another thread, and builds the class and
+// region state without their locks.
+std::vector<PoolHandle> ZPool::adopt_objects(std::vector<LiveObject>& objects) NO_THREAD_SAFETY_ANALYSIS {
   std::vector<PoolHandle> rejected;
   std::sort(objects.begin(), objects.end(),
             [](const LiveObject& a, const LiveObject& b) { return a.handle < b.handle; });
@@ -741,7 +746,7 @@ std::vector<PoolHandle> ZPool::adopt_objects(std::vector<LiveObject>& objects) {
     Arena& arena = *arena_ptr;
     for (Region& region : arena.regions) {
       std::uint32_t next_free = 0;
-      const auto give_back = [&](std::uint32_t from, std::uint32_t to) {
+      const auto give_back = [&](std::uint32_t from, std::uint32_t to) NO_THREAD_SAFETY_ANALYSIS {
         if (from >= to) return;
         arena.punch(region.file_offset + static_cast<off_t>(std::size_t{from} * region.span_bytes()),
                     std::size_t{to - from} * region.span_bytes());
@@ -796,7 +801,7 @@ ZPoolStats ZPool::stats() const noexcept {
     // the alloc/free path.
     for (unsigned c = 0; c < classes_.count(); ++c) {
       ClassState& cls = arena.classes[c];
-      std::lock_guard guard(cls.lock);
+      MutexLock guard(cls.lock);
       s.objects += cls.inuse;
       s.object_bytes += cls.inuse * classes_[c].size;
       s.spans += cls.spans;
@@ -809,7 +814,7 @@ ZPoolStats ZPool::stats() const noexcept {
     s.reserve_bytes += arena.cached_bytes.load(std::memory_order_relaxed);
     s.miss_populated_bytes += arena.miss_populated_bytes.load(std::memory_order_relaxed);
     for (Region& region : arena.regions) {
-      std::lock_guard guard(region.lock);
+      MutexLock guard(region.lock);
       s.cached_spans += region.warm_top;
       // An upper bound on the pages of the header array and of both free-span
       // stacks populated or touched so far.
