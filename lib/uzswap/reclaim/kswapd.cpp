@@ -37,14 +37,14 @@ const char* wake_cause_name(WakeCause cause) noexcept {
 }
 
 void ReclaimCompletion::finish(const WritebackResult& r) {
-  std::lock_guard guard(lock);
+  MutexLock guard(lock);
   add(result, r);
   if (--pending == 0) done.notify_all();
 }
 
 WritebackResult ReclaimCompletion::wait() {
-  std::unique_lock guard(lock);
-  done.wait(guard, [this] { return pending == 0; });
+  MutexLock guard(lock);
+  while (pending != 0) done.wait(lock);
   return result;
 }
 
@@ -61,7 +61,7 @@ Kswapd::~Kswapd() { stop(); }
 
 void Kswapd::start() {
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     queue_.reserve(64);
   }
   thread_ = Thread("uzswap-kswapd" + std::to_string(node_), [this] {
@@ -75,14 +75,14 @@ void Kswapd::start() {
 
 void Kswapd::stop() noexcept {
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     stop_ = true;
   }
   wakeup_.notify_all();
   thread_.join();
   std::vector<ReclaimWork> left;
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     left.swap(queue_);
   }
   for (const ReclaimWork& w : left)
@@ -93,13 +93,13 @@ void Kswapd::wake_watermark() noexcept {
   if (watermark_pending_.load(std::memory_order_relaxed) || given_up_.load(std::memory_order_relaxed))
     return;
   watermark_pending_.store(true);
-  { std::lock_guard guard(lock_); }  // a waiter checks the flag under the lock
+  { MutexLock guard(lock_); }  // a waiter checks the flag under the lock
   wakeup_.notify_one();
 }
 
 void Kswapd::post(const ReclaimWork& work) {
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     if (!stop_) {
       // Pressure events come in bursts: work nobody waits for joins queued
       // work of the same cause and cgroup, so the queue stays as long as
@@ -255,7 +255,7 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
   std::vector<ReclaimWork> work;
   bool watermark;
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     work.swap(queue_);
     watermark = watermark_pending_.exchange(false);
   }
@@ -338,7 +338,7 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
 
 void Kswapd::run() noexcept {
   PageStore::prepare_thread();
-  std::unique_lock guard(lock_);
+  UniqueLock guard(lock_);
   while (!stop_) {
     guard.unlock();
     ReclaimClock::time_point next;
@@ -352,7 +352,8 @@ void Kswapd::run() noexcept {
     liveness::progressed();
     guard.lock();
     if (stop_) break;
-    wakeup_.wait_until(guard, next, [this] { return stop_ || woken_locked(); });
+    while (!stop_ && !woken_locked())
+      if (wakeup_.wait_until(lock_, next) == std::cv_status::timeout) break;
   }
 }
 

@@ -51,12 +51,11 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <vector>
 
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/lru/shrinker.h"
 #include "uzswap/store/page_store.h"
@@ -97,10 +96,10 @@ struct Watermarks {
 
 // A request's result, shared by the nodes that work on it.
 struct ReclaimCompletion {
-  std::mutex lock;
-  std::condition_variable done;
-  unsigned pending = 0;    // guarded by lock
-  WritebackResult result;  // guarded by lock
+  Mutex lock;
+  CondVar done;
+  unsigned pending GUARDED_BY(lock) = 0;
+  WritebackResult result GUARDED_BY(lock);
   void finish(const WritebackResult& r);
   WritebackResult wait();
 };
@@ -167,7 +166,7 @@ class Kswapd {
  private:
   enum class Sleep { awake, nap, asleep };
   std::uint64_t free_bytes(const Watermarks& w) const noexcept;
-  bool woken_locked() const noexcept { return watermark_pending_.load() || !queue_.empty(); }
+  bool woken_locked() const noexcept REQUIRES(lock_) { return watermark_pending_.load() || !queue_.empty(); }
   void run() noexcept;
   void balance(ScanControl& sc);
   void shrink_node(ScanControl& sc);
@@ -191,10 +190,10 @@ class Kswapd {
   std::atomic<unsigned> idle_seconds_;
   std::atomic<bool> hold_root_{false};
 
-  mutable std::mutex lock_;
-  std::condition_variable wakeup_;
-  std::vector<ReclaimWork> queue_;  // guarded by lock_
-  bool stop_ = false;               // guarded by lock_
+  mutable Mutex lock_;
+  CondVar wakeup_;
+  std::vector<ReclaimWork> queue_ GUARDED_BY(lock_);
+  bool stop_ GUARDED_BY(lock_) = false;
   std::atomic<bool> watermark_pending_{false};
   std::atomic<bool> given_up_{false};
 

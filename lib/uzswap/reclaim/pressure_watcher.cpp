@@ -69,7 +69,7 @@ PressureWatcher::PressureWatcher(PressureOptions options) : options_(std::move(o
 
 PressureWatcher::~PressureWatcher() {
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     tracked_.clear();
   }
   system_.reset();
@@ -90,7 +90,7 @@ void PressureWatcher::untrack_locked(Tracked& t) {
 }
 
 void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>& cgroups) {
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   std::map<CgroupId, std::string> wanted(cgroups.begin(), cgroups.end());
   for (auto it = tracked_.begin(); it != tracked_.end();) {
     const auto w = wanted.find(it->first);
@@ -157,7 +157,7 @@ std::vector<PressureEvent> PressureWatcher::poll(int timeout_ms) {
   std::vector<PressureEvent> out;
   epoll_event events[32];
   const int n = epoll_wait(epoll_, events, 32, timeout_ms);
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   bool reread = false;
   for (int i = 0; i < n; ++i) {
     const std::uint64_t key = events[i].data.u64;
@@ -204,7 +204,7 @@ void PressureWatcher::interrupt() noexcept {
 }
 
 PressureStatus PressureWatcher::status() const {
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   return status_;
 }
 

@@ -21,12 +21,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "uzswap/common/mutex.h"
 #include "uzswap/lru/list_lru.h"
 #include "uzswap/reclaim/psi_trigger.h"
 
@@ -80,16 +80,16 @@ class PressureWatcher {
     bool have_baseline = false;
     std::uint64_t high_max = 0;     // high + max at the last read
   };
-  void read_events_locked(CgroupId id, Tracked& t, std::vector<PressureEvent>& out);
-  void untrack_locked(Tracked& t);
+  void read_events_locked(CgroupId id, Tracked& t, std::vector<PressureEvent>& out) REQUIRES(lock_);
+  void untrack_locked(Tracked& t) REQUIRES(lock_);
 
   PressureOptions options_;
   int epoll_ = -1, inotify_ = -1, wake_ = -1;
   std::optional<PsiTrigger> system_;
-  mutable std::mutex lock_;
-  std::map<CgroupId, Tracked> tracked_;  // guarded by lock_
-  PressureStatus status_;                // guarded by lock_
-  std::int64_t last_reread_ms_ = 0;      // poll()'s thread only
+  mutable Mutex lock_;
+  std::map<CgroupId, Tracked> tracked_ GUARDED_BY(lock_);
+  PressureStatus status_ GUARDED_BY(lock_);
+  std::int64_t last_reread_ms_ = 0;  // poll()'s thread only
 };
 
 }  // namespace uzswap

@@ -79,7 +79,7 @@ unsigned Reclaimer::post_split(WakeCause cause, std::optional<CgroupId> cgroup, 
   unsigned posted = 0;
   for (unsigned node = 0; node < nodes; ++node) posted += share[node] > 0;
   if (completion != nullptr) {
-    std::lock_guard guard(completion->lock);
+    MutexLock guard(completion->lock);
     completion->pending = posted;
   }
   for (unsigned node = 0; node < nodes; ++node)
