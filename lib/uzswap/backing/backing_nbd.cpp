@@ -46,13 +46,13 @@ BackingNbd::BackingNbd(std::string uri, std::uint64_t bytes)
   // reads on another: one connection only.
   count_ = nbd_can_multi_conn(first) == 1 ? kConnections : 1;
   {
-    std::lock_guard guard(conns_[0].lock);
+    MutexLock guard(conns_[0].lock);
     installLocked(0, first);
   }
   for (unsigned i = 1; i < count_; ++i) {
     // A failure here is retried by the reconnect thread.
     if (nbd_handle* h = open_connection()) {
-      std::lock_guard guard(conns_[i].lock);
+      MutexLock guard(conns_[i].lock);
       installLocked(i, h);
     }
   }
@@ -61,13 +61,13 @@ BackingNbd::BackingNbd(std::string uri, std::uint64_t bytes)
 
 BackingNbd::~BackingNbd() {
   {
-    std::lock_guard guard(wake_lock_);
+    MutexLock guard(wake_lock_);
     stop_ = true;
   }
   wake_.notify_all();
   reconnector_.join();
   for (unsigned i = 0; i < kConnections; ++i) {
-    std::lock_guard guard(conns_[i].lock);
+    MutexLock guard(conns_[i].lock);
     if (conns_[i].handle != nullptr) {
       nbd_shutdown(conns_[i].handle, 0);
       nbd_close(conns_[i].handle);
@@ -78,7 +78,7 @@ BackingNbd::~BackingNbd() {
 
 void BackingNbd::set_error(const std::string& message) noexcept {
   try {
-    std::lock_guard guard(error_lock_);
+    MutexLock guard(error_lock_);
     last_error_ = message;
   } catch (...) {
   }
@@ -125,40 +125,42 @@ nbd_handle* BackingNbd::open_connection() {
 }
 
 void BackingNbd::installLocked(unsigned i, nbd_handle* h) noexcept {
-  Connection& c = conns_[i];
-  c.fua = nbd_can_fua(h) == 1;
-  c.handle = h;
+  conns_[i].fua = nbd_can_fua(h) == 1;
+  conns_[i].handle = h;
   up_count_.fetch_add(1, std::memory_order_relaxed);
   connects_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void BackingNbd::dropLocked(unsigned i, const char* why) noexcept {
-  Connection& c = conns_[i];
-  if (c.handle == nullptr) return;
+  nbd_handle*& handle = conns_[i].handle;
+  if (handle == nullptr) return;
   set_error(libnbd_error(why));
-  nbd_close(c.handle);  // commands in flight are abandoned; their pages stay in RAM
-  c.handle = nullptr;
+  nbd_close(handle);  // commands in flight are abandoned; their pages stay in RAM
+  handle = nullptr;
   up_count_.fetch_sub(1, std::memory_order_relaxed);
   disconnects_.fetch_add(1, std::memory_order_relaxed);
   wake_.notify_all();
 }
 
-int BackingNbd::lock_up(unsigned hint) noexcept {
+bool BackingNbd::lock_up(unsigned hint, unsigned& i) noexcept {
   for (unsigned k = 0; k < count_; ++k) {
-    const unsigned i = (hint + k) % count_;
+    i = (hint + k) % count_;
     if (conns_[i].lock.try_lock()) {
-      if (conns_[i].handle != nullptr) return static_cast<int>(i);
+      if (conns_[i].handle != nullptr) return true;
       conns_[i].lock.unlock();
     }
   }
   for (unsigned k = 0; k < count_; ++k) {
-    const unsigned i = (hint + k) % count_;
+    i = (hint + k) % count_;
     conns_[i].lock.lock();
-    if (conns_[i].handle != nullptr) return static_cast<int>(i);
+    if (conns_[i].handle != nullptr) return true;
     conns_[i].lock.unlock();
   }
-  return -1;
+  return false;
 }
+
+void BackingNbd::keep_for_end_write(unsigned) noexcept NO_THREAD_SAFETY_ANALYSIS {}
+void BackingNbd::held_since_begin_write(unsigned) noexcept NO_THREAD_SAFETY_ANALYSIS {}
 
 bool BackingNbd::wait_all(nbd_handle* h, const std::int64_t* cookies, std::size_t n, int* error) noexcept {
   bool done[kBatchPages] = {};
@@ -222,14 +224,16 @@ void BackingNbd::begin_write(std::span<PageWrite> batch) noexcept {
     return;
   }
   std::sort(t.pending.begin(), t.pending.end(), [](const PageWrite& a, const PageWrite& b) { return a.slot < b.slot; });
-  const int conn = lock_up(t.hint);
-  if (conn < 0) {
+  unsigned conn;
+  if (!lock_up(t.hint, conn)) {
     refused_.fetch_add(n, std::memory_order_relaxed);
     t.error = ENOTCONN;
     return;
   }
-  t.conn = conn;
-  Connection& c = conns_[conn];
+  t.conn = static_cast<int>(conn);
+  nbd_handle* const handle = conns_[conn].handle;
+  const bool fua = conns_[conn].fua;
+  keep_for_end_write(conn);
   // Runs of adjacent slots, each one request, all in flight together.
   std::size_t start = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -238,8 +242,8 @@ void BackingNbd::begin_write(std::span<PageWrite> batch) noexcept {
     t.run_of[i] = t.runs;
     if (!last) continue;
     const std::int64_t cookie =
-        nbd_aio_pwrite(c.handle, t.buffer.get() + start * kPageSize, (i + 1 - start) * kPageSize,
-                       t.pending[start].slot * kPageSize, NBD_NULL_COMPLETION, c.fua ? LIBNBD_CMD_FLAG_FUA : 0);
+        nbd_aio_pwrite(handle, t.buffer.get() + start * kPageSize, (i + 1 - start) * kPageSize,
+                       t.pending[start].slot * kPageSize, NBD_NULL_COMPLETION, fua ? LIBNBD_CMD_FLAG_FUA : 0);
     if (cookie < 0) {
       t.error = nbd_get_errno() != 0 ? nbd_get_errno() : EIO;
       return;  // end_write waits for those already sent, then drops the connection
@@ -253,16 +257,18 @@ void BackingNbd::begin_write(std::span<PageWrite> batch) noexcept {
 void BackingNbd::end_write() noexcept {
   ThreadBatch& t = t_batch;
   if (t.conn >= 0) {
-    Connection& c = conns_[t.conn];
+    const unsigned conn = static_cast<unsigned>(t.conn);
+    held_since_begin_write(conn);
+    nbd_handle* const handle = conns_[conn].handle;
     int error = 0;
-    const bool ok = wait_all(c.handle, t.cookies, t.runs, &error) && t.error == 0;
+    const bool ok = wait_all(handle, t.cookies, t.runs, &error) && t.error == 0;
     if (!ok) {
       if (t.error == 0) t.error = error;
       // A request that failed on a live connection is the server's error
       // (the pages stay in RAM); a connection that broke is closed.
-      if (nbd_aio_is_ready(c.handle) != 1 || error == ETIMEDOUT) dropLocked(static_cast<unsigned>(t.conn), "write");
+      if (nbd_aio_is_ready(handle) != 1 || error == ETIMEDOUT) dropLocked(conn, "write");
     }
-    c.lock.unlock();
+    conns_[conn].lock.unlock();
     t.conn = -1;
   }
   for (PageWrite& p : t.pending) p.result = t.error == 0 ? 0 : -t.error;
@@ -282,25 +288,25 @@ std::error_code BackingNbd::read(Slot slot, PageBuffer out) noexcept {
   ThreadBatch& t = t_batch;
   const auto deadline = std::chrono::steady_clock::now() + kReadPatience;
   for (;;) {
-    const int conn = lock_up(t.hint);
-    if (conn >= 0) {
-      Connection& c = conns_[conn];
+    unsigned conn;
+    if (lock_up(t.hint, conn)) {
+      nbd_handle* const handle = conns_[conn].handle;
       int error = 0;
       const std::int64_t cookie =
-          nbd_aio_pread(c.handle, out.data(), kPageSize, slot * kPageSize, NBD_NULL_COMPLETION, 0);
+          nbd_aio_pread(handle, out.data(), kPageSize, slot * kPageSize, NBD_NULL_COMPLETION, 0);
       reads_.fetch_add(1, std::memory_order_relaxed);
-      if (cookie >= 0 && wait_all(c.handle, &cookie, 1, &error)) {
-        c.lock.unlock();
+      if (cookie >= 0 && wait_all(handle, &cookie, 1, &error)) {
+        conns_[conn].lock.unlock();
         return {};
       }
       if (cookie < 0) error = nbd_get_errno() != 0 ? nbd_get_errno() : EIO;
-      if (nbd_aio_is_ready(c.handle) == 1 && error != ETIMEDOUT) {
+      if (nbd_aio_is_ready(handle) == 1 && error != ETIMEDOUT) {
         // The server answered with an error: asking again will not help.
-        c.lock.unlock();
+        conns_[conn].lock.unlock();
         return {error, std::generic_category()};
       }
-      dropLocked(static_cast<unsigned>(conn), "read");
-      c.lock.unlock();
+      dropLocked(conn, "read");
+      conns_[conn].lock.unlock();
       continue;  // another connection, or the same one once it is back
     }
     // Down: the page is only there. Wait for the remote to come back.
@@ -313,12 +319,13 @@ void BackingNbd::reconnect_loop() noexcept {
   auto backoff = std::chrono::milliseconds(100);
   for (;;) {
     {
-      std::unique_lock guard(wake_lock_);
+      MutexLock guard(wake_lock_);
       const bool all_up = up_count_.load() == count_;
       // A dropped connection wakes this thread at once; a failed reconnect
       // waits out its backoff.
-      wake_.wait_for(guard, all_up ? std::chrono::milliseconds(1000) : backoff,
-                     [&] { return stop_ || (all_up && up_count_.load() < count_); });
+      const auto until = std::chrono::steady_clock::now() + (all_up ? std::chrono::milliseconds(1000) : backoff);
+      while (!stop_ && !(all_up && up_count_.load() < count_))
+        if (wake_.wait_until(wake_lock_, until) == std::cv_status::timeout) break;
       if (stop_) return;
     }
     // An idle connection learns of a remote that went away only when it
@@ -339,7 +346,7 @@ void BackingNbd::reconnect_loop() noexcept {
     bool all = true;
     for (unsigned i = 0; i < count_; ++i) {
       {
-        std::lock_guard guard(conns_[i].lock);
+        MutexLock guard(conns_[i].lock);
         if (conns_[i].handle != nullptr) continue;
       }
       // Connected without the lock, so readers are not held up meanwhile;
@@ -353,7 +360,7 @@ void BackingNbd::reconnect_loop() noexcept {
         all = false;
         break;  // the remote is not back: wait before the next one
       }
-      std::lock_guard guard(conns_[i].lock);
+      MutexLock guard(conns_[i].lock);
       installLocked(i, h);
     }
     backoff = all ? std::chrono::milliseconds(100) : std::min(backoff * 2, std::chrono::milliseconds(5000));
@@ -373,7 +380,7 @@ BackingNbdStatus BackingNbd::status() const {
   s.write_requests = writes_.load(std::memory_order_relaxed);
   s.read_requests = reads_.load(std::memory_order_relaxed);
   s.refused_writes = refused_.load(std::memory_order_relaxed);
-  std::lock_guard guard(error_lock_);
+  MutexLock guard(error_lock_);
   s.last_error = last_error_;
   return s;
 }

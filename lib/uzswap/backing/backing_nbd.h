@@ -24,13 +24,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "uzswap/backing/backing_store.h"
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/thread.h"
 
 struct nbd_handle;
@@ -77,17 +76,23 @@ class BackingNbd final : public BackingStore {
 
  private:
   struct Connection {
-    std::mutex lock;       // held for a command (or a whole write batch)
-    nbd_handle* handle = nullptr;  // null while down; guarded by lock
-    bool fua = false;
+    Mutex lock;  // held for a command (or a whole write batch)
+    nbd_handle* handle GUARDED_BY(lock) = nullptr;  // null while down
+    bool fua GUARDED_BY(lock) = false;
   };
   // A new connection, checked (size, writable); null (and last_error_) on
   // failure. Takes no connection lock.
   nbd_handle* open_connection();
-  void installLocked(unsigned i, nbd_handle* h) noexcept;
-  void dropLocked(unsigned i, const char* why) noexcept;
-  // Locks a connection that is up, preferring `hint`; -1 when none is.
-  int lock_up(unsigned hint) noexcept;
+  void installLocked(unsigned i, nbd_handle* h) noexcept REQUIRES(conns_[i].lock);
+  void dropLocked(unsigned i, const char* why) noexcept REQUIRES(conns_[i].lock);
+  // Locks a connection that is up, preferring `hint`, and sets `i` to it;
+  // false when none is.
+  bool lock_up(unsigned hint, unsigned& i) noexcept TRY_ACQUIRE(true, conns_[i].lock);
+  // A write batch holds its connection's lock from begin_write() to
+  // end_write(), across calls, which the analysis cannot follow: these two
+  // only tell it so (the lock stays held in between).
+  void keep_for_end_write(unsigned i) noexcept RELEASE(conns_[i].lock);
+  void held_since_begin_write(unsigned i) noexcept ACQUIRE(conns_[i].lock);
   // Waits until every command in `cookies` completed; false on an error or timeout.
   bool wait_all(nbd_handle* h, const std::int64_t* cookies, std::size_t n, int* error) noexcept;
   void reconnect_loop() noexcept;
@@ -102,11 +107,11 @@ class BackingNbd final : public BackingStore {
   std::atomic<unsigned> next_{0};
   std::atomic<std::uint64_t> connects_{0}, disconnects_{0}, failed_connects_{0}, writes_{0}, reads_{0},
       refused_{0};
-  mutable std::mutex error_lock_;
-  std::string last_error_;  // guarded by error_lock_
-  std::mutex wake_lock_;
-  std::condition_variable wake_;
-  bool stop_ = false;  // guarded by wake_lock_
+  mutable Mutex error_lock_;
+  std::string last_error_ GUARDED_BY(error_lock_);
+  Mutex wake_lock_;
+  CondVar wake_;
+  bool stop_ GUARDED_BY(wake_lock_) = false;
   Thread reconnector_;
   std::uint64_t id_;
 };
