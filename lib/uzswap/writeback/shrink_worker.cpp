@@ -15,7 +15,7 @@ ShrinkWorker::ShrinkWorker(Writeback& writeback, ShrinkWorkerOptions options)
 
 ShrinkWorker::~ShrinkWorker() {
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     stop_ = true;
   }
   wakeup_.notify_all();
@@ -24,7 +24,7 @@ ShrinkWorker::~ShrinkWorker() {
 
 void ShrinkWorker::wake() noexcept {
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     woken_ = true;
   }
   wakeup_.notify_one();
@@ -61,7 +61,7 @@ void ShrinkWorker::shrink_to_threshold() {
   unsigned failures = 0;
   while (store_.above_accept_threshold()) {
     {
-      std::lock_guard guard(lock_);
+      MutexLock guard(lock_);
       if (stop_) return;
     }
     const auto cg = next_cgroup();
@@ -75,8 +75,10 @@ void ShrinkWorker::shrink_to_threshold() {
     if (++failures >= options_.max_failures || !cg) {
       // Nothing gives: wait before trying again rather than spin.
       backoffs_.fetch_add(1, std::memory_order_relaxed);
-      std::unique_lock guard(lock_);
-      wakeup_.wait_for(guard, options_.backoff, [this] { return stop_; });
+      MutexLock guard(lock_);
+      const auto until = std::chrono::steady_clock::now() + options_.backoff;
+      while (!stop_)
+        if (wakeup_.wait_until(lock_, until) == std::cv_status::timeout) break;
       return;
     }
   }
@@ -84,9 +86,11 @@ void ShrinkWorker::shrink_to_threshold() {
 
 void ShrinkWorker::run() noexcept {
   PageStore::prepare_thread();
-  std::unique_lock guard(lock_);
+  UniqueLock guard(lock_);
   while (!stop_) {
-    wakeup_.wait_for(guard, options_.period, [this] { return woken_ || stop_; });
+    const auto until = std::chrono::steady_clock::now() + options_.period;
+    while (!woken_ && !stop_)
+      if (wakeup_.wait_until(lock_, until) == std::cv_status::timeout) break;
     if (stop_) break;
     if (woken_) wakeups_.fetch_add(1, std::memory_order_relaxed);
     woken_ = false;

@@ -10,10 +10,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <optional>
 
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/writeback/shrink_memcg.h"
 
@@ -56,10 +55,10 @@ class ShrinkWorker {
   Writeback& writeback_;
   PageStore& store_;
   ShrinkWorkerOptions options_;
-  std::mutex lock_;
-  std::condition_variable wakeup_;
-  bool woken_ = false;  // guarded by lock_
-  bool stop_ = false;   // guarded by lock_
+  Mutex lock_;
+  CondVar wakeup_;
+  bool woken_ GUARDED_BY(lock_) = false;
+  bool stop_ GUARDED_BY(lock_) = false;
   std::size_t cursor_ = 0;  // the worker thread's own
   std::atomic<std::uint64_t> wakeups_{0}, runs_{0}, written_{0}, backoffs_{0}, over_max_runs_{0};
   Thread thread_;
