@@ -288,7 +288,7 @@ TEST(SlotTable, EntriesAreSixteenBytesWithAFourByteChecksum) {
   SlotTable table(state.slots(), state.checksums(), state.journal(), 1000);
   EXPECT_EQ(table.size(), 1000u);
   EXPECT_GE(table.bytes(), 1000u * 16u);
-  std::lock_guard guard(table.lock_for(999));
+  MutexLock guard(table.lock_for(999));
   EXPECT_EQ(table.entryLocked(999).slot_state(), SlotState::empty);
 }
 

@@ -21,7 +21,7 @@ bool MemCgroups::add(CgroupId cgroup, CgroupId parent) {
   record.parent = parent;
   record.live = 1;
   record.used = 1;
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   if (std::find(cgroups_.begin(), cgroups_.end(), cgroup) == cgroups_.end()) cgroups_.push_back(cgroup);
   return true;
 }
@@ -31,7 +31,7 @@ bool MemCgroups::remove(CgroupId cgroup) {
   state_.cgroups()[cgroup].live = 0;
   if (registry_ != nullptr) registry_->reparent(cgroup, lru_.resolve(cgroup));
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     cgroups_.erase(std::remove(cgroups_.begin(), cgroups_.end(), cgroup), cgroups_.end());
   }
   // Its pages are the parent's now, in the statistics as on the lists. Their
@@ -48,7 +48,7 @@ bool MemCgroups::remove(CgroupId cgroup) {
 }
 
 std::vector<CgroupId> MemCgroups::cgroups() const {
-  std::lock_guard guard(lock_);
+  MutexLock guard(lock_);
   return cgroups_;
 }
 

@@ -18,10 +18,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "uzswap/common/mutex.h"
 #include "uzswap/lru/list_lru.h"
 #include "uzswap/state/shared_state.h"
 
@@ -125,8 +125,8 @@ class MemCgroups {
   SharedState& state_;
   ShrinkerRegistry* registry_ = nullptr;
   std::unique_ptr<MemcgCounters[]> counters_;
-  mutable std::mutex lock_;
-  std::vector<CgroupId> cgroups_;  // live ids, guarded by lock_
+  mutable Mutex lock_;
+  std::vector<CgroupId> cgroups_ GUARDED_BY(lock_);  // live ids
 };
 
 }  // namespace uzswap

@@ -361,7 +361,7 @@ std::uint32_t ZPool::wait_for_refill(Arena& arena, Region& region) noexcept {
     const timespec pause{0, 20000};  // 20 us
     nanosleep(&pause, nullptr);
     {
-      std::lock_guard guard(region.lock);
+      MutexLock guard(region.lock);
       if (region.warm_top > 0) {
         const std::uint32_t span = region.warm[--region.warm_top];
         arena.cached_bytes.fetch_sub(region.span_bytes(), std::memory_order_relaxed);
@@ -625,7 +625,7 @@ void ZPool::end_compaction(CompactionStats& stats) {
     for (Region& region : arena.regions) {
       std::uint32_t cached;
       {
-        std::lock_guard guard(region.lock);
+        MutexLock guard(region.lock);
         cached = region.warm_top;
       }
       for (; cached > 0; --cached) {

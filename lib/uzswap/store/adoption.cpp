@@ -82,9 +82,9 @@ void PageStore::adopt() {
 }
 
 std::uint64_t PageStore::release_stale_file_writes() noexcept {
-  std::lock_guard compaction(compaction_lock_);
+  MutexLock compaction(compaction_lock_);
   for (const Slot slot : stale_file_writes_) {
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     SlotEntry entry = table_.entryLocked(slot);
     entry.file_write = 0;
     table_.publishLocked(slot, entry);

@@ -235,7 +235,7 @@ void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
 void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept {
   Removed old;
   {
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     const SlotEntry& entry = table_.entryLocked(slot);
     old = detachLocked(slot, entry);
     SlotEntry next = fresh;
@@ -376,7 +376,7 @@ std::optional<Result<LoadedFrom>> PageStore::load_begin(Slot slot, PageBuffer ou
   SlotEntry& seen = plan.seen;
   std::uint32_t& checksum = plan.checksum;
   {
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     const SlotEntry& entry = table_.entryLocked(slot);
     seen = entry;
     checksum = table_.checksumLocked(slot);
@@ -442,7 +442,7 @@ Result<LoadedFrom> PageStore::load_end(Slot slot, PageBuffer out, const BackingR
   }
   {
     // Check again: only a block no write touched while it was read counts.
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     const SlotEntry& now = table_.entryLocked(slot);
     if (now.version != plan.seen.version || now.file_write || now.slot_state() != SlotState::written_back)
       return std::unexpected(LoadError::raced);
@@ -465,7 +465,7 @@ Result<std::uint64_t> PageStore::invalidate(Slot first,
   for (Slot slot = first; slot < first + count; ++slot) {
     Removed old;
     {
-      std::lock_guard guard(table_.lock_for(slot));
+      MutexLock guard(table_.lock_for(slot));
       const SlotEntry& entry = table_.entryLocked(slot);
       if (entry.slot_state() == SlotState::empty) continue;
       old = detachLocked(slot, entry);
@@ -482,16 +482,17 @@ Result<std::uint64_t> PageStore::invalidate(Slot first,
 }
 
 CompactionStats PageStore::compact() {
-  std::lock_guard compaction(compaction_lock_);
+  MutexLock compaction(compaction_lock_);
   CompactionStats stats = pool_.begin_compaction();
   std::uint64_t moved = 0;
   if (stats.objects_to_move > 0) {
     // One pass over the table, a run of slots per lock: the pool keeps no
     // pointers back from objects to slots.
     for (Slot run = 0; run < table_.size(); run += SlotTable::kRun) {
-      std::lock_guard guard(table_.lock_for(run));
+      MutexLock guard(table_.lock_for(run));
       const Slot end = std::min<Slot>(run + SlotTable::kRun, table_.size());
       for (Slot slot = run; slot < end; ++slot) {
+        table_.assert_same_stripe(run, slot);
         const SlotEntry& entry = table_.entryLocked(slot);
         if (!entry.in_pool() || !pool_.needs_migration(entry.value)) continue;
         const PoolHandle from = entry.value;

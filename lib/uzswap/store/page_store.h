@@ -47,8 +47,6 @@
 #include <atomic>
 #include <cstdint>
 #include <expected>
-#include <mutex>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -57,6 +55,7 @@
 #include <vector>
 
 #include "uzswap/backing/backing_store.h"
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/page.h"
 #include "uzswap/compress/compressor.h"
 #include "uzswap/lru/list_lru.h"
@@ -281,16 +280,19 @@ class PageStore {
   Result<LoadedFrom> load_retrying(Slot slot, PageBuffer out) noexcept;
   // LRU membership and counters of an entry leaving/entering the slot; the
   // caller holds the slot lock.
-  Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept;
-  void attachLocked(Slot slot, const SlotEntry& entry) noexcept;
+  Removed detachLocked(Slot slot, const SlotEntry& entry) noexcept REQUIRES(table_.lock_for(slot));
+  void attachLocked(Slot slot, const SlotEntry& entry) noexcept REQUIRES(table_.lock_for(slot));
   void account_removed(const Removed& removed) noexcept;
   // Counters of the live cgroup that `cgroup`'s pages belong to now.
   MemcgCounters& counters_of(CgroupId cgroup) noexcept { return memcg_.counters_of(cgroup); }
   unsigned current_node() const noexcept;
-  // The store made on a state a dead process left: see "Surviving the process".
-  void adopt();
+  // The store made on a state a dead process left: see "Surviving the
+  // process". It runs in the constructor, before any other thread can see
+  // the store, and reads and publishes entries without their stripe locks:
+  // NO_THREAD_SAFETY_ANALYSIS, as nothing else exists to race it.
+  void adopt() NO_THREAD_SAFETY_ANALYSIS;
   // Gauges and LRU membership of an entry found at adoption.
-  void account_adopted(Slot slot, const SlotEntry& entry) noexcept;
+  void account_adopted(Slot slot, const SlotEntry& entry) noexcept REQUIRES(table_.lock_for(slot));
   bool admit_to_pool() noexcept;
   Result<StoredAs> store_to_backing(Slot slot, PageView page,
                                                        std::uint32_t checksum) noexcept;
@@ -313,7 +315,7 @@ class PageStore {
   std::atomic<std::uint64_t> max_pool_bytes_;
   std::atomic<unsigned> accept_threshold_percent_;
   std::atomic<bool> pool_full_{false};
-  std::mutex compaction_lock_;
+  Mutex compaction_lock_;
   mutable StoreCounters counters_;
   IntegrityLog integrity_log_;
   // Slots whose block in the backing file holds a freed page (wipe_freed):
@@ -323,7 +325,7 @@ class PageStore {
   std::atomic<std::uint64_t> wipe_pending_count_{0};
   Slot wipe_cursor_ = 0;  // where the last wipe_freed() stopped
   AdoptionReport adoption_;
-  std::vector<Slot> stale_file_writes_;  // guarded by compaction_lock_
+  std::vector<Slot> stale_file_writes_ GUARDED_BY(compaction_lock_);
 };
 
 }  // namespace uzswap

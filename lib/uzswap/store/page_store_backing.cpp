@@ -14,7 +14,7 @@ bool PageStore::set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept {
   if (slot >= table_.size() || !memcg_.live(cgroup)) return false;
   Removed old;
   {
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     const SlotEntry& entry = table_.entryLocked(slot);
     if (entry.slot_state() == SlotState::lost) return false;
     if (entry.slot_state() == SlotState::empty || entry.cgroup == cgroup) return entry.cgroup == cgroup;
@@ -47,9 +47,10 @@ std::vector<CgroupId> PageStore::release_cgroups(const std::vector<CgroupId>& re
   // (remove_cgroup moved both), so only the id in the entry changes. Not a
   // store: no version change, and a writeback in flight completes as usual.
   for (Slot first = 0; first < table_.size(); first += SlotTable::kRun) {
-    std::lock_guard guard(table_.lock_for(first));
+    MutexLock guard(table_.lock_for(first));
     const Slot end = std::min<Slot>(first + SlotTable::kRun, table_.size());
     for (Slot slot = first; slot < end; ++slot) {
+      table_.assert_same_stripe(first, slot);
       const SlotEntry& entry = table_.entryLocked(slot);
       if (entry.slot_state() == SlotState::empty || !release.dead[entry.cgroup]) continue;
       SlotEntry next = entry;
@@ -63,7 +64,7 @@ std::vector<CgroupId> PageStore::release_cgroups(const std::vector<CgroupId>& re
 
 PageStore::Claim PageStore::claim_for_writeback(Slot slot, PageBuffer page, CompressorSet& compressors,
                                                 std::uint64_t& version) noexcept {
-  std::lock_guard guard(table_.lock_for(slot));
+  MutexLock guard(table_.lock_for(slot));
   const SlotEntry& entry = table_.entryLocked(slot);
   const SlotState state = entry.slot_state();
   const auto item = static_cast<std::uint32_t>(slot);
@@ -110,7 +111,7 @@ PageStore::Finish PageStore::finish_writeback(Slot slot, std::uint64_t version, 
   CgroupId cgroup = kRootCgroup;
   unsigned node = 0;
   {
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     SlotEntry entry = table_.entryLocked(slot);
     entry.file_write = 0;  // our write is over, whatever the entry is now
     if (entry.version != version || entry.slot_state() != SlotState::writeback) {
@@ -155,7 +156,7 @@ Result<StoredAs> PageStore::store_to_backing(Slot slot, PageView page,
                                                                 std::uint32_t checksum) noexcept {
   std::uint64_t version;
   {
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     SlotEntry entry = table_.entryLocked(slot);
     // memory.zswap.writeback=0 forbids this too: the page stays with the kernel.
     if (!memcg_.writeback_allowed(static_cast<CgroupId>(entry.cgroup)))
@@ -175,7 +176,7 @@ Result<StoredAs> PageStore::store_to_backing(Slot slot, PageView page,
   Removed old{SlotState::empty, 0, 0, kRootCgroup};
   bool stored = false;
   {
-    std::lock_guard guard(table_.lock_for(slot));
+    MutexLock guard(table_.lock_for(slot));
     SlotEntry entry = table_.entryLocked(slot);
     entry.file_write = 0;
     // A store that overtook this one wins: this one is older. A failed
@@ -228,7 +229,7 @@ std::uint64_t PageStore::wipe_freed(std::uint64_t max_pages) noexcept {
         const unsigned b = static_cast<unsigned>(__builtin_ctzll(bits));
         bits &= bits - 1;
         const Slot slot = w * 64 + b;
-        std::lock_guard guard(table_.lock_for(slot));
+        MutexLock guard(table_.lock_for(slot));
         SlotEntry entry = table_.entryLocked(slot);
         if (entry.file_write) continue;  // busy: the next call sees it again
         wipe_bits_[w].fetch_and(~(std::uint64_t{1} << b), std::memory_order_relaxed);
@@ -246,7 +247,7 @@ std::uint64_t PageStore::wipe_freed(std::uint64_t max_pages) noexcept {
     if (n == 0) continue;
     backing_->write(std::span(writes, n));
     for (std::size_t i = 0; i < n; ++i) {
-      std::lock_guard guard(table_.lock_for(writes[i].slot));
+      MutexLock guard(table_.lock_for(writes[i].slot));
       SlotEntry entry = table_.entryLocked(writes[i].slot);
       entry.file_write = 0;
       table_.publishLocked(writes[i].slot, entry);

@@ -13,10 +13,10 @@
 // record (see publishLocked).
 #pragma once
 
+#include <cassert>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/page.h"
 #include "uzswap/state/layout.h"
 
@@ -38,20 +38,30 @@ class SlotTable {
   SlotTable(SlotEntry* entries, std::uint32_t* checksums, JournalRecord* journal, std::uint64_t slots);
 
   std::uint64_t size() const noexcept { return slots_; }
-  std::mutex& lock_for(Slot slot) noexcept { return stripes_[stripe_of(slot)].lock; }
-  const SlotEntry& entryLocked(Slot slot) const noexcept { return entries_[slot]; }
+  Mutex& lock_for(Slot slot) const noexcept RETURN_CAPABILITY(stripes_[stripe_of(slot)].lock) {
+    return stripes_[stripe_of(slot)].lock;
+  }
+  // Whether `slot` shares the stripe of `held`, whose lock the caller holds:
+  // a loop over a run of slots under one lock says so with this (the
+  // analysis cannot compare stripes, which are picked at run time).
+  static bool same_stripe(Slot held, Slot slot) noexcept { return stripe_of(held) == stripe_of(slot); }
+  void assert_same_stripe(Slot held, Slot slot) const noexcept REQUIRES(lock_for(held))
+      ASSERT_CAPABILITY(lock_for(slot)) {
+    assert(same_stripe(held, slot));
+  }
+  const SlotEntry& entryLocked(Slot slot) const noexcept REQUIRES(lock_for(slot)) { return entries_[slot]; }
   // The checksum of the page the entry holds (page_checksum); meaningful
   // for entries whose page has bytes (pool objects, written back).
-  std::uint32_t checksumLocked(Slot slot) const noexcept { return checksums_[slot]; }
+  std::uint32_t checksumLocked(Slot slot) const noexcept REQUIRES(lock_for(slot)) { return checksums_[slot]; }
 
   // Replaces the slot's entry (and checksum, in the second form),
   // crash-consistently: the old entry and checksum are recorded in the
   // stripe's journal record, which stays armed only while they are being
   // written. Every change of an entry goes through here.
-  void publishLocked(Slot slot, const SlotEntry& fresh) noexcept {
+  void publishLocked(Slot slot, const SlotEntry& fresh) noexcept REQUIRES(lock_for(slot)) {
     publishLocked(slot, fresh, checksums_[slot]);
   }
-  void publishLocked(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept;
+  void publishLocked(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept REQUIRES(lock_for(slot));
 
   // At adoption, before anything else reads the table: puts back the old
   // entry of every change a dead process left half done. Returns how many.
@@ -65,7 +75,7 @@ class SlotTable {
 
  private:
   struct alignas(64) Stripe {
-    std::mutex lock;
+    mutable Mutex lock;
   };
   static std::size_t stripe_of(Slot slot) noexcept { return (slot / kRun) % kStripes; }
 
