@@ -35,6 +35,8 @@ LOOP_DEV=
 ZSWAP=/sys/module/zswap/parameters
 saved_zswap_enabled=$(cat $ZSWAP/enabled 2>/dev/null || echo N)
 saved_zswap_compressor=$(cat $ZSWAP/compressor 2>/dev/null || echo lzo)
+saved_zswap_pool_percent=$(cat $ZSWAP/max_pool_percent 2>/dev/null || echo 20)
+saved_zswap_shrinker=$(cat $ZSWAP/shrinker_enabled 2>/dev/null || echo N)
 FUSE_URING=/sys/module/fuse/parameters/enable_uring
 saved_fuse_uring=$(cat $FUSE_URING 2>/dev/null || echo N)
 
@@ -47,7 +49,9 @@ bench_cleanup() {
   [[ -e /sys/block/zram0/reset ]] && echo 1 > /sys/block/zram0/reset 2>/dev/null
   [[ -n $LOOP_DEV ]] && losetup -d "$LOOP_DEV"
   [[ -w $FUSE_URING ]] && echo "$saved_fuse_uring" > $FUSE_URING
-  [[ -d $ZSWAP ]] && { echo "$saved_zswap_compressor" > $ZSWAP/compressor; echo "$saved_zswap_enabled" > $ZSWAP/enabled; } 2>/dev/null
+  [[ -d $ZSWAP ]] && { echo "$saved_zswap_compressor" > $ZSWAP/compressor; echo "$saved_zswap_enabled" > $ZSWAP/enabled
+                       echo "$saved_zswap_pool_percent" > $ZSWAP/max_pool_percent
+                       echo "$saved_zswap_shrinker" > $ZSWAP/shrinker_enabled; } 2>/dev/null
   rm -f "$DISK_FILE" "$LOOP_FILE" "$BACKING" /tmp/uzswap-$NAME.*
 }
 trap bench_cleanup EXIT
@@ -101,7 +105,8 @@ start_zram() {
 }
 stop_zram() { swapoff /dev/zram0 2>/dev/null || true; echo 1 > /sys/block/zram0/reset; }
 
-# start_disk_swap SIZE zswap|plain
+# start_disk_swap SIZE zswap|plain [PRIORITY]: with zswap, POOL_PERCENT (if
+# set) is its max_pool_percent, and its shrinker is on.
 start_disk_swap() {
   if [[ ! -f $DISK_FILE ]]; then
     fallocate -l "$1" "$DISK_FILE" && chmod 600 "$DISK_FILE" && mkswap "$DISK_FILE" >/dev/null
@@ -111,11 +116,15 @@ start_disk_swap() {
     # zswap does not), else lzo-rle, zram's default.
     echo lz4 > $ZSWAP/compressor 2>/dev/null || echo lzo-rle > $ZSWAP/compressor
     echo "zswap compressor: $(cat $ZSWAP/compressor)" >&2
+    if [[ -n ${POOL_PERCENT:-} ]]; then
+      echo "$POOL_PERCENT" > $ZSWAP/max_pool_percent
+      echo Y > $ZSWAP/shrinker_enabled
+    fi
     echo Y > $ZSWAP/enabled
   else
     echo N > $ZSWAP/enabled
   fi
-  swapon -p 100 "$DISK_FILE"
+  swapon -p "${3:-100}" "$DISK_FILE"
 }
 stop_disk_swap() { swapoff "$DISK_FILE"; echo N > $ZSWAP/enabled; }
 

@@ -98,14 +98,25 @@ def block(rows, out_dir, machine, seconds, region):
 
 
 def compare(rows, out_dir, machine, mib, limit):
-    tiers = [t for t in ["uzswap", "uzswap-ring", "zram", "zswap", "disk"] if any(r["tier"] == t for r in rows)]
+    workloads = [w for w in ["uniform", "skewed"] if any(r.get("workload", "uniform") == w for r in rows)]
+    for workload in workloads:
+        compare_one([r for r in rows if r.get("workload", "uniform") == workload], workload, out_dir,
+                    machine, mib, limit, len(workloads) > 1)
+
+
+def compare_one(rows, workload, out_dir, machine, mib, limit, several):
+    tiers = [t for t in ["uzswap", "uzswap-ring", "uzswap-file", "zram", "zram-disk", "zswap", "disk"]
+             if any(r["tier"] == t for r in rows)]
     n = max(r["round"] for r in rows)
     pages = rows[0]["pages"]
-    print(f"Workload: {mib} MiB ({pages:,} pages) of real file data in a cgroup limited to {limit} MiB: "
-          f"fill, then re-touch every page in random order and check it. Medians of {n} rounds; "
-          f"the tiers take turns within each round.\n\nMachine: {machine}.\n")
-    print("| tier | fill (s) | re-touch (s) | re-touch / zram | re-touch / disk | pool RAM / data | pool + table RAM / data | runs (re-touch s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    what = ("re-touch every page in random order and check it" if workload == "uniform" else
+            "touch pages at random, 90% of the touches on a hot fifth of them, checking each")
+    print(f"Workload ({workload}): {mib} MiB ({pages:,} pages) of real file data in a cgroup limited to "
+          f"{limit} MiB: fill, then {what}. Medians of {n} rounds; the tiers take turns within each "
+          f"round.\n\nMachine: {machine}.\n")
+    print("| tier | fill (s) | re-touch (s) | re-touch / zram | re-touch / disk | major faults | us per fault "
+          "| loads: pool / file | pool RAM / data | pool + table RAM / data | runs (re-touch s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     m = {}
     for t in tiers:
         sel = [r for r in rows if r["tier"] == t]
@@ -120,7 +131,14 @@ def compare(rows, out_dir, machine, mib, limit):
         ps = f"{pool:.3f}" if pool else "-"
         fs = f"{full:.3f}" if full and t != "zswap" else "-"
         sel = [r for r in rows if r["tier"] == t]
-        print(f"| {t} | {fill:.2f} | {retouch:.2f} | {rz} | {rd} | {ps} | {fs} | {runs(sel, 'retouch', '{:.2f}')} |")
+        faults = med(sel, "faults") if all("faults" in r for r in sel) else 0
+        per_fault = f"{retouch / faults * 1e6:.0f}" if faults else "-"
+        split = "-"
+        if t.startswith("uzswap") and all("loads" in r for r in sel):
+            loads, file_loads = med(sel, "loads"), med(sel, "file_loads")
+            split = f"{loads - file_loads:,.0f} / {file_loads:,.0f}"
+        print(f"| {t} | {fill:.2f} | {retouch:.2f} | {rz} | {rd} | {faults:,.0f} | {per_fault} | {split} "
+              f"| {ps} | {fs} | {runs(sel, 'retouch', '{:.2f}')} |")
     for name in ["uzswap", "uzswap-ring"]:
         if not (name in m and "zram" in m and "disk" in m):
             continue
@@ -132,10 +150,19 @@ def compare(rows, out_dir, machine, mib, limit):
             print(f"- RAM per stored byte <= zram's, pools: {u[2]:.3f} vs {z[2]:.3f} "
                   f"({'met' if u[2] <= z[2] else 'not met'}); pools and tables: {u[3]:.3f} vs {z[3]:.3f} "
                   f"({'met' if u[3] <= z[3] else 'not met'})")
-    png = plot(out_dir, "compare", f"{mib} MiB workload in {limit} MiB, median seconds", "seconds",
+    if "uzswap-file" in m and "disk" in m:
+        u, d = m["uzswap-file"], m["disk"]
+        bound = 0.9 if workload == "skewed" else 1.1
+        print(f"\nTarget (uzswap-file, issue 15): re-touch <= {bound}x disk swap alone's: {u[1] / d[1]:.2f}x "
+              f"({'met' if u[1] <= bound * d[1] else 'not met'})")
+        if "zswap" in m:
+            print(f"- against zswap over disk: {u[1] / m['zswap'][1]:.2f}x")
+    name = "compare" if not several else f"compare-{workload}"
+    png = plot(out_dir, name, f"{mib} MiB {workload} workload in {limit} MiB, median seconds", "seconds",
                tiers, [("fill", [m[t][0] for t in tiers]), ("re-touch", [m[t][1] for t in tiers])])
     if png:
         print(f"\nPlot: `{os.path.relpath(png)}`")
+    print()
 
 
 if __name__ == "__main__":

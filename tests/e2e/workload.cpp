@@ -4,7 +4,7 @@
 // memory-limited cgroup. Prints timings of both phases as JSON on stdout;
 // exits 1 on the first wrong byte.
 //
-//   uzswap-workload SIZE_MIB [--seed N] [--pause-file PATH] [--rounds N] [--files DIR...]
+//   uzswap-workload SIZE_MIB [--seed N] [--pause-file PATH] [--rounds N] [--skew HOT:TOUCHES] [--files DIR...]
 //
 // --pause-file: after the fill, print "filled ADDRESS" (of the pages) and
 // wait until PATH exists before re-touching (a test acts on the swapped-out
@@ -19,9 +19,16 @@
 // return damaged data) is counted and skipped, not fatal; prints the page
 // numbers as "io_error_page N" (first pass only; with --rounds, such a page
 // is mapped anew and written again).
+// --skew HOT:TOUCHES (percent, e.g. 20:90): a hot set. Every pass (the check
+// and each of --rounds) is as many touches as there are pages, TOUCHES% of
+// them on a random page of the hot set (HOT% of the pages, scattered), the
+// rest on a random page of the others; each touch checks the page (its own
+// version of it) and, in --rounds, writes it anew. Prints the major faults
+// of the re-touch ("retouch_major_faults"), in both modes.
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -79,6 +86,12 @@ bool compare_page(std::byte* page, const std::byte* want, bool* differs) {
   return true;
 }
 
+long major_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_majflt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,13 +106,20 @@ int main(int argc, char** argv) {
   bool io_errors_ok = false;
   std::string until_file;
   std::vector<std::string> dirs;
+  unsigned hot_percent = 0, hot_touch_percent = 0;
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (std::strcmp(argv[i], "--pause-file") == 0 && i + 1 < argc) pause_file = argv[++i];
     else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
     else if (std::strcmp(argv[i], "--io-errors-ok") == 0) io_errors_ok = true;
     else if (std::strcmp(argv[i], "--until") == 0 && i + 1 < argc) until_file = argv[++i];
-    else if (std::strcmp(argv[i], "--files") == 0)
+    else if (std::strcmp(argv[i], "--skew") == 0 && i + 1 < argc &&
+             std::sscanf(argv[++i], "%u:%u", &hot_percent, &hot_touch_percent) == 2) {
+      if (hot_percent == 0 || hot_percent >= 100 || hot_touch_percent > 100) {
+        std::fprintf(stderr, "--skew HOT:TOUCHES: percentages, 0 < HOT < 100\n");
+        return 2;
+      }
+    } else if (std::strcmp(argv[i], "--files") == 0)
       while (i + 1 < argc && argv[i + 1][0] != '-') dirs.emplace_back(argv[++i]);
   }
   // A source of real data, at most 4096 pages: page i of the workload is
@@ -109,16 +129,17 @@ int main(int argc, char** argv) {
   const std::size_t source_pages = source.size() / kPage;
 
   unsigned version = 0;  // which round's content the pages hold
-  auto expected = [&](std::size_t i, std::byte* out) {
+  auto expected_version = [&](std::size_t i, std::byte* out, unsigned ver) {
     if (source_pages > 0) {
-      std::memcpy(out, source.data() + ((i * 7 + version) % source_pages) * kPage, kPage);
+      std::memcpy(out, source.data() + ((i * 7 + ver) % source_pages) * kPage, kPage);
       std::memcpy(out, &i, sizeof(i));  // make every page distinct
-      std::memcpy(out + sizeof(i), &version, sizeof(version));
+      std::memcpy(out + sizeof(i), &ver, sizeof(ver));
     } else {
-      uzswap::testing::make_mixed_page(seed * 1000003 + i + std::uint64_t{version} * 7919 * 1000003,
+      uzswap::testing::make_mixed_page(seed * 1000003 + i + std::uint64_t{ver} * 7919 * 1000003,
                                        std::span<std::byte, kPage>(out, kPage));
     }
   };
+  auto expected = [&](std::size_t i, std::byte* out) { expected_version(i, out, version); };
 
   auto* mem = static_cast<std::byte*>(mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE,
                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -141,7 +162,33 @@ int main(int argc, char** argv) {
   for (std::size_t i = pages; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
   std::vector<std::byte> want(kPage);
   const auto t1 = Clock::now();
+  const long faults_before = major_faults();
   std::size_t wrong = 0, io_errors = 0;
+  if (hot_percent != 0) {
+    // The hot set: the first HOT% of a random order of the pages.
+    const std::size_t hot = std::max<std::size_t>(1, pages * hot_percent / 100);
+    std::vector<unsigned> versions(pages, 0);
+    for (unsigned pass = 0; pass <= rounds; ++pass) {
+      for (std::size_t touch = 0; touch < pages; ++touch) {
+        const bool in_hot = rng.below(100) < hot_touch_percent || hot == pages;
+        const std::size_t i = in_hot ? order[rng.below(hot)] : order[hot + rng.below(pages - hot)];
+        expected_version(i, want.data(), versions[i]);
+        if (std::memcmp(mem + i * kPage, want.data(), kPage) != 0) {
+          if (wrong++ < 5) std::fprintf(stderr, "pass %u: page %zu differs\n", pass, i);
+        }
+        if (pass == 0) continue;
+        expected_version(i, mem + i * kPage, ++versions[i]);
+      }
+      if (pass > 0) std::printf("round %u\n", pass);
+      std::fflush(stdout);
+    }
+    const double fill = std::chrono::duration<double>(filled - t0).count();
+    const double retouch = std::chrono::duration<double>(Clock::now() - t1).count();
+    std::printf("{\"pages\": %zu, \"source_pages\": %zu, \"fill_seconds\": %.3f, \"retouch_seconds\": %.3f, "
+                "\"retouch_major_faults\": %ld, \"wrong_pages\": %zu, \"io_error_pages\": 0}\n",
+                pages, source_pages, fill, retouch, major_faults() - faults_before, wrong);
+    return wrong == 0 ? 0 : 1;
+  }
   if (io_errors_ok) {
     struct sigaction sa {};
     sa.sa_sigaction = on_sigbus;
@@ -185,10 +232,11 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   const auto t2 = Clock::now();
+  const long retouch_faults = major_faults() - faults_before;
   const double fill = std::chrono::duration<double>(filled - t0).count();
   const double retouch = std::chrono::duration<double>(t2 - t1).count();
   std::printf("{\"pages\": %zu, \"source_pages\": %zu, \"fill_seconds\": %.3f, \"retouch_seconds\": %.3f, "
-              "\"wrong_pages\": %zu, \"io_error_pages\": %zu}\n",
-              pages, source_pages, fill, retouch, wrong, io_errors);
+              "\"retouch_major_faults\": %ld, \"wrong_pages\": %zu, \"io_error_pages\": %zu}\n",
+              pages, source_pages, fill, retouch, retouch_faults, wrong, io_errors);
   return wrong == 0 ? 0 : 1;
 }
