@@ -9,6 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 [[ $(id -u) -eq 0 ]] || { echo "$0: run as root" >&2; exit 1; }
+# Built before the lock is taken (only what the scripts run), so others'
+# tests do not wait for a build.
+tools/install-deps --bench
+[[ -f build/build.ninja ]] || meson setup build --buildtype=debugoptimized >/dev/null
+bench_targets=(uzswapd uzswapctl uzswap-workload)
+meson compile -C build "${bench_targets[@]}" >/dev/null ||
+  { meson compile -C build "${bench_targets[@]}" | tail -20 >&2; exit 1; }
 # The same machine-wide lock as the end-to-end tests: one run at a time
 # touches swap, loop devices, mounts and memory cgroups.
 exec {SYSTEM_LOCK_FD}>/run/lock/uzswap-system.lock
@@ -17,10 +24,6 @@ if [[ -n $(swapon --show --noheadings) ]]; then
   echo "$0: swap is already on (swapon --show); turn it off first for a fair comparison" >&2
   exit 1
 fi
-
-tools/install-deps --bench
-[[ -f build/build.ninja ]] || meson setup build --buildtype=debugoptimized >/dev/null
-meson compile -C build >/dev/null || { meson compile -C build | tail -20 >&2; exit 1; }
 
 NAME=bench$$
 UZSWAPD=build/daemon/uzswapd
