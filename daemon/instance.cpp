@@ -981,6 +981,7 @@ json Instance::status() const {
              {"failures", s.writeback_failures},
              {"raced", s.writeback_raced},
              {"direct_writes", s.direct_writes},
+             {"spilled_pages", s.spilled_pages},
              {"backing_reads", s.backing_reads},
              {"backing_read_errors", s.backing_read_errors},
              {"wiped_pages", s.wiped_pages},

@@ -357,7 +357,9 @@ TEST_F(WritebackTest, AFullPoolSendsStoresStraightToTheBackingFile) {
   EXPECT_GT(direct, 0u);
   EXPECT_TRUE(hook_ran);
   EXPECT_EQ(store.stats().direct_writes, direct);
-  EXPECT_EQ(store.stats().reject_pool_full, direct) << "counted as rejected: pool full";
+  // Rejected by the full pool, or sent ahead as it neared its limit (pages
+  // that save less than half their size).
+  EXPECT_EQ(store.stats().reject_pool_full + store.stats().spilled_pages, direct);
   for (Slot s = 0; s < 200; ++s) {
     Page p;
     ASSERT_TRUE(store.load(s, p).has_value());
@@ -558,6 +560,98 @@ TEST_F(WritebackTest, AFailedWriteOverAWrittenBackPageNeverReadsAsWrongBytes) {
   const auto r = store.load(5, p);
   ASSERT_FALSE(r.has_value()) << "the torn block fails its checksum";
   EXPECT_EQ(r.error(), LoadError::corrupt);
+}
+
+// A page that compresses to about `random_bytes` (the rest is zeros).
+Page page_saving(std::uint64_t seed, std::size_t random_bytes) {
+  Page p{};
+  Page noise;
+  testing::make_page(PageKind::random, seed, noise);
+  std::memcpy(p.data(), noise.data(), random_bytes);
+  return p;
+}
+Page good_page(std::uint64_t seed) { return page_saving(seed, 1024); }
+Page poor_page(std::uint64_t seed) { return page_saving(seed, kPageSize); }
+
+TEST_F(WritebackTest, NearThePoolLimitPagesThatSaveLittleGoToTheBackingFile) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  // Below the mark, the pool takes anything, incompressible pages too.
+  ASSERT_EQ(store.store(0, poor_page(0)), StoredAs::incompressible);
+  Slot s = 1;
+  for (; !store.above_accept_threshold() && s < 900; ++s)
+    ASSERT_EQ(store.store(s, good_page(s)), StoredAs::compressed);
+  ASSERT_TRUE(store.above_accept_threshold()) << "the pool never got near its limit";
+  ASSERT_FALSE(store.pool_full());
+  const auto before = store.stats();
+  // Near it: an incompressible page goes to the file, a good one to the pool.
+  EXPECT_EQ(store.store(s, poor_page(s)), StoredAs::written_back);
+  EXPECT_EQ(store.store(s + 1, good_page(s + 1)), StoredAs::compressed);
+  const auto after = store.stats();
+  EXPECT_EQ(after.spilled_pages, 1u);
+  EXPECT_EQ(after.direct_writes - before.direct_writes, 1u);
+  EXPECT_EQ(after.reject_pool_full, before.reject_pool_full) << "not a refusal of the pool";
+  Page p;
+  ASSERT_EQ(store.load(s, p), LoadedFrom::backing);
+  EXPECT_EQ(p, poor_page(s));
+  ASSERT_EQ(store.load(0, p), LoadedFrom::pool);
+  EXPECT_EQ(p, poor_page(0));
+  // Should the file refuse, the pool still takes the page while it can.
+  faulty_.fail_writes(EIO);
+  EXPECT_EQ(store.store(s + 2, poor_page(s + 2)), StoredAs::incompressible);
+  ASSERT_EQ(store.load(s + 2, p), LoadedFrom::pool);
+  EXPECT_EQ(p, poor_page(s + 2));
+}
+
+TEST_F(WritebackTest, NoSpillWithoutAPreference) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  o.spill_length = kPageSize;  // no preference: only a full pool sends pages to the file
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  Slot s = 0;
+  for (; !store.above_accept_threshold() && s < 900; ++s)
+    ASSERT_TRUE(store.store(s, good_page(s)).has_value());
+  ASSERT_FALSE(store.pool_full());
+  EXPECT_EQ(store.store(s, poor_page(s)), StoredAs::incompressible);
+  EXPECT_EQ(store.stats().spilled_pages, 0u);
+}
+
+TEST_F(WritebackTest, UnderAPoolLimitWritebackTakesPagesThatSaveLittleFirst) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 64u << 20;  // far from it
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  Writeback writeback(store);
+  // Interleaved: even slots compress well, odd ones not at all.
+  for (Slot s = 0; s < 20; ++s)
+    ASSERT_TRUE(store.store(s, (s % 2 ? poor_page(s) : good_page(s))).has_value());
+  // One walk of the whole list: the good pages only lose their second chance.
+  const auto r = writeback.shrink_memcg(kRootCgroup, 10);
+  EXPECT_EQ(r.written, 10u);
+  EXPECT_EQ(r.rotated, 10u);
+  for (Slot s = 0; s < 20; ++s) {
+    Page p;
+    const auto from = store.load(s, p);
+    ASSERT_TRUE(from.has_value());
+    EXPECT_EQ(*from, s % 2 ? LoadedFrom::backing : LoadedFrom::pool) << s;
+    EXPECT_EQ(p, (s % 2 ? poor_page(s) : good_page(s))) << s;
+  }
+}
+
+TEST_F(WritebackTest, APageThatSavesLittleKeepsTheSecondChanceALoadGives) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 64u << 20;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  Writeback writeback(store);
+  for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(store.store(s, poor_page(s)).has_value());
+  Page p;
+  ASSERT_EQ(store.load(2, p), LoadedFrom::pool);  // used again
+  EXPECT_EQ(writeback.shrink_memcg(kRootCgroup, 3).written, 3u);  // the other three
+  ASSERT_EQ(store.load(2, p), LoadedFrom::pool) << "the recently loaded page stayed in RAM";
 }
 
 }  // namespace

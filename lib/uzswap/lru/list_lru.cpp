@@ -176,12 +176,13 @@ void ListLru::rotate(List& list, std::uint32_t item) noexcept REQUIRES(list.lock
   link_tail(list, item);
 }
 
-bool ListLru::add(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept {
+bool ListLru::add(std::uint32_t item, CgroupId cgroup, unsigned node, bool referenced) noexcept {
   List* list;
   lock_list(cgroup, node, list);
   const bool off = next_of(links_[item]) == kOff;
   if (off) {
-    links_[item] |= kReferenced;  // a new entry gets its second chance, as in zswap
+    // A new entry gets its second chance, as in zswap, unless told otherwise.
+    links_[item] = referenced ? links_[item] | kReferenced : links_[item] & ~kReferenced;
     const bool was_empty = list->head == kEnd;
     link_tail(*list, item);
     if (was_empty && populated_) populated_(resolve(cgroup), node);

@@ -77,9 +77,10 @@ class ListLru {
   // The live cgroup whose lists hold items added under `cgroup`.
   CgroupId resolve(CgroupId cgroup) const noexcept;
 
-  // Adds `item` at the tail of (cgroup, node)'s list, referenced. False if
-  // the item is already on a list.
-  bool add(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
+  // Adds `item` at the tail of (cgroup, node)'s list, referenced (or not:
+  // then the first walk to reach it may isolate it). False if the item is
+  // already on a list.
+  bool add(std::uint32_t item, CgroupId cgroup, unsigned node, bool referenced = true) noexcept;
   // Removes `item` from (cgroup, node)'s list. False if it is not on it.
   bool del(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;
   bool on_list(std::uint32_t item, CgroupId cgroup, unsigned node) noexcept;

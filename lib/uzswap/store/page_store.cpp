@@ -88,6 +88,7 @@ PageStore::PageStore(const PageStoreOptions& options, SharedState& state, std::u
       node_writebacks_(std::make_unique<std::atomic<std::uint64_t>[]>(state.geometry().pool_nodes)),
       node_wake_bytes_(std::make_unique<std::atomic<std::uint64_t>[]>(state.geometry().pool_nodes)),
       threshold_(resolve_threshold(options, pool_)),
+      spill_length_(options.spill_length == 0 ? kPageSize / 2 : std::min(options.spill_length, kPageSize)),
       codec_(options.codec),
       level_(options.level),
       max_pool_bytes_(options.max_pool_bytes),
@@ -149,6 +150,17 @@ Result<StoredAs> PageStore::store(Slot slot, PageView page,
   const bool raw = compressed == 0 || compressed > threshold_;
   const std::size_t length = raw ? kPageSize : compressed;
 
+  // Spend the pool on the pages that save the most: near its limit, a page
+  // that saves little goes to the file, leaving the room to better ones.
+  if (length > spill_length_ && backing_ != nullptr && near_limit()) {
+    const auto written = store_to_backing(slot, page, checksum);
+    if (written) {
+      counters_.add(Counter::spilled_pages);
+      return written;
+    }
+    // Not there (its cgroup may not write back, an older write of the slot
+    // is in flight, the write failed): the pool takes it if it can.
+  }
   if (!admit_to_pool()) {
     counters_.add(Counter::reject_pool_full);
     if (backing_ != nullptr) return store_to_backing(slot, page, checksum);
@@ -195,6 +207,10 @@ bool PageStore::admit_to_pool() noexcept {
   return false;
 }
 
+bool PageStore::near_limit() const noexcept {
+  return pool_full_.load(std::memory_order_relaxed) || above_accept_threshold();
+}
+
 bool PageStore::above_accept_threshold() const noexcept {
   const std::uint64_t limit = max_pool_bytes_.load(std::memory_order_relaxed);
   if (limit == 0) return false;
@@ -229,7 +245,12 @@ void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
   if (state == SlotState::incompressible) counters_.add(Counter::incompressible_pages);
   counters_.add(Counter::compressed_bytes, entry.length);
   cg.compressed_bytes.fetch_add(entry.length, std::memory_order_relaxed);
-  lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+  // Under a pool limit, a page that saves little has no second chance:
+  // writeback takes it before the better ones (a load gives it one, as to
+  // any other).
+  const bool saves_little =
+      entry.length > spill_length_ && max_pool_bytes_.load(std::memory_order_relaxed) != 0;
+  lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node, !saves_little);
 }
 
 void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept {
@@ -562,6 +583,7 @@ PageStoreStats PageStore::stats() const noexcept {
   s.writeback_failures = counters_.sum(Counter::writeback_failures);
   s.writeback_raced = counters_.sum(Counter::writeback_raced);
   s.direct_writes = counters_.sum(Counter::direct_writes);
+  s.spilled_pages = counters_.sum(Counter::spilled_pages);
   s.backing_reads = counters_.sum(Counter::backing_reads);
   s.backing_read_errors = counters_.sum(Counter::backing_read_errors);
   s.wiped_pages = counters_.sum(Counter::wiped_pages);

@@ -21,7 +21,8 @@
 // never in flight at once and a read of a written-back slot never races a
 // write. A store that finds the pool full (or cannot get memory for it)
 // writes the page to the backing store itself, as the kernel writes to the
-// swap device when zswap_store fails.
+// swap device when zswap_store fails; so does one whose page compresses
+// poorly while the pool is near its limit (PageStoreOptions::spill_length).
 //
 // Cgroups (memcg/memcontrol.h): every entry carries the id of the cgroup it
 // is charged to; memcg() holds the registry, policy and counters.
@@ -80,6 +81,14 @@ struct PageStoreOptions {
   // the limit (zswap's hysteresis). 0 = no limit.
   std::uint64_t max_pool_bytes = 0;
   unsigned accept_threshold_percent = 90;
+  // With a backing store and a limit: once the pool is near its limit (at
+  // or above accept_threshold_percent of it), a page whose compressed size
+  // exceeds this goes to the backing store instead of the pool, and such
+  // pages already in the pool are the first writeback takes (they join the
+  // LRU without the second chance). The pool's RAM goes to the pages that
+  // save the most per byte. 0 = half a page (the page saves less than a
+  // byte per byte of RAM it takes); kPageSize = no preference.
+  std::size_t spill_length = 0;
   ZPoolOptions pool;
 };
 
@@ -229,6 +238,7 @@ class PageStore {
   // accept threshold.
   bool pool_full() const noexcept { return pool_full_.load(std::memory_order_relaxed); }
   std::size_t incompressible_threshold() const noexcept { return threshold_; }
+  std::size_t spill_length() const noexcept { return spill_length_; }
 
   SharedState& shared_state() noexcept { return *state_; }
   // Slots whose write to the backing file was in flight when the last
@@ -294,6 +304,8 @@ class PageStore {
   // Gauges and LRU membership of an entry found at adoption.
   void account_adopted(Slot slot, const SlotEntry& entry) noexcept REQUIRES(table_.lock_for(slot));
   bool admit_to_pool() noexcept;
+  // Pool full, or at or above the accept threshold of its limit.
+  bool near_limit() const noexcept;
   Result<StoredAs> store_to_backing(Slot slot, PageView page,
                                                        std::uint32_t checksum) noexcept;
 
@@ -310,6 +322,7 @@ class PageStore {
   std::unique_ptr<std::atomic<std::uint64_t>[]> node_wake_bytes_;
 
   std::size_t threshold_;
+  std::size_t spill_length_;
   std::atomic<Codec> codec_;
   std::atomic<int> level_;
   std::atomic<std::uint64_t> max_pool_bytes_;

@@ -60,6 +60,7 @@ struct PageStoreStats {
   std::uint64_t writeback_failures = 0;  // writes that failed (page kept in RAM)
   std::uint64_t writeback_raced = 0;     // writebacks a store or invalidate overtook
   std::uint64_t direct_writes = 0;       // stores sent to the backing store (pool full)
+  std::uint64_t spilled_pages = 0;       // of them, poorly compressing pages near the limit
   std::uint64_t backing_reads = 0;       // loads served from the backing store
   std::uint64_t backing_read_errors = 0;
   std::uint64_t wiped_pages = 0;         // freed blocks of the backing file overwritten with zeros
@@ -90,6 +91,7 @@ enum class Counter : unsigned {
   writeback_failures,
   writeback_raced,
   direct_writes,
+  spilled_pages,
   backing_reads,
   backing_read_errors,
   wiped_pages,
