@@ -80,6 +80,18 @@ TEST(MemoryEvents, KeysAreReadByName) {
   EXPECT_TRUE(parse_memory_events("high x\n\n").empty());
 }
 
+TEST(MemInfo, TotalAndAvailableAreRead) {
+  const auto m = parse_meminfo(
+      "MemTotal:       24567892 kB\nMemFree:        14000000 kB\nMemAvailable:   18000000 kB\n"
+      "Buffers:          123456 kB\n");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->total_kb, 24567892u);
+  EXPECT_EQ(m->available_kb, 18000000u);
+  EXPECT_FALSE(parse_meminfo("MemTotal:       24567892 kB\n").has_value()) << "no MemAvailable";
+  EXPECT_FALSE(parse_meminfo("").has_value());
+  EXPECT_FALSE(parse_meminfo("MemTotal: lots kB\nMemAvailable: 1 kB\n").has_value());
+}
+
 TEST(Psi, ParsesSomeAndFull) {
   const Psi p = parse_psi(
       "some avg10=1.50 avg60=0.25 avg300=0.00 total=123456\n"

@@ -4,6 +4,8 @@
 #include "uzswap/reclaim/kswapd.h"
 
 #include <gtest/gtest.h>
+
+#include <fstream>
 #include <unistd.h>
 
 #include <array>
@@ -311,13 +313,23 @@ TEST_F(KswapdTest, AMemoryEventsIncrementShrinksThatCgroupOnly) {
   verify(store);
 }
 
+// A /proc/meminfo of a machine with `available_kb` of its 16 GiB available.
+std::string meminfo_with(std::uint64_t available_kb) {
+  const std::string path = "/tmp/uzswap-kswapd-test-meminfo-" + std::to_string(getpid());
+  std::ofstream(path) << "MemTotal:       16777216 kB\nMemFree:          100000 kB\nMemAvailable:   "
+                      << available_kb << " kB\nBuffers:           1000 kB\n";
+  return path;
+}
+
 TEST_F(KswapdTest, TheMachinesPsiMakesEveryNodeGiveBackPagesThoughBalanced) {
   PageStore store(options(2, 0));
   Writeback writeback(store);
   store.attach_backing(&file_);
-  Reclaimer reclaimer(writeback, [] {
+  const std::string meminfo = meminfo_with(300000);  // short: under 10% available
+  Reclaimer reclaimer(writeback, [&] {
     ReclaimOptions r = manual();
     r.psi_reclaim_pages = 128;
+    r.meminfo = meminfo;
     return r;
   }());
   for (Slot s = 0; s < 1000; ++s) ASSERT_TRUE(store.store(s, page_of(s), s % 2).has_value());
@@ -331,6 +343,33 @@ TEST_F(KswapdTest, TheMachinesPsiMakesEveryNodeGiveBackPagesThoughBalanced) {
     EXPECT_EQ(wakeups(s, WakeCause::psi), 1u);
     EXPECT_GE(s.written, 64u) << "node " << n;
   }
+  verify(store);
+}
+
+TEST_F(KswapdTest, TheMachinesPsiWritesNothingBackWhileTheMachineHasMemoryToSpare) {
+  PageStore store(options(2, 0));
+  Writeback writeback(store);
+  store.attach_backing(&file_);
+  const std::string meminfo = meminfo_with(8000000);  // half the machine available
+  bool hooked = false;
+  Reclaimer reclaimer(writeback, [&] {
+    ReclaimOptions r = manual();
+    r.psi_reclaim_pages = 128;
+    r.meminfo = meminfo;
+    return r;
+  }(), [&] { hooked = true; });
+  for (Slot s = 0; s < 1000; ++s) ASSERT_TRUE(store.store(s, page_of(s), s % 2).has_value());
+  next_ = 1000;
+  // The stall of a cgroup at its own limit: the pool's RAM is not its.
+  reclaimer.handle({PressureEvent::Kind::psi, std::nullopt, 0});
+  for (unsigned n = 0; n < 2; ++n) reclaimer.kswapd(n).step(t0_);
+  EXPECT_EQ(reclaimer.psi_events_ignored(), 1u);
+  EXPECT_TRUE(hooked) << "attribution is still told of the pressure";
+  for (unsigned n = 0; n < 2; ++n) {
+    EXPECT_EQ(wakeups(reclaimer.kswapd(n).stats(), WakeCause::psi), 0u);
+    EXPECT_EQ(reclaimer.kswapd(n).stats().written, 0u);
+  }
+  EXPECT_EQ(store.stats().written_back_pages, 0u);
   verify(store);
 }
 

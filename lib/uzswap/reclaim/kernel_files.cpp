@@ -133,6 +133,25 @@ Psi parse_psi(std::string_view text) {
   return psi;
 }
 
+std::optional<MemInfo> parse_meminfo(std::string_view text) {
+  // "MemTotal:       24567890 kB"
+  std::optional<std::uint64_t> total, available;
+  for (std::string_view line : lines(text)) {
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    const std::string_view key = line.substr(0, colon);
+    if (key != "MemTotal" && key != "MemAvailable") continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (value.ends_with(" kB")) value.remove_suffix(3);
+    std::uint64_t kb;
+    if (!to_number(value, kb)) continue;
+    (key == "MemTotal" ? total : available) = kb;
+  }
+  if (!total || !available) return std::nullopt;
+  return MemInfo{*total, *available};
+}
+
 std::vector<int> parse_cgroup_procs(std::string_view text) {
   std::vector<int> pids;
   for (std::string_view line : lines(text)) {

@@ -49,6 +49,13 @@ struct Psi {
 };
 Psi parse_psi(std::string_view text);
 
+// /proc/meminfo: MemTotal and MemAvailable, in kB; nullopt unless both are there.
+struct MemInfo {
+  std::uint64_t total_kb = 0;
+  std::uint64_t available_kb = 0;
+};
+std::optional<MemInfo> parse_meminfo(std::string_view text);
+
 // cgroup.procs: one pid per line.
 std::vector<int> parse_cgroup_procs(std::string_view text);
 

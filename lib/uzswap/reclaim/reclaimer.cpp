@@ -5,6 +5,8 @@
 #include <thread>
 
 #include "uzswap/common/liveness.h"
+#include "uzswap/common/text_file.h"
+#include "uzswap/reclaim/kernel_files.h"
 
 namespace uzswap {
 
@@ -95,6 +97,12 @@ WritebackResult Reclaimer::writeback(std::uint64_t pages, std::optional<CgroupId
 
 void Reclaimer::handle(const PressureEvent& event) {
   if (event.kind == PressureEvent::Kind::psi && !event.cgroup) {
+    if (!machine_short_of_memory()) {
+      // Tasks stall, but not for want of the machine's memory.
+      psi_ignored_.fetch_add(1, std::memory_order_relaxed);
+      if (pressure_hook_) pressure_hook_();
+      return;
+    }
     // The machine stalls on memory: every node gives back some of its pool.
     const std::uint64_t per_node = std::max<std::uint64_t>(1, options_.psi_reclaim_pages / store_.nodes());
     for (auto& k : kswapds_) k->post({WakeCause::psi, std::nullopt, per_node, nullptr});
@@ -105,6 +113,13 @@ void Reclaimer::handle(const PressureEvent& event) {
                nullptr);
   }
   if (pressure_hook_) pressure_hook_();
+}
+
+bool Reclaimer::machine_short_of_memory() const {
+  if (options_.psi_available_percent == 0) return true;
+  const std::optional<MemInfo> m = parse_meminfo(read_text_file(options_.meminfo));
+  if (!m || m->total_kb == 0) return true;
+  return m->available_kb * 100 < m->total_kb * options_.psi_available_percent;
 }
 
 void Reclaimer::track(const std::vector<std::pair<CgroupId, std::string>>& cgroups) {

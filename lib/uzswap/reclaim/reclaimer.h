@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "uzswap/common/thread.h"
@@ -34,6 +35,15 @@ struct ReclaimOptions {
   PressureOptions pressure;
   bool watch_pressure = true;            // run the pressure watcher
   std::uint64_t psi_reclaim_pages = 2048;  // per machine PSI event, all nodes together
+  // The machine's PSI writes back only while the machine is short of
+  // memory: MemAvailable (read from `meminfo`) below this percent of
+  // MemTotal. A stall with plenty available comes from a cgroup's own limit
+  // (its tasks' stalls count in the machine's PSI too), which the pool's RAM
+  // is not charged to: writing back would free nothing that cgroup can use
+  // and send its later loads to the disk. 0, or a file that cannot be read:
+  // every event writes back.
+  unsigned psi_available_percent = 10;
+  std::string meminfo = "/proc/meminfo";
   std::uint64_t events_reclaim_pages = 128;  // per high/max event
   bool start_threads = true;             // false: tests drive the kswapds with step()
 };
@@ -51,6 +61,8 @@ class Reclaimer {
   WritebackResult writeback(std::uint64_t pages, std::optional<CgroupId> cgroup);
   // Turns one pressure signal into work (what the watcher thread does).
   void handle(const PressureEvent& event);
+  // Machine PSI events passed over: the machine had memory to spare.
+  std::uint64_t psi_events_ignored() const noexcept { return psi_ignored_.load(std::memory_order_relaxed); }
   // The cgroups whose memory.events and memory.pressure are watched.
   void track(const std::vector<std::pair<CgroupId, std::string>>& cgroups);
 
@@ -73,8 +85,11 @@ class Reclaimer {
   unsigned post_split(WakeCause cause, std::optional<CgroupId> cgroup, std::uint64_t pages,
                       ReclaimCompletion* completion);
   void watch() noexcept;
+  // The machine is short of memory (ReclaimOptions::psi_available_percent).
+  bool machine_short_of_memory() const;
 
   Writeback& writeback_;
+  std::atomic<std::uint64_t> psi_ignored_{0};
   PageStore& store_;
   ReclaimOptions options_;
   std::function<void()> pressure_hook_;
