@@ -137,9 +137,9 @@ void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>&
 }
 
 void PressureWatcher::read_events_locked(CgroupId id, Tracked& t, std::vector<PressureEvent>& out) {
-  const std::string text = read_text_file(t.dir + "/memory.events");
-  if (text.empty()) return;  // gone, or no memory controller
-  const auto events = parse_memory_events(text);
+  const auto text = read_text_file(t.dir + "/memory.events");
+  if (!text || text->empty()) return;  // gone, or no memory controller
+  const auto events = parse_memory_events(*text);
   const auto get = [&](const char* key) {
     const auto it = events.find(key);
     return it == events.end() ? std::uint64_t{0} : it->second;
