@@ -429,7 +429,7 @@ void Instance::swap_type_probe() {
     spdlog::info("the kernel knows this device as swap type {}", *type);
     start_attribution();
   } else {
-    spdlog::warn("could not tell this device's swap type: {}", type.error());
+    spdlog::warn("could not tell this device's swap type: {}", type.error().message());
   }
 }
 
@@ -503,11 +503,14 @@ void Instance::start_attribution() {
       try {
         last_pass_ = attribution_->scan();
         publish_cgroup_paths();
-        if (reclaimer_) reclaimer_->track(attribution_->directories());
-        update_root_hold();
+        // A watch the kernel refused is tried again at the next pass.
+        if (auto tracked = reclaimer_ ? reclaimer_->track(attribution_->directories()) : Result<>{}; !tracked)
+          liveness::error("attribution pass: epoll_ctl: " + tracked.error().message());
+        else
+          update_root_hold();
       } catch (const std::exception& e) {
-        // A pass that failed (allocation, a watch the kernel refused) is
-        // tried again at the next interval; the liveness check logs it.
+        // A pass that failed (allocation) is tried again at the next
+        // interval; the liveness check logs it.
         liveness::error(std::string("attribution pass: ") + e.what());
       }
       liveness::progressed();

@@ -20,6 +20,7 @@
 #include <optional>
 #include <vector>
 
+#include "uzswap/common/result.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/lru/shrinker.h"
 #include "uzswap/reclaim/kswapd.h"
@@ -51,8 +52,9 @@ class Reclaimer {
   WritebackResult writeback(std::uint64_t pages, std::optional<CgroupId> cgroup);
   // Turns one pressure signal into work (what the watcher thread does).
   void handle(const PressureEvent& event);
-  // The cgroups whose memory.events and memory.pressure are watched.
-  void track(const std::vector<std::pair<CgroupId, std::string>>& cgroups);
+  // The cgroups whose memory.events and memory.pressure are watched (see
+  // PressureWatcher::track for its error).
+  Result<> track(const std::vector<std::pair<CgroupId, std::string>>& cgroups);
 
   // Holds the root cgroup's pages back from pressure reclaim (Kswapd::set_hold_root).
   void set_hold_root(bool hold) noexcept;
