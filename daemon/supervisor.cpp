@@ -285,14 +285,10 @@ void Supervisor::clean_dead_area() {
     const std::string path = "/dev/" + dev;
     spdlog::warn("{} is a swap area a dead uzswapd named '{}' left behind: taking it down", path, config_.name);
     if (in_proc_swaps(path)) {
-      if (auto err = swap_off(path)) spdlog::error("swapoff {}: {}", path, err.message());
+      if (auto off = swap_off(path); !off) spdlog::error("swapoff {}: {}", path, off.error().message());
     }
-    try {
-      LoopDevice stale = LoopDevice::open_existing(path);
-      stale.detach();
-    } catch (const std::system_error& e) {
-      spdlog::error("{}", e.what());
-    }
+    if (auto stale = LoopDevice::open_existing(path)) stale->detach();
+    else spdlog::error("open {}: {}", path, stale.error().message());
   }
   umount2(config_.swap_file().c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
 }
@@ -331,11 +327,8 @@ void Supervisor::hold_loop_device() {
   const StateHeader& h = state_->header();
   if (h.loop_device[0] == '\0') return;
   const std::string path(h.loop_device, strnlen(h.loop_device, sizeof(h.loop_device)));
-  try {
-    loop_ = LoopDevice::open_existing(path);
-  } catch (const std::system_error&) {
-    // Not there (yet): tried again on the next tick.
-  }
+  // Not there (yet): tried again on the next tick.
+  if (auto existing = LoopDevice::open_existing(path)) loop_ = std::move(*existing);
 }
 
 pid_t Supervisor::spawn() {
