@@ -217,10 +217,10 @@ void Instance::start() {
   auto flusher_warned = std::make_shared<std::once_flag>();
   const std::function<void()> worker_init = [this, flusher_warned] {
     store_->prepare_thread_with_backing();
-    if (auto ec = set_io_flusher())
+    if (auto flusher = set_io_flusher(); !flusher)
       std::call_once(*flusher_warned, [&] {
         spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
-                     ec.message());
+                     flusher.error().message());
       });
   };
   if (config_.nbd_frontend()) start_nbd(workers, worker_init);
@@ -738,7 +738,8 @@ void Instance::start_reserve_refill() {
   store_->refill_pool_reserve();  // before the first request
   reserve_thread_ = Thread("uzswap-reserve", [this] {
     // It asks the kernel for memory: let that reclaim not wait on our own I/O.
-    if (auto ec = set_io_flusher()) spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", ec.message());
+    if (auto flusher = set_io_flusher(); !flusher)
+      spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", flusher.error().message());
     std::uint64_t refill_failures_seen = store_->pool_reserve_refill_failures();
     while (!reserve_stop_.load(std::memory_order_relaxed)) {
       liveness::waiting();
