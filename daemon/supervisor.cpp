@@ -204,14 +204,15 @@ void Supervisor::start() {
 
 void Supervisor::listen_nbd() {
   const auto address = parse_listen_address(config_.nbd_listen_address());
-  if (!address) throw StartError("--nbd-listen: " + address.error());
+  if (!address)
+    throw StartError("--nbd-listen: " + listen_address_message(config_.nbd_listen_address(), address.error()));
   if (address->kind == ListenAddress::Kind::unix_socket && address->path == config_.nbd_socket()) {
     const std::string dir = config_.instance_dir();
     if (!std::filesystem::exists(dir)) std::filesystem::create_directory(dir);
     chmod(dir.c_str(), 0755);
   }
   const auto fd = open_listener(*address, config_.nbd_allow_remote);
-  if (!fd) throw StartError("--nbd-listen: " + fd.error());
+  if (!fd) throw StartError("--nbd-listen: " + listener_message(*address, fd.error()));
   nbd_listen_fd_ = *fd;
   nbd_address_ = *address;
   spdlog::info("NBD: listening on {}", address->to_string());

@@ -182,7 +182,7 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
     return std::unexpected("--nbd-listen: needs --frontend nbd");
   if (c.frontend == "nbd") {
     const auto address = parse_listen_address(c.nbd_listen_address());
-    if (!address) return std::unexpected("--nbd-listen: " + address.error());
+    if (!address) return std::unexpected("--nbd-listen: " + listen_address_message(c.nbd_listen_address(), address.error()));
     if (!c.nbd_allow_remote && !is_loopback(*address))
       return std::unexpected("--nbd-listen: " + address->to_string() +
                              " is not a loopback address; NBD has no authentication (--nbd-allow-remote to allow it)");

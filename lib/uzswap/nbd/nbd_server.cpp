@@ -11,6 +11,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "uzswap/common/result.h"
+
 namespace uzswap {
 
 namespace {
@@ -78,7 +80,8 @@ NbdEnd end_of(Io io) noexcept {
 
 NbdServer::NbdServer(PageStore& store, const NbdConfig& config) : config_(config), io_(store) {
   if (config_.export_name.size() > 256 || config_.description.size() > 1024)
-    throw std::invalid_argument("NBD export name or description too long");
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                            "NBD export name or description too long");
   config_.max_block = std::max<std::uint32_t>(config_.max_block, static_cast<std::uint32_t>(kPageSize));
   config_.chunk_bytes = std::clamp<std::uint32_t>(config_.chunk_bytes / kPageSize * kPageSize,
                                                   static_cast<std::uint32_t>(kPageSize), config_.max_block);
@@ -314,7 +317,7 @@ NbdListener::NbdListener(NbdServer& server, int listen_fd, unsigned connections,
     : server_(server), listen_fd_(listen_fd), count_(std::max(1u, connections)),
       buffer_bytes_(server.buffer_bytes()) {
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
-  if (stop_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  if (stop_fd_ < 0) throw std::system_error(errno_error(), "eventfd for the NBD listener");
   slots_ = std::make_unique<Slot[]>(count_);
   try {
     for (unsigned i = 0; i < count_; ++i) {
