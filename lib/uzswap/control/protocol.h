@@ -45,7 +45,8 @@ struct Request {
 };
 
 // A request line (without its newline). On anything malformed, the one-line
-// error the daemon sends back:
+// error the daemon sends back (text for the client, not an error code: the
+// exception docs/design.md, "Errors", names):
 //   malformed request: not JSON
 //   malformed request: expected {"cmd": ...}
 //   unknown command '<cmd>'
