@@ -197,7 +197,7 @@ std::optional<NbdEnd> NbdServer::serve_read(int fd, std::span<std::byte> buffer,
   for (std::uint64_t at = r.offset; at < end;) {
     const std::uint32_t n = static_cast<std::uint32_t>(std::min<std::uint64_t>(config_.chunk_bytes, end - at));
     if (const auto loaded = io_.read(at, std::span(data, n)); !loaded) {
-      const std::uint32_t error = wire_error(loaded.error());
+      const std::uint32_t error = wire_error(loaded.error().value());
       if (structured) {
         // The chunks sent so far stand; the error ends the reply.
         error_replies_.fetch_add(1, std::memory_order_relaxed);
@@ -256,7 +256,7 @@ NbdEnd NbdServer::transmission(int fd, std::span<std::byte> buffer, bool structu
         if (const Io io = recv_all(fd, data, n); io != Io::ok) return end_of(io);
         if (error == 0) {
           if (const auto written = io_.write(at, std::span<const std::byte>(data, n)); !written)
-            error = wire_error(written.error());
+            error = wire_error(written.error().value());
         }
         at += n;
         left -= n;
@@ -278,7 +278,7 @@ NbdEnd NbdServer::transmission(int fd, std::span<std::byte> buffer, bool structu
           // read as zeros and hold nothing. With it, zeros are stored.
           if (r.flags & kCmdFlagNoHole) {
             const auto zeroed = io_.write_zeroes(r.offset, r.length);
-            error = zeroed ? 0 : wire_error(zeroed.error());
+            error = zeroed ? 0 : wire_error(zeroed.error().value());
           } else {
             error = io_.discard(r.offset, r.length) ? 0 : kEinval;
           }
