@@ -16,6 +16,8 @@
 #include <string>
 #include <string_view>
 
+#include "uzswap/common/result.h"
+
 namespace uzswap::control {
 
 // /run/uzswap/<name>/control; names are 1-32 of [A-Za-z0-9_-].
@@ -54,7 +56,7 @@ struct Request {
 //   malformed request: "cgroup" must be a path
 //   malformed request: set needs string "key" and "value"
 // Never throws.
-std::expected<Request, std::string> parse_request(std::string_view line) noexcept;
+Parsed<Request> parse_request(std::string_view line) noexcept;
 
 // The line that parse_request() reads back as `request`. Strings that are not
 // valid UTF-8 (JSON cannot carry them) are sent in escape_name() form.

@@ -55,7 +55,7 @@ bool valid_instance_name(const std::string& name) {
          });
 }
 
-std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::string>& args) {
+Parsed<ParsedArgs> parse_daemon_args(const std::vector<std::string>& args) {
   ParsedArgs parsed;
   DaemonConfig& c = parsed.config;
   CLI::App app{"uzswapd: userspace compressed swap daemon", "uzswapd"};
@@ -218,7 +218,7 @@ std::optional<std::string> refused_backing_filesystem(unsigned long magic) {
   return std::nullopt;
 }
 
-std::expected<void, std::string> check_backing_file(const DaemonConfig& config) {
+Parsed<> check_backing_file(const DaemonConfig& config) {
   if (config.backing_file.empty()) return {};
   const std::filesystem::path file(config.backing_file);
   const std::filesystem::path dir = file.parent_path();
