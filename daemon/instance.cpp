@@ -205,7 +205,9 @@ void Instance::start() {
     // The swap signature is stored directly: the daemon never does I/O on
     // its own mount.
     std::array<std::byte, kPageSize> swap_header;
-    make_swap_header(swap_header, slots, random_uuid(), config_.name);
+    const auto uuid = random_uuid();
+    if (!uuid) throw StartError("getrandom: " + uuid.error().message());
+    make_swap_header(swap_header, slots, *uuid, config_.name);
     if (!store_->store(0, swap_header)) throw StartError("cannot store the swap header");
   }
 
@@ -215,10 +217,10 @@ void Instance::start() {
   auto flusher_warned = std::make_shared<std::once_flag>();
   const std::function<void()> worker_init = [this, flusher_warned] {
     store_->prepare_thread_with_backing();
-    if (auto ec = set_io_flusher())
+    if (auto flusher = set_io_flusher(); !flusher)
       std::call_once(*flusher_warned, [&] {
         spdlog::warn("PR_SET_IO_FLUSHER refused ({}): worker allocations may enter I/O reclaim",
-                     ec.message());
+                     flusher.error().message());
       });
   };
   if (config_.nbd_frontend()) start_nbd(workers, worker_init);
@@ -258,8 +260,8 @@ void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_i
     }
     std::filesystem::remove(config_.device_link());
     std::filesystem::create_symlink(kernel_nbd_->path(), config_.device_link());
-    if (auto ec = swap_on(kernel_nbd_->path(), config_.swap_priority))
-      throw StartError("swapon " + kernel_nbd_->path() + " failed: " + ec.message());
+    if (auto on = swap_on(kernel_nbd_->path(), config_.swap_priority); !on)
+      throw StartError("swapon " + kernel_nbd_->path() + " failed: " + on.error().message());
     swap_on_ = true;
     // Not recorded in the shared state: a serving process that dies takes
     // the kernel's connections with it (nbd_kernel.h), there is nothing for
@@ -331,13 +333,14 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
     close(file_fd);
     std::snprintf(header.loop_device, sizeof(header.loop_device), "%s", loop_.path().c_str());
   } else {
-    try {
-      loop_ = LoopDevice::open_existing(header.loop_device);
-    } catch (const std::system_error& e) {
-      throw StartError(std::string("the swap area's loop device: ") + e.what());
-    }
+    auto existing = LoopDevice::open_existing(header.loop_device);
+    if (!existing)
+      throw StartError(std::string("the swap area's loop device: open ") + header.loop_device + ": " +
+                       existing.error().message());
+    loop_ = std::move(*existing);
   }
-  if (!loop_.direct_io())
+  // An unreadable loop/dio counts as buffered, as it always has.
+  if (!loop_.direct_io().value_or(false))
     throw StartError(loop_.path() +
                      " fell back to buffered I/O (loop/dio is 0): refusing to put the page cache "
                      "in the swap path");
@@ -350,8 +353,8 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
     swap_type_ = header.swap_type;
     if (swap_type_ >= 0) start_attribution();
   } else if (config_.swapon) {
-    if (auto ec = swap_on(loop_.path(), config_.swap_priority))
-      throw StartError("swapon " + loop_.path() + " failed: " + ec.message());
+    if (auto on = swap_on(loop_.path(), config_.swap_priority); !on)
+      throw StartError("swapon " + loop_.path() + " failed: " + on.error().message());
     swap_on_ = true;
     header.swap_on = 1;
     // Attribution reads swap entries from pagemap: find which type is ours.
@@ -429,7 +432,7 @@ void Instance::swap_type_probe() {
     spdlog::info("the kernel knows this device as swap type {}", *type);
     start_attribution();
   } else {
-    spdlog::warn("could not tell this device's swap type: {}", type.error());
+    spdlog::warn("could not tell this device's swap type: {}", type.error().message());
   }
 }
 
@@ -503,11 +506,14 @@ void Instance::start_attribution() {
       try {
         last_pass_ = attribution_->scan();
         publish_cgroup_paths();
-        if (reclaimer_) reclaimer_->track(attribution_->directories());
-        update_root_hold();
+        // A watch the kernel refused is tried again at the next pass.
+        if (auto tracked = reclaimer_ ? reclaimer_->track(attribution_->directories()) : Result<>{}; !tracked)
+          liveness::error("attribution pass: epoll_ctl: " + tracked.error().message());
+        else
+          update_root_hold();
       } catch (const std::exception& e) {
-        // A pass that failed (allocation, a watch the kernel refused) is
-        // tried again at the next interval; the liveness check logs it.
+        // A pass that failed (allocation) is tried again at the next
+        // interval; the liveness check logs it.
         liveness::error(std::string("attribution pass: ") + e.what());
       }
       liveness::progressed();
@@ -732,7 +738,8 @@ void Instance::start_reserve_refill() {
   store_->refill_pool_reserve();  // before the first request
   reserve_thread_ = Thread("uzswap-reserve", [this] {
     // It asks the kernel for memory: let that reclaim not wait on our own I/O.
-    if (auto ec = set_io_flusher()) spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", ec.message());
+    if (auto flusher = set_io_flusher(); !flusher)
+      spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", flusher.error().message());
     std::uint64_t refill_failures_seen = store_->pool_reserve_refill_failures();
     while (!reserve_stop_.load(std::memory_order_relaxed)) {
       liveness::waiting();
@@ -816,11 +823,11 @@ std::string Instance::swap_device() const { return kernel_nbd_ ? kernel_nbd_->pa
 bool Instance::try_stop() {
   sd_notify(0, "STOPPING=1\nSTATUS=swapoff: bringing pages back into RAM");
   if (swap_on_) {
-    if (auto ec = swap_off(swap_device())) {
+    if (auto off = swap_off(swap_device()); !off) {
       // Every page stays served; the operator can free memory and try again.
       spdlog::error("swapoff {} failed: {}; still serving, send SIGTERM again to retry",
-                    swap_device(), ec.message());
-      sd_notifyf(0, "READY=1\nSTATUS=swapoff failed (%s), still serving", ec.message().c_str());
+                    swap_device(), off.error().message());
+      sd_notifyf(0, "READY=1\nSTATUS=swapoff failed (%s), still serving", off.error().message().c_str());
       return false;
     }
     swap_on_ = false;
@@ -842,8 +849,9 @@ void Instance::teardown() noexcept {
   if (kernel_nbd_ && swap_on_) {
     // A start that failed after swapon: the kernel's pages must come back
     // before its connections go.
-    if (auto ec = swap_off(kernel_nbd_->path()))
-      spdlog::critical("swapoff {}: {}: its pages are lost with this process", kernel_nbd_->path(), ec.message());
+    if (auto off = swap_off(kernel_nbd_->path()); !off)
+      spdlog::critical("swapoff {}: {}: its pages are lost with this process", kernel_nbd_->path(),
+                       off.error().message());
     swap_on_ = false;
   }
   kernel_nbd_.reset();

@@ -21,12 +21,12 @@ struct StartError : std::runtime_error {
 // killer's pick (a warning where CAP_SYS_RESOURCE is missing; the unit's
 // OOMScoreAdjust does it for us there).
 inline void enter_reclaim_path() {
-  if (auto ec = lock_all_memory())
-    throw StartError("mlockall failed: " + ec.message() + " (run as root, LimitMEMLOCK=infinity)");
-  if (auto ec = set_oom_score_adj(-1000))
+  if (auto locked = lock_all_memory(); !locked)
+    throw StartError("mlockall failed: " + locked.error().message() + " (run as root, LimitMEMLOCK=infinity)");
+  if (auto adjusted = set_oom_score_adj(-1000); !adjusted)
     spdlog::warn("cannot set oom_score_adj to -1000 ({}): the OOM killer may pick uzswapd; "
                  "run it with CAP_SYS_RESOURCE or OOMScoreAdjust=-1000",
-                 ec.message());
+                 adjusted.error().message());
 }
 
 }  // namespace uzswap

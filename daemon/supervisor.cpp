@@ -204,14 +204,15 @@ void Supervisor::start() {
 
 void Supervisor::listen_nbd() {
   const auto address = parse_listen_address(config_.nbd_listen_address());
-  if (!address) throw StartError("--nbd-listen: " + address.error());
+  if (!address)
+    throw StartError("--nbd-listen: " + listen_address_message(config_.nbd_listen_address(), address.error()));
   if (address->kind == ListenAddress::Kind::unix_socket && address->path == config_.nbd_socket()) {
     const std::string dir = config_.instance_dir();
     if (!std::filesystem::exists(dir)) std::filesystem::create_directory(dir);
     chmod(dir.c_str(), 0755);
   }
   const auto fd = open_listener(*address, config_.nbd_allow_remote);
-  if (!fd) throw StartError("--nbd-listen: " + fd.error());
+  if (!fd) throw StartError("--nbd-listen: " + listener_message(*address, fd.error()));
   nbd_listen_fd_ = *fd;
   nbd_address_ = *address;
   spdlog::info("NBD: listening on {}", address->to_string());
@@ -285,14 +286,10 @@ void Supervisor::clean_dead_area() {
     const std::string path = "/dev/" + dev;
     spdlog::warn("{} is a swap area a dead uzswapd named '{}' left behind: taking it down", path, config_.name);
     if (in_proc_swaps(path)) {
-      if (auto err = swap_off(path)) spdlog::error("swapoff {}: {}", path, err.message());
+      if (auto off = swap_off(path); !off) spdlog::error("swapoff {}: {}", path, off.error().message());
     }
-    try {
-      LoopDevice stale = LoopDevice::open_existing(path);
-      stale.detach();
-    } catch (const std::system_error& e) {
-      spdlog::error("{}", e.what());
-    }
+    if (auto stale = LoopDevice::open_existing(path)) stale->detach();
+    else spdlog::error("open {}: {}", path, stale.error().message());
   }
   umount2(config_.swap_file().c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
 }
@@ -331,11 +328,8 @@ void Supervisor::hold_loop_device() {
   const StateHeader& h = state_->header();
   if (h.loop_device[0] == '\0') return;
   const std::string path(h.loop_device, strnlen(h.loop_device, sizeof(h.loop_device)));
-  try {
-    loop_ = LoopDevice::open_existing(path);
-  } catch (const std::system_error&) {
-    // Not there (yet): tried again on the next tick.
-  }
+  // Not there (yet): tried again on the next tick.
+  if (auto existing = LoopDevice::open_existing(path)) loop_ = std::move(*existing);
 }
 
 pid_t Supervisor::spawn() {

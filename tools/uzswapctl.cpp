@@ -20,19 +20,25 @@
 namespace {
 
 using nlohmann::json;
-using uzswap::ControlError;
+using uzswap::ControlClient;
+using uzswap::ControlClientError;
 using uzswap::control::Command;
 using uzswap::control::Request;
 
 enum Exit { kDone = 0, kRefused = 1, kUsage = 2, kNotRunning = 3, kNotAnswering = 4 };
 
-int exit_for(const ControlError& error) {
-  switch (error.kind) {
-    case ControlError::Kind::not_running: return kNotRunning;
-    case ControlError::Kind::not_answering: return kNotAnswering;
-    case ControlError::Kind::failed: break;
-  }
+int exit_for(std::error_code error) {
+  if (error == ControlClientError::not_running) return kNotRunning;
+  if (ControlClient::not_answering(error)) return kNotAnswering;
   return kRefused;
+}
+
+// One request on a fresh connection.
+uzswap::Result<std::string> ask(const std::string& socket, const Request& request,
+                                std::chrono::milliseconds timeout) {
+  auto client = ControlClient::connect(socket, timeout);
+  if (!client) return uzswap::failure(client.error());
+  return client->request(uzswap::control::request_line(request), timeout);
 }
 
 struct Session {
@@ -44,13 +50,10 @@ struct Session {
   // the daemon). Prints a one-line error, sets exit_code and returns nullopt
   // on failure.
   std::optional<json> call(const Request& request) {
-    ControlError error;
-    auto client = uzswap::ControlClient::connect(socket, timeout, error);
-    std::optional<std::string> line;
-    if (client) line = client->request(uzswap::control::request_line(request), timeout, error);
+    const auto line = ask(socket, request, timeout);
     if (!line) {
-      std::fprintf(stderr, "uzswapctl: %s\n", error.message.c_str());
-      exit_code = exit_for(error);
+      std::fprintf(stderr, "uzswapctl: %s\n", ControlClient::describe(line.error(), socket, timeout).c_str());
+      exit_code = exit_for(line.error());
       return std::nullopt;
     }
     const json reply = json::parse(*line, nullptr, /*allow_exceptions=*/false);
@@ -193,11 +196,7 @@ int main(int argc, char** argv) {
     Session probe{session.socket, std::chrono::milliseconds(500)};
     for (int i = 0; i < 300; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      ControlError error;
-      auto client = uzswap::ControlClient::connect(probe.socket, probe.timeout, error);
-      const auto line = client ? client->request(uzswap::control::request_line(simple(Command::status)),
-                                                 probe.timeout, error)
-                               : std::nullopt;
+      const auto line = ask(probe.socket, simple(Command::status), probe.timeout);
       if (!line) continue;
       const json reply = json::parse(*line, nullptr, /*allow_exceptions=*/false);
       const auto result = reply.is_object() ? reply.find("result") : reply.end();

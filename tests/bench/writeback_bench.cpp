@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
     address = *parse_listen_address("unix:/tmp/uzswap-wb-bench-" + std::to_string(getpid()) + ".sock");
     const auto fd = open_listener(address, false);
     if (!fd) {
-      std::fprintf(stderr, "%s\n", fd.error().c_str());
+      std::fprintf(stderr, "%s\n", listener_message(address, fd.error()).c_str());
       return 1;
     }
     listen_fd = *fd;

@@ -39,7 +39,7 @@ class Remote {
   void start() {
     address_ = *parse_listen_address("unix:" + path_);
     const auto fd = open_listener(address_, false);
-    ASSERT_TRUE(fd) << fd.error();
+    ASSERT_TRUE(fd) << fd.error().message();
     fd_ = *fd;
     listener_ = std::make_unique<NbdListener>(*server_, fd_, 8, nullptr);
   }

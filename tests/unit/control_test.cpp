@@ -26,14 +26,10 @@ std::string socket_path() { return "/tmp/uzswap-control-test-" + std::to_string(
 
 constexpr auto kWait = std::chrono::seconds(10);  // a failure, not a measurement
 
-std::optional<std::string> ask(const std::string& path, std::string_view line,
-                               ControlError* error_out = nullptr) {
-  ControlError error;
-  auto client = ControlClient::connect(path, kWait, error);
-  std::optional<std::string> reply;
-  if (client) reply = client->request(line, kWait, error);
-  if (error_out) *error_out = error;
-  return reply;
+Result<std::string> ask(const std::string& path, std::string_view line) {
+  auto client = ControlClient::connect(path, kWait);
+  if (!client) return failure(client.error());
+  return client->request(line, kWait);
 }
 
 // A raw connection that sends what a test says and reads when it says.
@@ -101,12 +97,11 @@ TEST(ControlServer, AnswersEachLineAndPassesTheAccessLevel) {
   ControlServer server(socket_path(), std::nullopt, [](std::string_view req, Access access) {
     return std::string(req) + (access == Access::admin ? " as admin" : " as other");
   });
-  ControlError error;
-  auto client = ControlClient::connect(server.path(), kWait, error);
-  ASSERT_TRUE(client.has_value()) << error.message;
-  EXPECT_EQ(client->request("hello", kWait, error), "hello as admin");
-  EXPECT_EQ(client->request("{garbage", kWait, error), "{garbage as admin");
-  EXPECT_EQ(client->request("", kWait, error), " as admin");
+  auto client = ControlClient::connect(server.path(), kWait);
+  ASSERT_TRUE(client.has_value()) << client.error().message();
+  EXPECT_EQ(client->request("hello", kWait), "hello as admin");
+  EXPECT_EQ(client->request("{garbage", kWait), "{garbage as admin");
+  EXPECT_EQ(client->request("", kWait), " as admin");
 }
 
 TEST(ControlServer, PipelinedRequestsAreAnsweredInOrder) {
@@ -124,19 +119,18 @@ TEST(ControlServer, AHandlerThatThrowsGivesAnErrorReplyAndTheServerGoesOn) {
     if (req == "boom") throw std::runtime_error("boom");
     return "fine";
   });
-  ControlError error;
-  auto client = ControlClient::connect(server.path(), kWait, error);
+  auto client = ControlClient::connect(server.path(), kWait);
   ASSERT_TRUE(client.has_value());
-  EXPECT_EQ(client->request("boom", kWait, error), R"({"error":"internal error","ok":false})");
-  EXPECT_EQ(client->request("again", kWait, error), "fine");
+  EXPECT_EQ(client->request("boom", kWait), R"({"error":"internal error","ok":false})");
+  EXPECT_EQ(client->request("again", kWait), "fine");
 }
 
 TEST(ControlServer, ANonRootPeerIsRefusedWithAReason) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
   ControlServer server(socket_path(), std::nullopt, [](std::string_view, Access) { return "secret"; });
   const std::string reply = as_user(65534, 65534, {}, [&] {
-    ControlError error;
-    return ask(server.path(), R"({"cmd":"status"})", &error).value_or(error.message);
+    const auto line = ask(server.path(), R"({"cmd":"status"})");
+    return line ? *line : ControlClient::describe(line.error(), server.path(), kWait);
   });
   EXPECT_NE(reply.find("permission denied: uid 65534 is not root"), std::string::npos) << reply;
   EXPECT_EQ(reply.find("secret"), std::string::npos);
@@ -296,10 +290,11 @@ TEST(ControlServer, APeerThatHangsUpMidRequestIsForgotten) {
 }
 
 TEST(ControlClient, ADaemonThatIsNotRunningGivesOneLine) {
-  ControlError error;
-  EXPECT_FALSE(ControlClient::connect("/tmp/uzswap-no-such-socket", kWait, error).has_value());
-  EXPECT_EQ(error.kind, ControlError::Kind::not_running);
-  EXPECT_NE(error.message.find("not running"), std::string::npos) << error.message;
+  const auto client = ControlClient::connect("/tmp/uzswap-no-such-socket", kWait);
+  ASSERT_FALSE(client.has_value());
+  EXPECT_EQ(client.error(), ControlClientError::not_running);
+  const std::string message = ControlClient::describe(client.error(), "/tmp/uzswap-no-such-socket", kWait);
+  EXPECT_NE(message.find("not running"), std::string::npos) << message;
 }
 
 TEST(ControlClient, ADaemonThatDoesNotAnswerIsReportedAtTheDeadline) {
@@ -312,14 +307,14 @@ TEST(ControlClient, ADaemonThatDoesNotAnswerIsReportedAtTheDeadline) {
   unlink(path.c_str());
   ASSERT_EQ(bind(mute, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   ASSERT_EQ(listen(mute, 4), 0);
-  ControlError error;
-  auto client = ControlClient::connect(path, std::chrono::milliseconds(50), error);
-  std::optional<std::string> reply;
-  if (client) reply = client->request(R"({"cmd":"status"})", std::chrono::milliseconds(50), error);
-  EXPECT_FALSE(reply.has_value());
-  EXPECT_EQ(error.kind, ControlError::Kind::not_answering);
-  EXPECT_NE(error.message.find("not answering"), std::string::npos) << error.message;
-  EXPECT_EQ(error.message.find('\n'), std::string::npos);
+  auto client = ControlClient::connect(path, std::chrono::milliseconds(50));
+  const auto reply = client ? client->request(R"({"cmd":"status"})", std::chrono::milliseconds(50))
+                            : Result<std::string>(failure(client.error()));
+  ASSERT_FALSE(reply.has_value());
+  EXPECT_TRUE(ControlClient::not_answering(reply.error())) << reply.error().message();
+  const std::string message = ControlClient::describe(reply.error(), path, std::chrono::milliseconds(50));
+  EXPECT_NE(message.find("not answering"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos);
   close(mute);
   unlink(path.c_str());
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "uzswap/daemon/safety.h"
+#include "uzswap/device/loop_device.h"
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
 
@@ -27,7 +28,7 @@ std::string run(const std::string& command) {
 
 TEST(SwapHeader, RoundTrips) {
   std::array<std::byte, kPageSize> page;
-  const Uuid uuid = random_uuid();
+  const Uuid uuid = random_uuid().value();
   make_swap_header(page, 1000, uuid, "mylabel");
   const auto info = parse_swap_header(page);
   ASSERT_TRUE(info.has_value());
@@ -40,7 +41,7 @@ TEST(SwapHeader, RoundTrips) {
 
 TEST(SwapHeader, LongLabelsAreCutTo16Bytes) {
   std::array<std::byte, kPageSize> page;
-  make_swap_header(page, 10, random_uuid(), "a-very-long-label-indeed");
+  make_swap_header(page, 10, random_uuid().value(), "a-very-long-label-indeed");
   EXPECT_EQ(parse_swap_header(page)->label, "a-very-long-labe");
 }
 
@@ -50,11 +51,11 @@ TEST(SwapHeader, PagesWithoutTheSignatureAreNotHeaders) {
 }
 
 TEST(SwapHeader, UuidsAreVersion4AndFormatLikeUtilLinux) {
-  const Uuid u = random_uuid();
+  const Uuid u = random_uuid().value();
   EXPECT_EQ(u[6] >> 4, 4);
   EXPECT_EQ(u[8] >> 6, 2);
   EXPECT_EQ(format_uuid(u).size(), 36u);
-  EXPECT_NE(random_uuid(), u);
+  EXPECT_NE(random_uuid().value(), u);
 }
 
 // Compatibility both ways with util-linux: our header parses like mkswap's,
@@ -79,7 +80,7 @@ TEST(SwapHeader, MatchesMkswap) {
   EXPECT_EQ(theirs->label, "theirs");
   EXPECT_EQ(format_uuid(theirs->uuid), uuid);
 
-  Uuid ours_uuid = random_uuid();
+  Uuid ours_uuid = random_uuid().value();
   make_swap_header(page, (4u << 20) / kPageSize, ours_uuid, "ours");
   {
     std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
@@ -89,6 +90,14 @@ TEST(SwapHeader, MatchesMkswap) {
   std::remove(file.c_str());
   EXPECT_NE(label.find("LABEL: ours"), std::string::npos) << label;
   EXPECT_NE(label.find("UUID:  " + format_uuid(ours_uuid)), std::string::npos) << label;
+}
+
+TEST(LoopDevice, APathThatIsNotALoopDeviceIsInvalid) {
+  for (const char* path : {"/dev/sda", "/dev/loop", "/dev/loopx", "/dev/loop1x", "/dev/loop99999999999"}) {
+    const auto dev = LoopDevice::open_existing(path);
+    ASSERT_FALSE(dev.has_value()) << path;
+    EXPECT_EQ(dev.error(), std::errc::invalid_argument) << path;
+  }
 }
 
 TEST(ProcSwaps, ParsesCapturedText) {

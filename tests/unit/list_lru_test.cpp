@@ -164,14 +164,15 @@ TEST(ListLru, ReparentingSplicesListsIntoTheParent) {
 
 TEST(ListLru, CgroupRulesAreEnforced) {
   ListLru lru(10, 1);
-  EXPECT_FALSE(lru.add_cgroup(kRootCgroup, kRootCgroup));
-  EXPECT_FALSE(lru.add_cgroup(5, 4)) << "the parent must exist";
+  EXPECT_EQ(lru.add_cgroup(kRootCgroup, kRootCgroup).error(), LruError::root);
+  EXPECT_EQ(lru.add_cgroup(5, 4).error(), LruError::no_parent) << "the parent must exist";
   EXPECT_TRUE(lru.add_cgroup(4, kRootCgroup));
   EXPECT_TRUE(lru.add_cgroup(4, kRootCgroup)) << "idempotent";
-  EXPECT_FALSE(lru.remove_cgroup(kRootCgroup));
+  EXPECT_EQ(lru.release_cgroup(4).error(), LruError::live);
+  EXPECT_EQ(lru.remove_cgroup(kRootCgroup).error(), LruError::root);
   EXPECT_TRUE(lru.remove_cgroup(4));
-  EXPECT_FALSE(lru.remove_cgroup(4));
-  EXPECT_FALSE(lru.add_cgroup(4, kRootCgroup)) << "a removed id is not reused";
+  EXPECT_EQ(lru.remove_cgroup(4).error(), LruError::unknown);
+  EXPECT_EQ(lru.add_cgroup(4, kRootCgroup).error(), LruError::removed) << "a removed id is not reused";
   EXPECT_EQ(lru.resolve(777), kRootCgroup) << "unknown ids resolve to the root";
 }
 

@@ -48,11 +48,11 @@ ExportInfo export_info() {
 TEST(NbdProtocol, ClientMustSpeakFixedNewstyle) {
   std::byte b[4];
   put32(b, 0);
-  EXPECT_FALSE(parse_client_flags(b));
+  EXPECT_EQ(parse_client_flags(b).error(), ProtocolError::not_fixed_newstyle);
   put32(b, kClientFixedNewstyle | kClientNoZeroes);
   EXPECT_EQ(*parse_client_flags(b), kClientFixedNewstyle | kClientNoZeroes);
   put32(b, kClientFixedNewstyle | 0x100);
-  EXPECT_FALSE(parse_client_flags(b));
+  EXPECT_EQ(parse_client_flags(b).error(), ProtocolError::unknown_client_flags);
 }
 
 TEST(NbdProtocol, OptionHeaderNeedsItsMagic) {
@@ -65,7 +65,7 @@ TEST(NbdProtocol, OptionHeaderNeedsItsMagic) {
   EXPECT_EQ(ok->option, kOptGo);
   EXPECT_EQ(ok->length, 77u);
   put64(h, kNbdMagic);
-  EXPECT_FALSE(parse_option_header(h));
+  EXPECT_EQ(parse_option_header(h).error(), ProtocolError::bad_option_magic);
 }
 
 TEST(NbdProtocol, GoDataIsParsedAndCheckedForLength) {
@@ -79,10 +79,10 @@ TEST(NbdProtocol, GoDataIsParsedAndCheckedForLength) {
   // A name length past the data, and a count that does not match.
   auto bad = d;
   put32(bad.data(), 1000);
-  EXPECT_EQ(parse_go(bad).error(), kRepErrInvalid);
+  EXPECT_EQ(parse_go(bad).error(), ProtocolError::malformed_option_data);
   bad = d;
   put16(bad.data() + 8, 4);
-  EXPECT_EQ(parse_go(bad).error(), kRepErrInvalid);
+  EXPECT_EQ(parse_go(bad).error(), ProtocolError::malformed_option_data);
   EXPECT_FALSE(parse_go(std::span<const std::byte>(d.data(), 3)));
 }
 
@@ -165,7 +165,7 @@ TEST(NbdProtocol, RequestHeaderNeedsItsMagic) {
   EXPECT_EQ(r->offset, 8192u);
   EXPECT_EQ(r->length, 4096u);
   put32(b, kSimpleReplyMagic);
-  EXPECT_FALSE(parse_request(b));
+  EXPECT_EQ(parse_request(b).error(), ProtocolError::bad_request_magic);
 }
 
 TEST(NbdProtocol, RequestChecks) {
@@ -208,13 +208,15 @@ TEST(NbdListen, ParsesUnixAndTcpAndKnowsTheLoopback) {
   a = parse_listen_address("tcp:0.0.0.0:10809");
   ASSERT_TRUE(a);
   EXPECT_FALSE(is_loopback(*a));
-  EXPECT_FALSE(open_listener(*a, false));  // refused without asking
-  EXPECT_FALSE(parse_listen_address("unix:relative"));
-  EXPECT_FALSE(parse_listen_address("tcp:127.0.0.1"));
-  EXPECT_FALSE(parse_listen_address("tcp:127.0.0.1:0"));
-  EXPECT_FALSE(parse_listen_address("tcp:127.0.0.1:70000"));
-  EXPECT_FALSE(parse_listen_address("tcp:example.com:10809"));
-  EXPECT_FALSE(parse_listen_address("udp:1.2.3.4:5"));
+  EXPECT_EQ(open_listener(*a, false).error(), ListenError::not_loopback);  // refused without asking
+  EXPECT_EQ(parse_listen_address("unix:relative").error(), ListenError::relative_path);
+  EXPECT_EQ(parse_listen_address("unix:/" + std::string(200, 'x')).error(), ListenError::path_too_long);
+  EXPECT_EQ(parse_listen_address("tcp:127.0.0.1").error(), ListenError::no_port);
+  EXPECT_EQ(parse_listen_address("tcp:[::1]99").error(), ListenError::bad_ipv6_form);
+  EXPECT_EQ(parse_listen_address("tcp:127.0.0.1:0").error(), ListenError::bad_port);
+  EXPECT_EQ(parse_listen_address("tcp:127.0.0.1:70000").error(), ListenError::bad_port);
+  EXPECT_EQ(parse_listen_address("tcp:example.com:10809").error(), ListenError::host_not_numeric);
+  EXPECT_EQ(parse_listen_address("udp:1.2.3.4:5").error(), ListenError::not_unix_or_tcp);
 }
 
 // --- NbdServer over a socketpair ---------------------------------------------
@@ -481,7 +483,7 @@ TEST(NbdListener, ServesAndRefusesBeyondTheLimit) {
   const std::string path = "/tmp/uzswap-nbd-test-" + std::to_string(getpid());
   const auto address = parse_listen_address("unix:" + path);
   const auto fd = open_listener(*address, false);
-  ASSERT_TRUE(fd) << fd.error();
+  ASSERT_TRUE(fd) << fd.error().message();
   {
     NbdListener listener(server, *fd, 1, nullptr);
     const auto connect_one = [&] {

@@ -8,10 +8,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <expected>
 #include <thread>
 
 #include "uzswap/backing/backing_store.h"
+#include "uzswap/common/result.h"
 #include "uzswap/backing/io_ring.h"
 
 namespace uzswap {
@@ -48,10 +48,10 @@ std::size_t ops_for_runs(std::span<const Page> pages, bool write, IoOp* ops, std
   return nops;
 }
 
-// The extents of [0, bytes), in offset order, or the errno FIEMAP failed
+// The extents of [0, bytes), in offset order, or the error FIEMAP failed
 // with (EOPNOTSUPP: the filesystem has none). The first call writes out
 // delayed allocations (FIEMAP_FLAG_SYNC), so what it reports is on disk.
-std::expected<std::vector<FileExtent>, int> map_extents(int fd, std::uint64_t bytes) {
+Result<std::vector<FileExtent>> map_extents(int fd, std::uint64_t bytes) {
   constexpr unsigned kPerCall = 256;
   std::vector<std::uint64_t> storage((sizeof(fiemap) + kPerCall * sizeof(fiemap_extent)) / sizeof(std::uint64_t) + 1);
   auto* map = reinterpret_cast<fiemap*>(storage.data());
@@ -65,7 +65,7 @@ std::expected<std::vector<FileExtent>, int> map_extents(int fd, std::uint64_t by
     map->fm_flags = first ? FIEMAP_FLAG_SYNC : 0;
     map->fm_extent_count = kPerCall;
     first = false;
-    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) return std::unexpected(errno);
+    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) return failure(errno_error());
     if (map->fm_mapped_extents == 0) break;
     bool last = false;
     for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
@@ -128,7 +128,7 @@ void BackingFile::write_once(const SetupProgress& progress) {
   // and writes nothing before this returns.
   const auto extents = map_extents(fd_, bytes_);
   if (!extents) {
-    setup_.map_error = std::error_code(extents.error(), std::generic_category());
+    setup_.map_error = extents.error();
     return;
   }
   setup_.mapped = true;

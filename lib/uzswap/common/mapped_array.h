@@ -7,12 +7,14 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
 #include <cstddef>
+#include <string>
 #include <system_error>
 #include <type_traits>
 #include <utility>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
@@ -27,7 +29,10 @@ class MappedArray {
     if (capacity_ == 0) return;
     void* p = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap array");
+    if (p == MAP_FAILED) {
+      const std::error_code error = errno_error();
+      throw std::system_error(error, "mmap an array of " + std::to_string(bytes()) + " bytes");
+    }
     data_ = static_cast<T*>(p);
   }
   ~MappedArray() {
@@ -44,17 +49,20 @@ class MappedArray {
   // Backs every page now (zeroed), so that using the array later never faults
   // in fresh memory. Best effort: without MADV_POPULATE_WRITE pages come on
   // first touch.
-  void populate() noexcept { populate(0, capacity_); }
+  void populate() noexcept { (void)populate(0, capacity_); }
   // The same for the pages holding elements [first, first + count) (clamped
-  // to the capacity). False when the kernel could not back them.
-  bool populate(std::size_t first, std::size_t count) noexcept {
-    if (data_ == nullptr || first >= capacity_) return true;
+  // to the capacity). An error when the kernel could not back them (ENOMEM),
+  // or has no MADV_POPULATE_WRITE (EINVAL).
+  Result<> populate(std::size_t first, std::size_t count) noexcept {
+    if (data_ == nullptr || first >= capacity_) return {};
     count = std::min(count, capacity_ - first);
-    if (count == 0) return true;
+    if (count == 0) return {};
     constexpr std::uintptr_t kPage = 4096;
     const auto begin = reinterpret_cast<std::uintptr_t>(data_ + first) & ~(kPage - 1);
     const auto end = reinterpret_cast<std::uintptr_t>(data_ + first + count);
-    return madvise(reinterpret_cast<void*>(begin), end - begin, 23 /* MADV_POPULATE_WRITE */) == 0;
+    if (madvise(reinterpret_cast<void*>(begin), end - begin, 23 /* MADV_POPULATE_WRITE */) != 0)
+      return failure(errno_error());
+    return {};
   }
 
   T& operator[](std::size_t i) noexcept { return data_[i]; }

@@ -13,6 +13,14 @@
 //   device).
 // - bool answers yes/no questions only, never "it failed"; no -errno returns;
 //   no empty string that means an error.
+// - Parsed<T> is the one exception: a parser or check of what a person wrote
+//   or configured (parse_daemon_args, check_backing_file, control's
+//   parse_request, ZPool::check_region_bytes) and SharedState::attach, whose
+//   refusal is reported to a person as it is, keep that sentence:
+//   std::expected<T, std::string>. Nothing branches on its text.
+// - Exceptions are for programming errors and for start-up steps whose
+//   failure aborts the start (constructors, LoopDevice::attach); never for a
+//   failure a caller is expected to handle.
 #pragma once
 
 #include <cerrno>
@@ -24,6 +32,10 @@ namespace uzswap {
 
 template <class T = void>
 using Result = std::expected<T, std::error_code>;
+
+// The value, or a sentence for a person (see above: parsers of user input).
+template <class T = void>
+using Parsed = std::expected<T, std::string>;
 
 // An errno value as an error_code (std::system_category). A negated one, as
 // io_uring completions and netlink acks carry it, is taken as it is meant.

@@ -1,18 +1,36 @@
-// Reading a whole (small) kernel or config file as text. An unreadable or
-// vanished file reads as empty: callers treat that as "gone".
+// Reading a whole (small) kernel or config file as text. A file that cannot
+// be opened or read is an error (ENOENT when it is gone): callers that treat
+// a vanished file as "gone" test for the error, an empty file reads as "".
 #pragma once
 
-#include <fstream>
-#include <sstream>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <string>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
-inline std::string read_text_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream text;
-  text << f.rdbuf();
-  return text.str();
+inline Result<std::string> read_text_file(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return failure(errno_error());
+  std::string text;
+  char chunk[4096];
+  for (;;) {
+    const ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n > 0) {
+      text.append(chunk, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      const std::error_code error = errno_error();
+      close(fd);
+      return failure(error);
+    }
+  }
+  close(fd);
+  return text;
 }
 
 }  // namespace uzswap

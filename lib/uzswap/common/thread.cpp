@@ -1,6 +1,7 @@
 #include "uzswap/common/thread.h"
 
 #include "uzswap/common/liveness.h"
+#include "uzswap/common/result.h"
 
 #include <pthread.h>
 #include <sys/mman.h>
@@ -60,8 +61,9 @@ Thread::Thread(std::string name, std::function<void()> body, std::size_t stack_b
   stack_ = mmap(nullptr, stack_bytes_, PROT_READ | PROT_WRITE,
                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_POPULATE, -1, 0);
   if (stack_ == MAP_FAILED) {
+    const std::error_code error = errno_error();
     stack_ = nullptr;
-    throw std::system_error(errno, std::generic_category(), "mmap thread stack");
+    throw std::system_error(error, "mmap the stack of thread " + name);
   }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -75,7 +77,7 @@ Thread::Thread(std::string name, std::function<void()> body, std::size_t stack_b
     liveness::release(std::exchange(slot_, -1));
     munmap(stack_, stack_bytes_);
     stack_ = nullptr;
-    throw std::system_error(err, std::generic_category(), "pthread_create");
+    throw std::system_error(errno_error(err), "pthread_create " + start->name);
   }
   start.release();
   handle_ = thread;

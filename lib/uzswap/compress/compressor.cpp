@@ -9,6 +9,24 @@
 
 namespace uzswap {
 
+namespace {
+
+const char* describe(CompressError error) noexcept {
+  switch (error) {
+    case CompressError::corrupt: return "compressed data does not decode to one page";
+  }
+  return "unknown compressor error";
+}
+
+}  // namespace
+
+const std::error_category& compress_category() noexcept {
+  static const ErrorCategory<CompressError> category("uzswap.compress", describe);
+  return category;
+}
+
+std::error_code make_error_code(CompressError error) noexcept { return {static_cast<int>(error), compress_category()}; }
+
 std::string_view codec_name(Codec codec) noexcept {
   switch (codec) {
     case Codec::lz4: return "lz4";
@@ -51,12 +69,13 @@ class Lz4Compressor final : public Compressor {
     return n > 0 ? static_cast<std::size_t>(n) : 0;
   }
 
-  bool decompress(std::span<const std::byte> src, PageBuffer dst) noexcept override {
+  Result<> decompress(std::span<const std::byte> src, PageBuffer dst) noexcept override {
     const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(src.data()),
                                       reinterpret_cast<char*>(dst.data()),
                                       static_cast<int>(src.size()),
                                       static_cast<int>(dst.size()));
-    return n == static_cast<int>(kPageSize);
+    if (n != static_cast<int>(kPageSize)) return failure(CompressError::corrupt);
+    return {};
   }
 
  private:
@@ -89,10 +108,11 @@ class ZstdCompressor final : public Compressor {
     return ZSTD_isError(n) ? 0 : n;
   }
 
-  bool decompress(std::span<const std::byte> src, PageBuffer dst) noexcept override {
+  Result<> decompress(std::span<const std::byte> src, PageBuffer dst) noexcept override {
     const std::size_t n =
         ZSTD_decompressDCtx(dctx_, dst.data(), dst.size(), src.data(), src.size());
-    return !ZSTD_isError(n) && n == kPageSize;
+    if (ZSTD_isError(n) || n != kPageSize) return failure(CompressError::corrupt);
+    return {};
   }
 
  private:

@@ -12,10 +12,19 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <system_error>
+#include <type_traits>
 
 #include "uzswap/common/page.h"
+#include "uzswap/common/result.h"
 
 namespace uzswap {
+
+enum class CompressError {
+  corrupt = 1,  // decompress: the data does not decode to exactly one page
+};
+const std::error_category& compress_category() noexcept;
+std::error_code make_error_code(CompressError error) noexcept;
 
 enum class Codec : std::uint8_t { lz4 = 0, zstd = 1 };
 inline constexpr std::size_t kCodecCount = 2;
@@ -39,9 +48,9 @@ class Compressor {
   virtual std::size_t compress(PageView src, std::span<std::byte> dst,
                                int level) noexcept = 0;
 
-  // Decompresses `src` into exactly one page. False if `src` is corrupt or does
-  // not decode to exactly kPageSize bytes.
-  virtual bool decompress(std::span<const std::byte> src, PageBuffer dst) noexcept = 0;
+  // Decompresses `src` into exactly one page. CompressError::corrupt if `src`
+  // is corrupt or does not decode to exactly kPageSize bytes.
+  virtual Result<> decompress(std::span<const std::byte> src, PageBuffer dst) noexcept = 0;
 };
 
 // Throws std::bad_alloc if the codec cannot allocate its working memory.
@@ -60,3 +69,6 @@ class CompressorSet {
 };
 
 }  // namespace uzswap
+
+template <>
+struct std::is_error_code_enum<uzswap::CompressError> : std::true_type {};

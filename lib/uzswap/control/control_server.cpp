@@ -44,11 +44,10 @@ constexpr std::uint64_t kWakeKey = ~std::uint64_t{0};
 // for a moment instead of spinning.
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 
-sockaddr_un socket_address(const std::string& path) {
+Result<sockaddr_un> socket_address(const std::string& path) noexcept {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path))
-    throw std::system_error(ENAMETOOLONG, std::generic_category(), "socket path " + path);
+  if (path.size() >= sizeof(addr.sun_path)) return failure(std::make_error_code(std::errc::filename_too_long));
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   return addr;
 }
@@ -196,28 +195,29 @@ ControlServerStats ControlServer::stats() const {
 }
 
 void ControlServer::Impl::start() {
-  const sockaddr_un addr = socket_address(path);
-  const auto fail = [this](int err, const std::string& what) {
+  const auto addr = socket_address(path);
+  if (!addr) throw std::system_error(addr.error(), "socket path " + path);
+  const auto fail = [this](std::error_code error, const std::string& what) {
     if (listen_fd >= 0) close(listen_fd);
     if (epoll_fd >= 0) close(epoll_fd);
     if (wake_fd >= 0) close(wake_fd);
-    throw std::system_error(err, std::generic_category(), what);
+    throw std::system_error(error, what);
   };
   listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (listen_fd < 0) fail(errno, "socket");
+  if (listen_fd < 0) fail(errno_error(), "socket");
   unlink(path.c_str());  // a stale socket of a daemon that died; we hold the instance lock
-  if (bind(listen_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 ||
+  if (bind(listen_fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0 ||
       listen(listen_fd, 128) != 0)
-    fail(errno, "bind " + path);
+    fail(errno_error(), "bind " + path);
   // Anyone may connect, so that a refused peer gets a reason, not EACCES;
   // access is decided from the peer's credentials.
   chmod(path.c_str(), 0666);
   epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (epoll_fd < 0 || wake_fd < 0) {
-    const int err = errno;
+    const std::error_code error = errno_error();
     unlink(path.c_str());
-    fail(err, "epoll/eventfd");
+    fail(error, "epoll/eventfd");
   }
   epoll_event listen_event{EPOLLIN, {.u64 = kListenKey}};
   epoll_event wake_event{EPOLLIN, {.u64 = kWakeKey}};
@@ -577,33 +577,56 @@ int remaining_ms(ClientClock::time_point deadline) {
   return static_cast<int>(std::max<std::int64_t>(0, left.count()));
 }
 
-ControlError not_answering(const std::string& path, std::chrono::milliseconds timeout,
-                           const char* what) {
-  return {ControlError::Kind::not_answering,
-          "uzswapd is not answering: " + std::string(what) + " within " + seconds(timeout) + " on " +
-              path + " (is it stopped, stuck or overloaded?)"};
+const char* describe(ControlClientError error) noexcept {
+  switch (error) {
+    case ControlClientError::not_running: return "uzswapd is not running";
+    case ControlClientError::not_accepting: return "uzswapd is not answering: no connection accepted in time";
+    case ControlClientError::request_not_taken: return "uzswapd is not answering: the request was not taken in time";
+    case ControlClientError::no_reply: return "uzswapd is not answering: no reply in time";
+    case ControlClientError::closed: return "uzswapd closed the connection";
+  }
+  return "unknown control client error";
 }
 
 }  // namespace
 
-std::optional<ControlClient> ControlClient::connect(const std::string& path,
-                                                    std::chrono::milliseconds timeout,
-                                                    ControlError& error) {
-  sockaddr_un addr;
-  try {
-    addr = socket_address(path);
-  } catch (const std::system_error& e) {
-    error = {ControlError::Kind::failed, e.what()};
-    return std::nullopt;
+const std::error_category& control_client_category() noexcept {
+  static const ErrorCategory<ControlClientError> category("uzswap.control_client", describe);
+  return category;
+}
+
+std::error_code make_error_code(ControlClientError error) noexcept {
+  return {static_cast<int>(error), control_client_category()};
+}
+
+bool ControlClient::not_answering(std::error_code error) noexcept {
+  return error == ControlClientError::not_accepting || error == ControlClientError::request_not_taken ||
+         error == ControlClientError::no_reply;
+}
+
+std::string ControlClient::describe(std::error_code error, const std::string& path,
+                                    std::chrono::milliseconds timeout) {
+  if (not_answering(error)) {
+    const char* what = error == ControlClientError::not_accepting       ? "no connection accepted"
+                       : error == ControlClientError::request_not_taken ? "the request was not taken"
+                                                                        : "no reply";
+    return "uzswapd is not answering: " + std::string(what) + " within " + seconds(timeout) + " on " + path +
+           " (is it stopped, stuck or overloaded?)";
   }
+  if (error == ControlClientError::not_running) return "uzswapd is not running (nothing listens on " + path + ")";
+  if (error == ControlClientError::closed) return "uzswapd closed the connection";
+  if (error == std::errc::permission_denied) return "permission denied on " + path + " (run as root)";
+  return "cannot talk to uzswapd on " + path + ": " + error.message();
+}
+
+Result<ControlClient> ControlClient::connect(const std::string& path, std::chrono::milliseconds timeout) {
+  const auto addr = socket_address(path);
+  if (!addr) return failure(addr.error());
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    error = {ControlError::Kind::failed, std::string("socket: ") + std::strerror(errno)};
-    return std::nullopt;
-  }
+  if (fd < 0) return failure(errno_error());
   const auto deadline = ClientClock::now() + timeout;
   for (;;) {
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) break;
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) == 0) break;
     const int err = errno;
     if (err == EINTR) continue;
     if (err == EAGAIN && remaining_ms(deadline) > 0) {
@@ -612,18 +635,11 @@ std::optional<ControlClient> ControlClient::connect(const std::string& path,
       continue;
     }
     close(fd);
-    if (err == EAGAIN)
-      error = not_answering(path, timeout, "no connection accepted");
-    else if (err == ENOENT || err == ECONNREFUSED)
-      error = {ControlError::Kind::not_running,
-               "uzswapd is not running (nothing listens on " + path + ")"};
-    else if (err == EACCES)
-      error = {ControlError::Kind::failed, "permission denied on " + path + " (run as root)"};
-    else
-      error = {ControlError::Kind::failed, "cannot connect to " + path + ": " + std::strerror(err)};
-    return std::nullopt;
+    if (err == EAGAIN) return failure(ControlClientError::not_accepting);
+    if (err == ENOENT || err == ECONNREFUSED) return failure(ControlClientError::not_running);
+    return failure(errno_error(err));
   }
-  return ControlClient(fd, path);
+  return ControlClient(fd);
 }
 
 ControlClient::~ControlClient() {
@@ -631,23 +647,18 @@ ControlClient::~ControlClient() {
 }
 
 ControlClient::ControlClient(ControlClient&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)),
-      path_(std::move(other.path_)),
-      pending_(std::move(other.pending_)) {}
+    : fd_(std::exchange(other.fd_, -1)), pending_(std::move(other.pending_)) {}
 
 ControlClient& ControlClient::operator=(ControlClient&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) close(fd_);
     fd_ = std::exchange(other.fd_, -1);
-    path_ = std::move(other.path_);
     pending_ = std::move(other.pending_);
   }
   return *this;
 }
 
-std::optional<std::string> ControlClient::request(std::string_view line,
-                                                  std::chrono::milliseconds timeout,
-                                                  ControlError& error) {
+Result<std::string> ControlClient::request(std::string_view line, std::chrono::milliseconds timeout) {
   const auto deadline = ClientClock::now() + timeout;
   std::string out(line);
   out.push_back('\n');
@@ -667,10 +678,7 @@ std::optional<std::string> ControlClient::request(std::string_view line,
       break;
     }
     pollfd p{fd_, POLLOUT, 0};
-    if (poll(&p, 1, remaining_ms(deadline)) == 0) {
-      error = not_answering(path_, timeout, "the request was not taken");
-      return std::nullopt;
-    }
+    if (poll(&p, 1, remaining_ms(deadline)) == 0) return failure(ControlClientError::request_not_taken);
   }
   char chunk[4096];
   for (;;) {
@@ -689,20 +697,12 @@ std::optional<std::string> ControlClient::request(std::string_view line,
     if (n < 0 && errno == EAGAIN) {
       pollfd p{fd_, POLLIN, 0};
       const int ready = poll(&p, 1, remaining_ms(deadline));
-      if (ready == 0) {
-        error = not_answering(path_, timeout, "no reply");
-        return std::nullopt;
-      }
-      if (ready < 0 && errno != EINTR) {
-        error = {ControlError::Kind::failed, std::string("poll: ") + std::strerror(errno)};
-        return std::nullopt;
-      }
+      if (ready == 0) return failure(ControlClientError::no_reply);
+      if (ready < 0 && errno != EINTR) return failure(errno_error());
       continue;
     }
-    error = {ControlError::Kind::failed,
-             send_errno == 0 ? std::string("uzswapd closed the connection")
-                             : std::string("sending the request failed: ") + std::strerror(send_errno)};
-    return std::nullopt;
+    if (send_errno != 0) return failure(errno_error(send_errno));
+    return failure(ControlClientError::closed);
   }
 }
 

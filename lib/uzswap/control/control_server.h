@@ -36,6 +36,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <type_traits>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
@@ -70,7 +74,7 @@ struct ControlServerStats {
 class ControlServer {
  public:
   // Binds `path` (replacing a stale socket) and starts serving.
-  // Throws std::system_error.
+  // Throws std::system_error (ENAMETOOLONG for a path sockaddr_un cannot hold).
   ControlServer(std::string path, std::optional<gid_t> reader_group, ControlHandler handler);
   ControlServer(std::string path, const ControlServerOptions& options, ControlHandler handler);
   ~ControlServer();  // stops, waits for handlers in progress, unlinks the socket
@@ -91,35 +95,42 @@ class ControlServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// The client side: connect, send a line, read a line, each within a deadline.
-struct ControlError {
-  enum class Kind {
-    not_running,    // nothing listens on the socket (or no socket)
-    not_answering,  // connected, but no reply before the deadline
-    failed,         // anything else: permission on the socket, closed early
-  };
-  Kind kind = Kind::failed;
-  std::string message;  // one line, for the user
+// Why the client got no reply, besides a system error (EACCES on the socket,
+// ECONNRESET, ...).
+enum class ControlClientError {
+  not_running = 1,    // nothing listens on the socket (or there is no socket)
+  not_accepting,      // no connection accepted before the deadline
+  request_not_taken,  // connected, but the request was not taken before the deadline
+  no_reply,           // no reply before the deadline
+  closed,             // the daemon closed the connection without a reply
 };
+const std::error_category& control_client_category() noexcept;
+std::error_code make_error_code(ControlClientError error) noexcept;
 
+// The client side: connect, send a line, read a line, each within a deadline.
 class ControlClient {
  public:
-  static std::optional<ControlClient> connect(const std::string& path,
-                                              std::chrono::milliseconds timeout,
-                                              ControlError& error);
+  static Result<ControlClient> connect(const std::string& path, std::chrono::milliseconds timeout);
   ~ControlClient();
   ControlClient(ControlClient&& other) noexcept;
   ControlClient& operator=(ControlClient&& other) noexcept;
 
-  // Sends one request line; returns the reply line, or nullopt with `error`.
-  std::optional<std::string> request(std::string_view line, std::chrono::milliseconds timeout,
-                                     ControlError& error);
+  // Sends one request line; returns the reply line.
+  Result<std::string> request(std::string_view line, std::chrono::milliseconds timeout);
+
+  // An error of connect() or request() on `path` as one line for the user.
+  static std::string describe(std::error_code error, const std::string& path, std::chrono::milliseconds timeout);
+  // The daemon is there but did not answer in time (stopped, stuck or
+  // overloaded): not_accepting, request_not_taken or no_reply.
+  static bool not_answering(std::error_code error) noexcept;
 
  private:
-  ControlClient(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  explicit ControlClient(int fd) : fd_(fd) {}
   int fd_ = -1;
-  std::string path_;
   std::string pending_;
 };
 
 }  // namespace uzswap
+
+template <>
+struct std::is_error_code_enum<uzswap::ControlClientError> : std::true_type {};

@@ -50,7 +50,7 @@ bool is_slow(Command command) noexcept {
   return command == Command::writeback || command == Command::attribute;
 }
 
-std::expected<Request, std::string> parse_request(std::string_view line) noexcept {
+Parsed<Request> parse_request(std::string_view line) noexcept {
   try {
     // Without exceptions: a parse error is an ordinary answer here.
     const json req = json::parse(line, nullptr, /*allow_exceptions=*/false);

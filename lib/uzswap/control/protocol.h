@@ -16,6 +16,8 @@
 #include <string>
 #include <string_view>
 
+#include "uzswap/common/result.h"
+
 namespace uzswap::control {
 
 // /run/uzswap/<name>/control; names are 1-32 of [A-Za-z0-9_-].
@@ -45,7 +47,8 @@ struct Request {
 };
 
 // A request line (without its newline). On anything malformed, the one-line
-// error the daemon sends back:
+// error the daemon sends back (text for the client, not an error code: the
+// exception docs/design.md, "Errors", names):
 //   malformed request: not JSON
 //   malformed request: expected {"cmd": ...}
 //   unknown command '<cmd>'
@@ -53,7 +56,7 @@ struct Request {
 //   malformed request: "cgroup" must be a path
 //   malformed request: set needs string "key" and "value"
 // Never throws.
-std::expected<Request, std::string> parse_request(std::string_view line) noexcept;
+Parsed<Request> parse_request(std::string_view line) noexcept;
 
 // The line that parse_request() reads back as `request`. Strings that are not
 // valid UTF-8 (JSON cannot carry them) are sent in escape_name() form.

@@ -55,7 +55,7 @@ bool valid_instance_name(const std::string& name) {
          });
 }
 
-std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::string>& args) {
+Parsed<ParsedArgs> parse_daemon_args(const std::vector<std::string>& args) {
   ParsedArgs parsed;
   DaemonConfig& c = parsed.config;
   CLI::App app{"uzswapd: userspace compressed swap daemon", "uzswapd"};
@@ -182,7 +182,7 @@ std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::
     return std::unexpected("--nbd-listen: needs --frontend nbd");
   if (c.frontend == "nbd") {
     const auto address = parse_listen_address(c.nbd_listen_address());
-    if (!address) return std::unexpected("--nbd-listen: " + address.error());
+    if (!address) return std::unexpected("--nbd-listen: " + listen_address_message(c.nbd_listen_address(), address.error()));
     if (!c.nbd_allow_remote && !is_loopback(*address))
       return std::unexpected("--nbd-listen: " + address->to_string() +
                              " is not a loopback address; NBD has no authentication (--nbd-allow-remote to allow it)");
@@ -218,7 +218,7 @@ std::optional<std::string> refused_backing_filesystem(unsigned long magic) {
   return std::nullopt;
 }
 
-std::expected<void, std::string> check_backing_file(const DaemonConfig& config) {
+Parsed<> check_backing_file(const DaemonConfig& config) {
   if (config.backing_file.empty()) return {};
   const std::filesystem::path file(config.backing_file);
   const std::filesystem::path dir = file.parent_path();

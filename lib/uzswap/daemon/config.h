@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "uzswap/common/result.h"
 #include "uzswap/compress/compressor.h"
 
 namespace uzswap {
@@ -70,10 +71,10 @@ struct ParsedArgs {
 // Parses the command line (argv[0] first) and the config file it names (or
 // the default one, if present). Returns a one-line error naming the key on a
 // bad value. Checks only what needs no system access.
-std::expected<ParsedArgs, std::string> parse_daemon_args(const std::vector<std::string>& args);
+Parsed<ParsedArgs> parse_daemon_args(const std::vector<std::string>& args);
 
 // Checks what needs the system: the backing file's directory and filesystem.
-std::expected<void, std::string> check_backing_file(const DaemonConfig& config);
+Parsed<> check_backing_file(const DaemonConfig& config);
 // What is wrong with a filesystem (statfs f_type) for a backing file:
 // RAM, FUSE, copy-on-write, network and overlay filesystems; nullopt if
 // it is fine.

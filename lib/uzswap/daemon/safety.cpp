@@ -7,7 +7,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <fstream>
 #include <sstream>
 
@@ -20,30 +19,32 @@
 
 namespace uzswap {
 
-std::error_code lock_all_memory() noexcept {
+Result<> lock_all_memory() noexcept {
   // The system call itself, not libc's wrapper: AddressSanitizer and
   // ThreadSanitizer replace mlockall() with a no-op, and a daemon whose
   // pages can be swapped out swaps itself out through itself and hangs
   // (seen under a memory cgroup's limit in tests/e2e/self_pressure.sh).
   // MCL_ONFAULT locks only what is touched, so a sanitizer's shadow
   // reservation costs nothing until used. Release builds: the same call.
-  if (syscall(SYS_mlockall, MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) return {errno, std::generic_category()};
+  if (syscall(SYS_mlockall, MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) return failure(errno_error());
   return {};
 }
 
-std::error_code set_io_flusher() noexcept {
-  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) return {errno, std::generic_category()};
+Result<> set_io_flusher() noexcept {
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) return failure(errno_error());
   return {};
 }
 
-std::error_code set_oom_score_adj(int value) noexcept {
+Result<> set_oom_score_adj(int value) noexcept {
   const int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return {errno, std::generic_category()};
+  if (fd < 0) return failure(errno_error());
   const std::string text = std::to_string(value);
-  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  const int err = errno;
+  const ssize_t written = write(fd, text.data(), text.size());
+  // A short write has no errno of its own.
+  const std::error_code error = written < 0 ? errno_error() : std::make_error_code(std::errc::io_error);
   close(fd);
-  return ok ? std::error_code{} : std::error_code(err, std::generic_category());
+  if (written != static_cast<ssize_t>(text.size())) return failure(error);
+  return {};
 }
 
 unsigned parse_node_list_count(const std::string& text) noexcept {
@@ -101,12 +102,15 @@ unsigned long long watchdog_usec_for(const char* watchdog_usec, const char* watc
 
 InstanceLock::InstanceLock(const std::string& path) : path_(path) {
   fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+  if (fd_ < 0) {
+    const std::error_code error = errno_error();
+    throw std::system_error(error, "open " + path);
+  }
   if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
+    const std::error_code error = errno_error();
     close(fd_);
     fd_ = -1;
-    throw std::system_error(err, std::generic_category(), "lock " + path);
+    throw std::system_error(error, "lock " + path);
   }
   const std::string pid = std::to_string(getpid()) + "\n";
   if (ftruncate(fd_, 0) == 0) (void)!write(fd_, pid.data(), pid.size());

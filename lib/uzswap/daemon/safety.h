@@ -3,7 +3,8 @@
 #pragma once
 
 #include <string>
-#include <system_error>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
@@ -11,13 +12,13 @@ namespace uzswap {
 // and will map stays in RAM. ONFAULT locks pages as they are first touched,
 // so the pool's large address-space reservation costs nothing until used;
 // thread stacks and buffers are touched when made.
-std::error_code lock_all_memory() noexcept;
+Result<> lock_all_memory() noexcept;
 
 // PR_SET_IO_FLUSHER on the calling thread: its allocations do not recurse
 // into I/O reclaim. Needs CAP_SYS_RESOURCE.
-std::error_code set_io_flusher() noexcept;
+Result<> set_io_flusher() noexcept;
 
-std::error_code set_oom_score_adj(int value) noexcept;
+Result<> set_oom_score_adj(int value) noexcept;
 
 // Online NUMA nodes: one more than the highest in /sys/devices/system/node/online.
 unsigned online_numa_nodes() noexcept;

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
-#include <fstream>
+#include <string_view>
 #include <utility>
+
+#include "uzswap/common/text_file.h"
 
 namespace uzswap {
 
@@ -54,14 +57,15 @@ LoopDevice LoopDevice::attach(int backing_fd, const std::string& name, unsigned 
   throw std::system_error(EBUSY, std::generic_category(), "no free loop device after 16 tries");
 }
 
-LoopDevice LoopDevice::open_existing(const std::string& path) {
+Result<LoopDevice> LoopDevice::open_existing(const std::string& path) {
+  if (path.rfind("/dev/loop", 0) != 0) return failure(std::make_error_code(std::errc::invalid_argument));
   LoopDevice dev;
-  if (path.rfind("/dev/loop", 0) != 0)
-    throw std::system_error(EINVAL, std::generic_category(), "not a loop device: " + path);
-  dev.index_ = std::stoi(path.substr(9));
+  const char* const end = path.c_str() + path.size();
+  if (const auto [ptr, ec] = std::from_chars(path.c_str() + 9, end, dev.index_); ec != std::errc{} || ptr != end)
+    return failure(std::make_error_code(std::errc::invalid_argument));
   dev.path_ = path;
   dev.fd_ = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (dev.fd_ < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+  if (dev.fd_ < 0) return failure(errno_error());
   return dev;
 }
 
@@ -79,10 +83,11 @@ LoopDevice& LoopDevice::operator=(LoopDevice&& other) noexcept {
   return *this;
 }
 
-bool LoopDevice::direct_io() const {
-  std::ifstream f("/sys/block/loop" + std::to_string(index_) + "/loop/dio");
-  std::string value;
-  return f >> value && value == "1";
+Result<bool> LoopDevice::direct_io() const {
+  const auto value = read_text_file("/sys/block/loop" + std::to_string(index_) + "/loop/dio");
+  if (!value) return failure(value.error());
+  const std::string_view text(*value);
+  return text.substr(0, text.find_first_of(" \n")) == "1";
 }
 
 void LoopDevice::release() noexcept {

@@ -5,17 +5,21 @@
 #include <string>
 #include <system_error>
 
+#include "uzswap/common/result.h"
+
 namespace uzswap {
 
 class LoopDevice {
  public:
   // Attaches the first free loop device to `backing_fd` (opened O_DIRECT).
-  // Throws std::system_error. `name` goes into the device's lo_file_name.
+  // `name` goes into the device's lo_file_name. A start-up step whose failure
+  // aborts the start: throws std::system_error naming the step and the device
+  // (EBUSY when no device was free after a few tries).
   static LoopDevice attach(int backing_fd, const std::string& name, unsigned block_size);
 
   // Opens a loop device another process attached (to detach it later).
-  // Throws std::system_error.
-  static LoopDevice open_existing(const std::string& path);
+  // EINVAL for a path that is not /dev/loopN.
+  static Result<LoopDevice> open_existing(const std::string& path);
 
   LoopDevice() = default;
   ~LoopDevice();
@@ -26,8 +30,9 @@ class LoopDevice {
   int index() const noexcept { return index_; }
   bool attached() const noexcept { return fd_ >= 0; }
 
-  // /sys/block/loopN/loop/dio: "1" when the loop driver really does direct I/O.
-  bool direct_io() const;
+  // /sys/block/loopN/loop/dio: "1" when the loop driver really does direct
+  // I/O; an error when that file cannot be read.
+  Result<bool> direct_io() const;
 
   // Detaches: the device goes away when its last opener (swap, if still on)
   // closes it.

@@ -2,7 +2,6 @@
 
 #include <sys/swap.h>
 
-#include <cerrno>
 #include <sstream>
 
 #ifndef SWAP_FLAG_DISCARD_PAGES
@@ -52,16 +51,16 @@ std::vector<SwapArea> parse_proc_swaps(std::string_view text) {
   return areas;
 }
 
-std::error_code swap_on(const std::string& path, int priority) noexcept {
+Result<> swap_on(const std::string& path, int priority) noexcept {
   int flags = SWAP_FLAG_DISCARD | SWAP_FLAG_DISCARD_PAGES;
   if (priority >= 0)
     flags |= SWAP_FLAG_PREFER | ((priority << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK);
-  if (swapon(path.c_str(), flags) != 0) return {errno, std::generic_category()};
+  if (swapon(path.c_str(), flags) != 0) return failure(errno_error());
   return {};
 }
 
-std::error_code swap_off(const std::string& path) noexcept {
-  if (swapoff(path.c_str()) != 0) return {errno, std::generic_category()};
+Result<> swap_off(const std::string& path) noexcept {
+  if (swapoff(path.c_str()) != 0) return failure(errno_error());
   return {};
 }
 

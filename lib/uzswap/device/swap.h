@@ -4,8 +4,9 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
@@ -22,7 +23,7 @@ struct SwapArea {
 std::vector<SwapArea> parse_proc_swaps(std::string_view text);
 
 // swapon(2) with a priority and discard of freed pages (swapon --discard=pages).
-std::error_code swap_on(const std::string& path, int priority) noexcept;
-std::error_code swap_off(const std::string& path) noexcept;
+Result<> swap_on(const std::string& path, int priority) noexcept;
+Result<> swap_off(const std::string& path) noexcept;
 
 }  // namespace uzswap

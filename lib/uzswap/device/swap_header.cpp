@@ -6,7 +6,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <system_error>
 
 namespace uzswap {
 
@@ -30,14 +29,14 @@ std::uint32_t get32(const std::byte* p) {
 
 }  // namespace
 
-Uuid random_uuid() {
+Result<Uuid> random_uuid() noexcept {
   Uuid u;
   std::size_t got = 0;
   while (got < u.size()) {
     const ssize_t n = getrandom(u.data() + got, u.size() - got, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::system_error(errno, std::generic_category(), "getrandom");
+      return failure(errno_error());
     }
     got += static_cast<std::size_t>(n);
   }

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "uzswap/common/page.h"
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
@@ -22,8 +23,8 @@ struct SwapHeaderInfo {
   std::string label;
 };
 
-// A random (version 4) UUID.
-Uuid random_uuid();
+// A random (version 4) UUID; an error only if getrandom(2) fails.
+Result<Uuid> random_uuid() noexcept;
 std::string format_uuid(const Uuid& uuid);
 
 // Writes a version-1 swap header for a device of `pages` pages (the first of

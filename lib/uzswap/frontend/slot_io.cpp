@@ -20,12 +20,12 @@ std::uint64_t SlotIo::read_prefix(std::uint64_t offset, std::span<std::byte> out
   return good * kPageSize;
 }
 
-std::expected<void, int> SlotIo::read(std::uint64_t offset, std::span<std::byte> out) noexcept {
-  if (read_prefix(offset, out) != out.size()) return std::unexpected(EIO);
+Result<> SlotIo::read(std::uint64_t offset, std::span<std::byte> out) noexcept {
+  if (read_prefix(offset, out) != out.size()) return failure(errno_error(EIO));
   return {};
 }
 
-std::expected<void, int> SlotIo::write(std::uint64_t offset, std::span<const std::byte> data, int node) noexcept {
+Result<> SlotIo::write(std::uint64_t offset, std::span<const std::byte> data, int node) noexcept {
   for (std::uint64_t done = 0; done < data.size(); done += kPageSize) {
     const Slot slot = (offset + done) / kPageSize;
     const PageView page(data.data() + done, kPageSize);
@@ -33,29 +33,29 @@ std::expected<void, int> SlotIo::write(std::uint64_t offset, std::span<const std
     if (!stored) {
       write_errors_.fetch_add(1, std::memory_order_relaxed);
       written_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);
-      return std::unexpected(stored.error() == StoreError::pool_full ? ENOSPC : EIO);
+      return failure(errno_error(stored.error() == StoreError::pool_full ? ENOSPC : EIO));
     }
   }
   written_pages_.fetch_add(data.size() / kPageSize, std::memory_order_relaxed);
   return {};
 }
 
-std::expected<void, int> SlotIo::write_zeroes(std::uint64_t offset, std::uint64_t length) noexcept {
+Result<> SlotIo::write_zeroes(std::uint64_t offset, std::uint64_t length) noexcept {
   for (std::uint64_t done = 0; done < length; done += kPageSize) {
     const auto stored = store_.store((offset + done) / kPageSize, PageView(kZeroPage, kPageSize));
     if (!stored) {
       write_errors_.fetch_add(1, std::memory_order_relaxed);
       written_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);
-      return std::unexpected(stored.error() == StoreError::pool_full ? ENOSPC : EIO);
+      return failure(errno_error(stored.error() == StoreError::pool_full ? ENOSPC : EIO));
     }
   }
   written_pages_.fetch_add(length / kPageSize, std::memory_order_relaxed);
   return {};
 }
 
-std::expected<std::uint64_t, int> SlotIo::discard(std::uint64_t offset, std::uint64_t length) noexcept {
+Result<std::uint64_t> SlotIo::discard(std::uint64_t offset, std::uint64_t length) noexcept {
   const auto dropped = store_.invalidate(offset / kPageSize, length / kPageSize);
-  if (!dropped) return std::unexpected(EINVAL);
+  if (!dropped) return failure(errno_error(EINVAL));
   discard_requests_.fetch_add(1, std::memory_order_relaxed);
   discarded_pages_.fetch_add(*dropped, std::memory_order_relaxed);
   return *dropped;

@@ -14,9 +14,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <expected>
 #include <span>
 
+#include "uzswap/common/result.h"
 #include "uzswap/store/page_store.h"
 
 namespace uzswap {
@@ -34,10 +34,13 @@ class SlotIo {
  public:
   explicit SlotIo(PageStore& store) noexcept : store_(store) {}
 
+  // The errors are errno values (system_category), what a front end answers
+  // its kernel with: `error().value()`.
+  //
   // Fills `out` (a whole number of pages) with the pages from byte `offset`.
   // EIO when a page cannot be served (damaged, or the backing store failed):
   // reported, never made up.
-  std::expected<void, int> read(std::uint64_t offset, std::span<std::byte> out) noexcept;
+  Result<> read(std::uint64_t offset, std::span<std::byte> out) noexcept;
   // The same, stopping at the first page that cannot be served: returns the
   // bytes filled (all of `out` when every page was served), so a front end
   // that can answer a short read answers the good pages before a bad one.
@@ -49,15 +52,15 @@ class SlotIo {
   // `node` >= 0 puts the pages in that NUMA node's pool (the node of the
   // task the pages came from, where the front end knows it); -1: the node
   // of the calling CPU.
-  std::expected<void, int> write(std::uint64_t offset, std::span<const std::byte> data, int node = -1) noexcept;
+  Result<> write(std::uint64_t offset, std::span<const std::byte> data, int node = -1) noexcept;
 
   // Stores a zero page in each slot of the range (a write of zeros without
   // the bytes: same-filled pages take no pool memory).
-  std::expected<void, int> write_zeroes(std::uint64_t offset, std::uint64_t length) noexcept;
+  Result<> write_zeroes(std::uint64_t offset, std::uint64_t length) noexcept;
 
   // Forgets the slots of [offset, offset + length); they read as zeros.
   // Returns how many held a page.
-  std::expected<std::uint64_t, int> discard(std::uint64_t offset, std::uint64_t length) noexcept;
+  Result<std::uint64_t> discard(std::uint64_t offset, std::uint64_t length) noexcept;
 
   SlotIoStats stats() const noexcept;
   PageStore& store() noexcept { return store_; }

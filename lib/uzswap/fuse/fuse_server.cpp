@@ -275,7 +275,7 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
       // On a refusal the kernel keeps the page and retries; earlier pages of
       // this request hold their new versions, which is what it will rewrite.
       if (const auto written = io_.write(wr.offset, data, requester_node(in.pid)); !written)
-        return reply_error(reply, unique, written.error());
+        return reply_error(reply, unique, written.error().value());
       fuse_write_out out{};
       out.size = wr.size;
       return reply_body(reply, unique, out);

@@ -105,7 +105,7 @@ struct FuseUring::Worker {
 
 unsigned FuseUring::kernel_queues() {
   // "0-N" (or a list): the kernel uses num_possible_cpus() queues indexed by CPU.
-  const std::string text = read_text_file("/sys/devices/system/cpu/possible");
+  const std::string text = read_text_file("/sys/devices/system/cpu/possible").value_or("");
   unsigned highest = 0;
   for (std::size_t i = 0; i < text.size();) {
     if (text[i] < '0' || text[i] > '9') {
@@ -120,7 +120,7 @@ unsigned FuseUring::kernel_queues() {
 }
 
 bool FuseUring::kernel_enabled() {
-  const std::string v = read_text_file("/sys/module/fuse/parameters/enable_uring");
+  const std::string v = read_text_file("/sys/module/fuse/parameters/enable_uring").value_or("");
   return !v.empty() && (v[0] == 'Y' || v[0] == '1');
 }
 

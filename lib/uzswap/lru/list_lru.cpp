@@ -1,11 +1,23 @@
 #include "uzswap/lru/list_lru.h"
 
 #include <cassert>
-#include <stdexcept>
+#include <system_error>
 
 namespace uzswap {
 
 namespace {
+
+const char* describe(LruError error) noexcept {
+  switch (error) {
+    case LruError::root: return "the root cgroup is always there";
+    case LruError::no_parent: return "the parent cgroup does not exist";
+    case LruError::other_parent: return "the cgroup exists with another parent";
+    case LruError::removed: return "the cgroup is removed and its id not yet released";
+    case LruError::unknown: return "no such cgroup";
+    case LruError::live: return "the cgroup is live";
+  }
+  return "unknown LRU error";
+}
 
 // links: prev in bits 0-31, next in bits 32-62, referenced in bit 63.
 constexpr std::uint64_t kReferenced = std::uint64_t{1} << 63;
@@ -18,6 +30,13 @@ constexpr std::uint32_t next_of(std::uint64_t l) {
 }
 
 }  // namespace
+
+const std::error_category& lru_category() noexcept {
+  static const ErrorCategory<LruError> category("uzswap.list_lru", describe);
+  return category;
+}
+
+std::error_code make_error_code(LruError error) noexcept { return {static_cast<int>(error), lru_category()}; }
 
 struct ListLru::List {
   Mutex lock;
@@ -35,8 +54,10 @@ struct ListLru::Cgroup {
 
 ListLru::ListLru(std::uint32_t items, unsigned nodes)
     : nodes_(nodes), links_(items), cgroups_(std::make_unique<std::atomic<Cgroup*>[]>(kMaxCgroups)) {
-  if (items > kMaxItems) throw std::invalid_argument("too many LRU items");
-  if (nodes == 0) throw std::invalid_argument("an LRU needs at least one node");
+  if (items > kMaxItems)
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument), "too many LRU items");
+  if (nodes == 0)
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument), "an LRU needs at least one node");
   // Writing every link here also backs (and, under mlockall, locks) the
   // whole array at start: the request path never faults on it.
   for (std::uint32_t i = 0; i < items; ++i) links_[i] = pack(kEnd, kOff, false);
@@ -50,29 +71,31 @@ ListLru::~ListLru() {
   for (Cgroup* c : released_) delete c;
 }
 
-bool ListLru::add_cgroup(CgroupId cgroup, CgroupId parent) {
+Result<> ListLru::add_cgroup(CgroupId cgroup, CgroupId parent) {
   MutexLock guard(cgroups_lock_);
-  if (cgroup == kRootCgroup) return false;
+  if (cgroup == kRootCgroup) return failure(LruError::root);
   Cgroup* p = cgroups_[parent].load(std::memory_order_acquire);
-  if (p == nullptr || !p->live.load(std::memory_order_acquire)) return false;
+  if (p == nullptr || !p->live.load(std::memory_order_acquire)) return failure(LruError::no_parent);
   if (Cgroup* existing = cgroups_[cgroup].load(std::memory_order_acquire)) {
     // A removed id is not added again until it is released: entries may
     // still carry it, and they must keep resolving to the lists their items
     // were spliced into.
-    return existing->live.load(std::memory_order_acquire) && existing->parent == parent;
+    if (!existing->live.load(std::memory_order_acquire)) return failure(LruError::removed);
+    if (existing->parent != parent) return failure(LruError::other_parent);
+    return {};
   }
   auto* c = new Cgroup;
   c->parent = parent;
   c->lists = std::make_unique<List[]>(nodes_);
   cgroups_[cgroup].store(c, std::memory_order_release);
-  return true;
+  return {};
 }
 
-bool ListLru::remove_cgroup(CgroupId cgroup) {
+Result<> ListLru::remove_cgroup(CgroupId cgroup) {
   MutexLock guard(cgroups_lock_);
-  if (cgroup == kRootCgroup) return false;
+  if (cgroup == kRootCgroup) return failure(LruError::root);
   Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
-  if (c == nullptr || !c->live.load(std::memory_order_acquire)) return false;
+  if (c == nullptr || !c->live.load(std::memory_order_acquire)) return failure(LruError::unknown);
   const CgroupId target = resolve(c->parent);
   Cgroup* parent = cgroups_[target].load(std::memory_order_acquire);
   for (unsigned node = 0; node < nodes_; ++node) {
@@ -99,17 +122,18 @@ bool ListLru::remove_cgroup(CgroupId cgroup) {
     from.dead.store(true, std::memory_order_release);
   }
   c->live.store(false, std::memory_order_release);
-  return true;
+  return {};
 }
 
-bool ListLru::release_cgroup(CgroupId cgroup) {
+Result<> ListLru::release_cgroup(CgroupId cgroup) {
   MutexLock guard(cgroups_lock_);
-  if (cgroup == kRootCgroup) return false;
+  if (cgroup == kRootCgroup) return failure(LruError::root);
   Cgroup* c = cgroups_[cgroup].load(std::memory_order_acquire);
-  if (c == nullptr || c->live.load(std::memory_order_acquire)) return false;
+  if (c == nullptr) return failure(LruError::unknown);
+  if (c->live.load(std::memory_order_acquire)) return failure(LruError::live);
   released_.push_back(c);
   cgroups_[cgroup].store(nullptr, std::memory_order_release);
-  return true;
+  return {};
 }
 
 bool ListLru::has_cgroup(CgroupId cgroup) const noexcept {

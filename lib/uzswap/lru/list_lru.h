@@ -22,16 +22,31 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "uzswap/common/mapped_array.h"
 #include "uzswap/common/mutex.h"
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
 using CgroupId = std::uint16_t;
 inline constexpr CgroupId kRootCgroup = 0;
 inline constexpr unsigned kMaxCgroups = 65536;
+
+// Why a change to the cgroup table was refused.
+enum class LruError {
+  root = 1,      // the root cgroup is neither added, removed nor released
+  no_parent,     // add: the parent is unknown or removed
+  other_parent,  // add: the cgroup is live under another parent
+  removed,       // add: the id is a removed cgroup's, not yet released
+  unknown,       // remove, release: no such cgroup (or, remove, already removed)
+  live,          // release: the cgroup is live
+};
+const std::error_category& lru_category() noexcept;
+std::error_code make_error_code(LruError error) noexcept;
 
 // What an isolate callback did, and so what the walk does next
 // (list_lru_walk_cb's enum lru_status).
@@ -49,7 +64,8 @@ class ListLru {
   struct Cgroup;
 
  public:
-  // Items 0..items-1 on `nodes` NUMA nodes.
+  // Items 0..items-1 on `nodes` NUMA nodes. Throws std::system_error
+  // (EINVAL: more than kMaxItems, or no node).
   ListLru(std::uint32_t items, unsigned nodes);
   ~ListLru();
   ListLru(const ListLru&) = delete;
@@ -60,19 +76,20 @@ class ListLru {
   static constexpr std::uint32_t kOff = kMaxItems + 1;  // "next" of an item on no list
 
   // Creates the lists of `cgroup`, a child of `parent` (which must exist).
-  // Adding an existing live cgroup is a no-op. False if the parent does not
-  // exist or the id is the root.
-  bool add_cgroup(CgroupId cgroup, CgroupId parent);
+  // Adding an existing live cgroup under the same parent is a no-op. An
+  // LruError if the parent does not exist, the id is the root's or a removed
+  // cgroup's.
+  Result<> add_cgroup(CgroupId cgroup, CgroupId parent);
   // Splices the cgroup's lists onto its parent's and redirects its id there.
-  // Its live children must have been removed first. False for the root or
-  // an unknown id.
-  bool remove_cgroup(CgroupId cgroup);
+  // Its live children must have been removed first. An LruError for the root
+  // or an unknown id.
+  Result<> remove_cgroup(CgroupId cgroup);
   // Forgets a removed cgroup, so that its id can be added again (as a new
   // cgroup). The caller guarantees that nothing adds, deletes or looks up
   // items under this id any more; a lookup that still comes resolves to the
   // root. Its lists are kept until destruction (a walker that raced the
-  // removal may still hold one). False if the id is live or unknown.
-  bool release_cgroup(CgroupId cgroup);
+  // removal may still hold one). An LruError if the id is live or unknown.
+  Result<> release_cgroup(CgroupId cgroup);
   bool has_cgroup(CgroupId cgroup) const noexcept;
   // The live cgroup whose lists hold items added under `cgroup`.
   CgroupId resolve(CgroupId cgroup) const noexcept;
@@ -147,5 +164,8 @@ class ListLru {
 };
 
 }  // namespace uzswap
+
+template <>
+struct std::is_error_code_enum<uzswap::LruError> : std::true_type {};
 
 #include "uzswap/lru/list_lru_walk.h"

@@ -14,6 +14,9 @@
 #include <stdexcept>
 #include <system_error>
 #include <thread>
+#include <utility>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
@@ -68,43 +71,45 @@ class GenlMessage {
 
 class GenlSocket {
  public:
-  GenlSocket() {
-    fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
-    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "netlink socket");
+  static Result<GenlSocket> open() noexcept {
+    GenlSocket sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC));
+    if (sock.fd_ < 0) return failure(errno_error());
     sockaddr_nl addr{};
     addr.nl_family = AF_NETLINK;
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      const int err = errno;
-      close(fd_);
-      throw std::system_error(err, std::generic_category(), "bind netlink socket");
-    }
+    if (bind(sock.fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return failure(errno_error());
+    return sock;
   }
-  ~GenlSocket() { close(fd_); }
+  ~GenlSocket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  GenlSocket(GenlSocket&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
   GenlSocket(const GenlSocket&) = delete;
   GenlSocket& operator=(const GenlSocket&) = delete;
 
   // Sends and reads replies until the ack; `on_attr` sees each top-level
-  // attribute of a data reply. Returns 0 or the kernel's -errno.
+  // attribute of a data reply. The error is the kernel's (its -errno).
   template <typename F>
-  int transact(GenlMessage& message, F&& on_attr) {
+  Result<> transact(GenlMessage& message, F&& on_attr) {
     sockaddr_nl kernel{};
     kernel.nl_family = AF_NETLINK;
     if (sendto(fd_, message.data(), message.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0)
-      return -errno;
+      return failure(errno_error());
     alignas(NLMSG_ALIGNTO) char reply[8192];
     for (;;) {
       const ssize_t n = recv(fd_, reply, sizeof(reply), 0);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return -errno;
+        return failure(errno_error());
       }
       int len = static_cast<int>(n);
       for (auto* h = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(h, static_cast<unsigned>(len));
            h = NLMSG_NEXT(h, len)) {
         if (h->nlmsg_type == NLMSG_ERROR) {
-          return reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;  // 0 is the ack
+          const int error = reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;  // 0 is the ack
+          if (error != 0) return failure(errno_error(error));
+          return {};
         }
-        if (h->nlmsg_type == NLMSG_DONE) return 0;
+        if (h->nlmsg_type == NLMSG_DONE) return {};
         const auto* base = reinterpret_cast<const char*>(NLMSG_DATA(h)) + GENL_HDRLEN;
         int left = static_cast<int>(h->nlmsg_len) - NLMSG_HDRLEN - GENL_HDRLEN;
         while (left >= static_cast<int>(NLA_HDRLEN)) {
@@ -121,18 +126,21 @@ class GenlSocket {
   }
 
  private:
+  explicit GenlSocket(int fd) noexcept : fd_(fd) {}
   int fd_ = -1;
 };
 
-// The nbd family's id, or 0 when the kernel has none.
-std::uint16_t nbd_family(GenlSocket& sock) {
+// The nbd family's id; ENOENT when the kernel has none.
+Result<std::uint16_t> nbd_family(GenlSocket& sock) {
   GenlMessage m(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1);
   m.put(CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof(NBD_GENL_FAMILY_NAME));
   std::uint16_t id = 0;
-  const int r = sock.transact(m, [&](std::uint16_t type, const char* data, std::size_t size) {
+  const auto asked = sock.transact(m, [&](std::uint16_t type, const char* data, std::size_t size) {
     if (type == CTRL_ATTR_FAMILY_ID && size >= 2) std::memcpy(&id, data, 2);
   });
-  return r == 0 ? id : 0;
+  if (!asked) return failure(asked.error());
+  if (id == 0) return failure(std::make_error_code(std::errc::no_such_file_or_directory));
+  return id;
 }
 
 // The kernel's NBD client asks for these (it has no handshake to learn them).
@@ -145,19 +153,16 @@ constexpr std::uint64_t kRequestTimeoutSeconds = 600;
 }  // namespace
 
 bool KernelNbd::available() noexcept {
-  try {
-    GenlSocket sock;
-    return nbd_family(sock) != 0;
-  } catch (...) {
-    return false;
-  }
+  auto sock = GenlSocket::open();
+  return sock && nbd_family(*sock).has_value();
 }
 
 KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> thread_init) : server_(server) {
-  GenlSocket sock;
-  const std::uint16_t family = nbd_family(sock);
-  if (family == 0)
-    throw std::runtime_error("the kernel has no nbd netlink family (modprobe nbd; Linux 4.12+)");
+  auto sock = GenlSocket::open();
+  if (!sock) throw std::system_error(sock.error(), "netlink socket");
+  const auto family = nbd_family(*sock);
+  if (!family)
+    throw std::system_error(family.error(), "the kernel has no nbd netlink family (modprobe nbd; Linux 4.12+)");
   queues = std::max(1u, queues);
   std::vector<int> kernel_ends;
   const auto close_kernel_ends = [&] {
@@ -167,9 +172,9 @@ KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> t
   for (unsigned i = 0; i < queues; ++i) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-      const int err = errno;
+      const std::error_code error = errno_error();
       close_kernel_ends();
-      throw std::system_error(err, std::generic_category(), "socketpair for the kernel's NBD client");
+      throw std::system_error(error, "socketpair for the kernel's NBD client");
     }
     auto q = std::make_unique<Queue>();
     q->fd = pair[0];
@@ -188,7 +193,7 @@ KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> t
     });
   }
 
-  GenlMessage m(family, NBD_CMD_CONNECT, NBD_GENL_VERSION);
+  GenlMessage m(*family, NBD_CMD_CONNECT, NBD_GENL_VERSION);
   m.put<std::uint64_t>(NBD_ATTR_SIZE_BYTES, server.config().size_bytes);
   m.put<std::uint64_t>(NBD_ATTR_BLOCK_SIZE_BYTES, kPageSize);
   m.put<std::uint64_t>(NBD_ATTR_SERVER_FLAGS, kServerFlags);
@@ -201,7 +206,7 @@ KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> t
   }
   m.end_nested(sockets);
   bool got_index = false;
-  const int r = sock.transact(m, [&](std::uint16_t type, const char* data, std::size_t size) {
+  auto connected = sock->transact(m, [&](std::uint16_t type, const char* data, std::size_t size) {
     if (type == NBD_ATTR_INDEX && size >= 4) {
       std::uint32_t index;
       std::memcpy(&index, data, 4);
@@ -211,14 +216,15 @@ KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> t
   });
   // The kernel holds its own references to its ends now.
   close_kernel_ends();
-  if (r != 0 || !got_index) {
+  if (connected && !got_index) connected = failure(std::make_error_code(std::errc::protocol_error));
+  if (!connected) {
     for (auto& q : queues_) shutdown(q->fd, SHUT_RDWR);
     for (auto& q : queues_) {
       q->thread.join();
       close(q->fd);
     }
     queues_.clear();
-    throw std::system_error(r != 0 ? -r : EPROTO, std::generic_category(), "NBD_CMD_CONNECT");
+    throw std::system_error(connected.error(), "NBD_CMD_CONNECT");
   }
   connected_ = true;
   path_ = "/dev/nbd" + std::to_string(index_);
@@ -234,14 +240,14 @@ KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> t
 void KernelNbd::disconnect() noexcept {
   if (!connected_) return;
   connected_ = false;
-  try {
-    GenlSocket sock;
-    if (const std::uint16_t family = nbd_family(sock)) {
-      GenlMessage m(family, NBD_CMD_DISCONNECT, NBD_GENL_VERSION);
-      m.put<std::uint32_t>(NBD_ATTR_INDEX, index_);
-      (void)sock.transact(m, [](std::uint16_t, const char*, std::size_t) {});
-    }
-  } catch (...) {
+  // Best effort: a kernel that cannot be told ends the connections when
+  // the sockets close.
+  auto sock = GenlSocket::open();
+  if (!sock) return;
+  if (const auto family = nbd_family(*sock)) {
+    GenlMessage m(*family, NBD_CMD_DISCONNECT, NBD_GENL_VERSION);
+    m.put<std::uint32_t>(NBD_ATTR_INDEX, index_);
+    (void)sock->transact(m, [](std::uint16_t, const char*, std::size_t) {});
   }
 }
 

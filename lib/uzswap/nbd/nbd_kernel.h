@@ -31,8 +31,8 @@ class KernelNbd {
   static bool available() noexcept;
 
   // Connects a free /dev/nbdN to `server` over `queues` socketpairs, with
-  // 4096-byte blocks and the server's size. Throws std::system_error (or
-  // std::runtime_error with the kernel's reason).
+  // 4096-byte blocks and the server's size. Throws std::system_error (ENOENT:
+  // the kernel has no nbd netlink family; else the kernel's reason).
   KernelNbd(NbdServer& server, unsigned queues, std::function<void()> thread_init);
   ~KernelNbd();  // NBD_CMD_DISCONNECT, then joins the threads
   KernelNbd(const KernelNbd&) = delete;

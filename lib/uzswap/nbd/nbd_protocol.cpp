@@ -5,6 +5,28 @@
 
 namespace uzswap::nbd {
 
+namespace {
+
+const char* describe(ProtocolError error) noexcept {
+  switch (error) {
+    case ProtocolError::not_fixed_newstyle: return "the client does not speak the fixed newstyle handshake";
+    case ProtocolError::unknown_client_flags: return "unknown client flags";
+    case ProtocolError::bad_option_magic: return "bad option magic";
+    case ProtocolError::malformed_option_data: return "malformed NBD_OPT_INFO/NBD_OPT_GO data";
+    case ProtocolError::bad_request_magic: return "bad request magic";
+  }
+  return "unknown NBD protocol error";
+}
+
+}  // namespace
+
+const std::error_category& protocol_category() noexcept {
+  static const ErrorCategory<ProtocolError> category("uzswap.nbd_protocol", describe);
+  return category;
+}
+
+std::error_code make_error_code(ProtocolError error) noexcept { return {static_cast<int>(error), protocol_category()}; }
+
 void put16(std::byte* p, std::uint16_t v) noexcept {
   p[0] = std::byte(v >> 8);
   p[1] = std::byte(v);
@@ -33,28 +55,28 @@ void write_greeting(std::span<std::byte, kGreetingBytes> out) noexcept {
   put16(out.data() + 16, kFlagFixedNewstyle | kFlagNoZeroes);
 }
 
-std::expected<std::uint32_t, std::string_view> parse_client_flags(std::span<const std::byte, 4> in) noexcept {
+Result<std::uint32_t> parse_client_flags(std::span<const std::byte, 4> in) noexcept {
   const std::uint32_t flags = get32(in.data());
-  if (!(flags & kClientFixedNewstyle)) return std::unexpected("the client does not speak the fixed newstyle handshake");
-  if (flags & ~(kClientFixedNewstyle | kClientNoZeroes)) return std::unexpected("unknown client flags");
+  if (!(flags & kClientFixedNewstyle)) return failure(ProtocolError::not_fixed_newstyle);
+  if (flags & ~(kClientFixedNewstyle | kClientNoZeroes)) return failure(ProtocolError::unknown_client_flags);
   return flags;
 }
 
-std::expected<OptionHeader, std::string_view> parse_option_header(
-    std::span<const std::byte, kOptionHeaderBytes> in) noexcept {
-  if (get64(in.data()) != kOptionMagic) return std::unexpected("bad option magic");
+Result<OptionHeader> parse_option_header(std::span<const std::byte, kOptionHeaderBytes> in) noexcept {
+  if (get64(in.data()) != kOptionMagic) return failure(ProtocolError::bad_option_magic);
   return OptionHeader{get32(in.data() + 8), get32(in.data() + 12)};
 }
 
-std::expected<GoRequest, std::uint32_t> parse_go(std::span<const std::byte> data) noexcept {
-  if (data.size() < 6) return std::unexpected(kRepErrInvalid);
+Result<GoRequest> parse_go(std::span<const std::byte> data) noexcept {
+  if (data.size() < 6) return failure(ProtocolError::malformed_option_data);
   const std::uint32_t name_length = get32(data.data());
-  if (name_length > kMaxExportName || name_length > data.size() - 6) return std::unexpected(kRepErrInvalid);
+  if (name_length > kMaxExportName || name_length > data.size() - 6)
+    return failure(ProtocolError::malformed_option_data);
   GoRequest go;
   go.name = std::string_view(reinterpret_cast<const char*>(data.data() + 4), name_length);
   go.requests = get16(data.data() + 4 + name_length);
   const std::span<const std::byte> list = data.subspan(6 + name_length);
-  if (list.size() != std::size_t{go.requests} * 2) return std::unexpected(kRepErrInvalid);
+  if (list.size() != std::size_t{go.requests} * 2) return failure(ProtocolError::malformed_option_data);
   for (std::size_t i = 0; i < go.requests; ++i) {
     switch (get16(list.data() + 2 * i)) {
       case kInfoName: go.wants_name = true; break;
@@ -158,7 +180,7 @@ OptionOutcome handle_option(const OptionHeader& header, std::span<const std::byt
     case kOptInfo:
     case kOptGo: {
       const auto go = parse_go(data);
-      if (!go) return refuse(go.error(), "malformed NBD_OPT_INFO/NBD_OPT_GO data");
+      if (!go) return refuse(kRepErrInvalid, "malformed NBD_OPT_INFO/NBD_OPT_GO data");
       if (!known_export(go->name, info)) return refuse(kRepErrUnknown, "no export of that name");
       std::byte exp[12];
       put16(exp, kInfoExport);
@@ -207,8 +229,8 @@ std::uint32_t wire_error(int errno_value) noexcept {
   }
 }
 
-std::expected<Request, std::string_view> parse_request(std::span<const std::byte, kRequestBytes> in) noexcept {
-  if (get32(in.data()) != kRequestMagic) return std::unexpected("bad request magic");
+Result<Request> parse_request(std::span<const std::byte, kRequestBytes> in) noexcept {
+  if (get32(in.data()) != kRequestMagic) return failure(ProtocolError::bad_request_magic);
   Request r;
   r.flags = get16(in.data() + 4);
   r.type = get16(in.data() + 6);

@@ -2,18 +2,33 @@
 // phase, as the protocol document of the NBD project describes them), as pure
 // functions: parsers of what a client sends and builders of what the server
 // answers, on caller-owned buffers. Nothing here does I/O, allocates or
-// throws; NbdServer (nbd_server.h) moves the bytes.
+// throws; NbdServer (nbd_server.h) moves the bytes. A parser's failure is a
+// ProtocolError.
 //
 // Everything on the wire is big-endian.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <expected>
 #include <span>
 #include <string_view>
+#include <system_error>
+#include <type_traits>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap::nbd {
+
+// What a client sent that the server cannot take.
+enum class ProtocolError {
+  not_fixed_newstyle = 1,  // client flags without the fixed newstyle handshake
+  unknown_client_flags,
+  bad_option_magic,        // the stream is out of step: close
+  malformed_option_data,   // NBD_OPT_INFO / NBD_OPT_GO data: NBD_REP_ERR_INVALID
+  bad_request_magic,       // the stream is out of step: close
+};
+const std::error_category& protocol_category() noexcept;
+std::error_code make_error_code(ProtocolError error) noexcept;
 
 // --- Handshake ---------------------------------------------------------------
 
@@ -95,15 +110,14 @@ void write_greeting(std::span<std::byte, kGreetingBytes> out) noexcept;
 
 // The client's 32-bit flags after the greeting: refused unless it speaks the
 // fixed newstyle (the only handshake served) and asks for nothing unknown.
-std::expected<std::uint32_t, std::string_view> parse_client_flags(std::span<const std::byte, 4> in) noexcept;
+Result<std::uint32_t> parse_client_flags(std::span<const std::byte, 4> in) noexcept;
 
 struct OptionHeader {
   std::uint32_t option = 0;
   std::uint32_t length = 0;
 };
 // A malformed option header means the stream is out of step: close.
-std::expected<OptionHeader, std::string_view> parse_option_header(
-    std::span<const std::byte, kOptionHeaderBytes> in) noexcept;
+Result<OptionHeader> parse_option_header(std::span<const std::byte, kOptionHeaderBytes> in) noexcept;
 
 // NBD_OPT_INFO / NBD_OPT_GO data: name length, name, count of info requests,
 // info requests (16 bits each).
@@ -114,8 +128,9 @@ struct GoRequest {
   bool wants_description = false;
   bool wants_block_size = false;
 };
-// Malformed data is NBD_REP_ERR_INVALID (the connection stays in the handshake).
-std::expected<GoRequest, std::uint32_t> parse_go(std::span<const std::byte> data) noexcept;
+// Malformed data (answered NBD_REP_ERR_INVALID: the connection stays in the
+// handshake) is ProtocolError::malformed_option_data.
+Result<GoRequest> parse_go(std::span<const std::byte> data) noexcept;
 
 // What the handshake does after one option: stay, start transmission
 // (GO / EXPORT_NAME accepted), or close the connection.
@@ -187,7 +202,7 @@ struct Request {
   std::uint32_t length = 0;
 };
 // A wrong magic means the stream is out of step: the connection closes.
-std::expected<Request, std::string_view> parse_request(std::span<const std::byte, kRequestBytes> in) noexcept;
+Result<Request> parse_request(std::span<const std::byte, kRequestBytes> in) noexcept;
 
 // What to do with a parsed request, decided before any payload is read.
 struct Verdict {
@@ -216,3 +231,6 @@ std::uint32_t get32(const std::byte* p) noexcept;
 std::uint64_t get64(const std::byte* p) noexcept;
 
 }  // namespace uzswap::nbd
+
+template <>
+struct std::is_error_code_enum<uzswap::nbd::ProtocolError> : std::true_type {};

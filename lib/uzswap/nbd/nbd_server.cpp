@@ -11,6 +11,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "uzswap/common/result.h"
+
 namespace uzswap {
 
 namespace {
@@ -78,7 +80,8 @@ NbdEnd end_of(Io io) noexcept {
 
 NbdServer::NbdServer(PageStore& store, const NbdConfig& config) : config_(config), io_(store) {
   if (config_.export_name.size() > 256 || config_.description.size() > 1024)
-    throw std::invalid_argument("NBD export name or description too long");
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                            "NBD export name or description too long");
   config_.max_block = std::max<std::uint32_t>(config_.max_block, static_cast<std::uint32_t>(kPageSize));
   config_.chunk_bytes = std::clamp<std::uint32_t>(config_.chunk_bytes / kPageSize * kPageSize,
                                                   static_cast<std::uint32_t>(kPageSize), config_.max_block);
@@ -194,7 +197,7 @@ std::optional<NbdEnd> NbdServer::serve_read(int fd, std::span<std::byte> buffer,
   for (std::uint64_t at = r.offset; at < end;) {
     const std::uint32_t n = static_cast<std::uint32_t>(std::min<std::uint64_t>(config_.chunk_bytes, end - at));
     if (const auto loaded = io_.read(at, std::span(data, n)); !loaded) {
-      const std::uint32_t error = wire_error(loaded.error());
+      const std::uint32_t error = wire_error(loaded.error().value());
       if (structured) {
         // The chunks sent so far stand; the error ends the reply.
         error_replies_.fetch_add(1, std::memory_order_relaxed);
@@ -253,7 +256,7 @@ NbdEnd NbdServer::transmission(int fd, std::span<std::byte> buffer, bool structu
         if (const Io io = recv_all(fd, data, n); io != Io::ok) return end_of(io);
         if (error == 0) {
           if (const auto written = io_.write(at, std::span<const std::byte>(data, n)); !written)
-            error = wire_error(written.error());
+            error = wire_error(written.error().value());
         }
         at += n;
         left -= n;
@@ -275,7 +278,7 @@ NbdEnd NbdServer::transmission(int fd, std::span<std::byte> buffer, bool structu
           // read as zeros and hold nothing. With it, zeros are stored.
           if (r.flags & kCmdFlagNoHole) {
             const auto zeroed = io_.write_zeroes(r.offset, r.length);
-            error = zeroed ? 0 : wire_error(zeroed.error());
+            error = zeroed ? 0 : wire_error(zeroed.error().value());
           } else {
             error = io_.discard(r.offset, r.length) ? 0 : kEinval;
           }
@@ -314,7 +317,7 @@ NbdListener::NbdListener(NbdServer& server, int listen_fd, unsigned connections,
     : server_(server), listen_fd_(listen_fd), count_(std::max(1u, connections)),
       buffer_bytes_(server.buffer_bytes()) {
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
-  if (stop_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  if (stop_fd_ < 0) throw std::system_error(errno_error(), "eventfd for the NBD listener");
   slots_ = std::make_unique<Slot[]>(count_);
   try {
     for (unsigned i = 0; i < count_; ++i) {

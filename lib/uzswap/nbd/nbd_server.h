@@ -65,6 +65,7 @@ enum class NbdEnd : std::uint8_t { aborted, disconnected, eof, protocol_error, t
 
 class NbdServer {
  public:
+  // Throws std::system_error (EINVAL: an export name or description too long).
   NbdServer(PageStore& store, const NbdConfig& config);
 
   // The buffer serve() needs.

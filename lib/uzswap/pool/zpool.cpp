@@ -180,7 +180,7 @@ std::uint64_t ZPool::pool_limit_for_region(std::size_t region_bytes) {
   return limit;
 }
 
-std::expected<void, std::string> ZPool::check_region_bytes(std::size_t region_bytes) {
+Parsed<> ZPool::check_region_bytes(std::size_t region_bytes) {
   if (region_bytes == 0 || region_bytes % (840 * kPageSize) != 0)
     return std::unexpected("pool region size must tile every span length");
   if (region_bytes / kPageSize > UINT32_MAX)

@@ -48,6 +48,7 @@
 #include <string>
 #include <vector>
 
+#include "uzswap/common/result.h"
 #include "uzswap/common/page.h"
 #include "uzswap/common/mapped_array.h"
 #include "uzswap/pool/size_classes.h"
@@ -160,7 +161,7 @@ class ZPool {
   static std::uint64_t pool_limit_for_region(std::size_t region_bytes);
   // Whether a pool can be made on regions of that size: they must tile
   // every span length and number their spans in 32 bits (16 TiB at most).
-  static std::expected<void, std::string> check_region_bytes(std::size_t region_bytes);
+  static Parsed<> check_region_bytes(std::size_t region_bytes);
 
   // On a pool made on memfds a dead process filled: takes `objects` as the
   // live ones and rebuilds span headers, class lists and free stacks around

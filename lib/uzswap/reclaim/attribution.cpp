@@ -85,10 +85,11 @@ void Attribution::sync_tree(AttributionPass& pass) {
     if (known_.contains(st.st_ino)) continue;
     // The kernel's own per-cgroup zswap knobs, where it has them, are the defaults.
     CgroupPolicy policy;
-    const std::string writeback = read_text_file(it->path().string() + "/memory.zswap.writeback");
-    if (!writeback.empty()) policy.writeback = writeback[0] != '0';
-    const std::string max = read_text_file(it->path().string() + "/memory.zswap.max");
-    if (!max.empty() && max.rfind("max", 0) != 0) policy.max_bytes = std::strtoull(max.c_str(), nullptr, 10);
+    const auto writeback = read_text_file(it->path().string() + "/memory.zswap.writeback");
+    if (writeback && !writeback->empty()) policy.writeback = (*writeback)[0] != '0';
+    const auto max = read_text_file(it->path().string() + "/memory.zswap.max");
+    if (max && !max->empty() && max->rfind("max", 0) != 0)
+      policy.max_bytes = std::strtoull(max->c_str(), nullptr, 10);
     const CgroupId parent = parent_st.st_ino == root_st.st_ino ? kRootCgroup
                             : known_.contains(parent_st.st_ino) ? known_[parent_st.st_ino].id
                                                                 : kRootCgroup;
@@ -131,8 +132,10 @@ void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pas
   const std::string proc = "/proc/" + std::to_string(pid);
   // smaps says which mappings have anything swapped out: only those are
   // read, so huge sparse reservations (sanitizer shadows, pools) cost nothing.
-  std::vector<MappedRange> ranges = parse_smaps(read_text_file(proc + "/smaps"));
-  if (ranges.empty()) return;  // gone, or a kernel thread
+  const auto smaps = read_text_file(proc + "/smaps");
+  if (!smaps) return;  // gone
+  std::vector<MappedRange> ranges = parse_smaps(*smaps);
+  if (ranges.empty()) return;  // a kernel thread
   // Small mappings first: a huge sparse one (a sanitizer's shadow) must not
   // use up the budget before the heap is seen.
   std::sort(ranges.begin(), ranges.end(), [](const MappedRange& a, const MappedRange& b) {
@@ -182,8 +185,9 @@ AttributionPass Attribution::scan() {
   std::size_t done = 0;
   for (; done < cgroups.size() && pass.pages_scanned < options_.max_pages_per_pass; ++done) {
     const auto& [path, id] = cgroups[(cursor_ + done) % cgroups.size()];
-    for (const int pid : parse_cgroup_procs(read_text_file(options_.cgroup_root + path + "/cgroup.procs")))
-      attribute_process(pid, id, pass);
+    const auto procs = read_text_file(options_.cgroup_root + path + "/cgroup.procs");
+    if (!procs) continue;  // gone since sync_tree()
+    for (const int pid : parse_cgroup_procs(*procs)) attribute_process(pid, id, pass);
   }
   cursor_ = (cursor_ + done) % cgroups.size();
   pass.complete = done == cgroups.size();

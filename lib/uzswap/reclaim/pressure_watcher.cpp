@@ -5,11 +5,11 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <optional>
 #include <system_error>
 
+#include "uzswap/common/result.h"
 #include "uzswap/common/text_file.h"
 #include "uzswap/reclaim/kernel_files.h"
 
@@ -29,12 +29,12 @@ std::int64_t now_ms() {
       .count();
 }
 
-void watch_fd(int epoll, int fd, std::uint64_t key, std::uint32_t events) {
+Result<> watch_fd(int epoll, int fd, std::uint64_t key, std::uint32_t events) noexcept {
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = key;
-  if (epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0)
-    throw std::system_error(errno, std::generic_category(), "epoll_ctl");
+  if (epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) return failure(errno_error());
+  return {};
 }
 
 }  // namespace
@@ -43,23 +43,27 @@ PressureWatcher::PressureWatcher(PressureOptions options) : options_(std::move(o
   epoll_ = epoll_create1(EPOLL_CLOEXEC);
   inotify_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epoll_ < 0 || inotify_ < 0 || wake_ < 0) {
-    const int err = errno;
+  Result<> watched;
+  if (epoll_ < 0 || inotify_ < 0 || wake_ < 0) watched = failure(errno_error());
+  if (watched) watched = watch_fd(epoll_, inotify_, kInotifyKey, EPOLLIN);
+  if (watched) watched = watch_fd(epoll_, wake_, kWakeKey, EPOLLIN);
+  if (!watched) {
     for (int fd : {epoll_, inotify_, wake_})
       if (fd >= 0) close(fd);
-    throw std::system_error(err, std::generic_category(), "pressure watcher");
+    throw std::system_error(watched.error(), "pressure watcher (epoll, inotify, eventfd)");
   }
-  watch_fd(epoll_, inotify_, kInotifyKey, EPOLLIN);
-  watch_fd(epoll_, wake_, kWakeKey, EPOLLIN);
   if (!options_.system_psi.empty()) {
     bool fell_back = false;
     auto trigger = PsiTrigger::open(options_.system_psi, options_.stall_us, options_.window_us, fell_back);
     if (trigger) {
+      if (auto added = watch_fd(epoll_, trigger->fd(), kSystemKey, EPOLLPRI); !added) {
+        for (int fd : {epoll_, inotify_, wake_}) close(fd);
+        throw std::system_error(added.error(), "pressure watcher: epoll_ctl " + options_.system_psi);
+      }
       status_.system_trigger = true;
       status_.fell_back = fell_back;
       status_.stall_us = trigger->stall_us();
       status_.window_us = trigger->window_us();
-      watch_fd(epoll_, trigger->fd(), kSystemKey, EPOLLPRI);
       system_ = std::move(*trigger);
     } else {
       status_.system_error = options_.system_psi + ": " + trigger.error().message();
@@ -89,7 +93,7 @@ void PressureWatcher::untrack_locked(Tracked& t) {
   }
 }
 
-void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>& cgroups) {
+Result<> PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>& cgroups) {
   MutexLock guard(lock_);
   std::map<CgroupId, std::string> wanted(cgroups.begin(), cgroups.end());
   for (auto it = tracked_.begin(); it != tracked_.end();) {
@@ -104,9 +108,9 @@ void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>&
   std::vector<PressureEvent> ignored;
   // A cgroup whose trigger the kernel refuses to watch (epoll_ctl: ENOMEM,
   // ENOSPC) is left untracked and tried again at the next call; the others
-  // are tracked all the same, then the first error is thrown for the caller
-  // to report.
-  std::optional<std::system_error> first_error;
+  // are tracked all the same, then the first error is returned for the
+  // caller to report.
+  Result<> result;
   for (const auto& [id, dir] : wanted) {
     if (tracked_.contains(id)) continue;
     Tracked& t = tracked_[id];
@@ -119,10 +123,8 @@ void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>&
       bool fell_back = false;
       auto trigger = PsiTrigger::open(dir + "/memory.pressure", options_.stall_us, options_.window_us, fell_back);
       if (trigger) {
-        try {
-          watch_fd(epoll_, trigger->fd(), id, EPOLLPRI);
-        } catch (const std::system_error& e) {
-          if (!first_error) first_error = e;
+        if (auto added = watch_fd(epoll_, trigger->fd(), id, EPOLLPRI); !added) {
+          if (result) result = failure(added.error());
           untrack_locked(t);
           tracked_.erase(id);
           continue;
@@ -133,13 +135,13 @@ void PressureWatcher::track(const std::vector<std::pair<CgroupId, std::string>>&
       }
     }
   }
-  if (first_error) throw *first_error;
+  return result;
 }
 
 void PressureWatcher::read_events_locked(CgroupId id, Tracked& t, std::vector<PressureEvent>& out) {
-  const std::string text = read_text_file(t.dir + "/memory.events");
-  if (text.empty()) return;  // gone, or no memory controller
-  const auto events = parse_memory_events(text);
+  const auto text = read_text_file(t.dir + "/memory.events");
+  if (!text || text->empty()) return;  // gone, or no memory controller
+  const auto events = parse_memory_events(*text);
   const auto get = [&](const char* key) {
     const auto it = events.find(key);
     return it == events.end() ? std::uint64_t{0} : it->second;

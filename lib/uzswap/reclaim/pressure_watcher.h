@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "uzswap/common/mutex.h"
+#include "uzswap/common/result.h"
 #include "uzswap/lru/list_lru.h"
 #include "uzswap/reclaim/psi_trigger.h"
 
@@ -64,8 +65,10 @@ class PressureWatcher {
   PressureWatcher(const PressureWatcher&) = delete;
   PressureWatcher& operator=(const PressureWatcher&) = delete;
 
-  // Tracks exactly these cgroups: (id, absolute directory).
-  void track(const std::vector<std::pair<CgroupId, std::string>>& cgroups);
+  // Tracks exactly these cgroups: (id, absolute directory). A cgroup whose
+  // trigger the kernel refused to watch (epoll_ctl) stays untracked, to be
+  // tried again at the next call; the first such error is returned.
+  Result<> track(const std::vector<std::pair<CgroupId, std::string>>& cgroups);
   // Waits up to timeout_ms for signals and returns what arrived (maybe nothing).
   std::vector<PressureEvent> poll(int timeout_ms);
   // Makes a poll() in progress return.

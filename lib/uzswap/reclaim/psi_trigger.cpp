@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -13,31 +12,27 @@ namespace uzswap {
 namespace {
 
 // One attempt: open, write the trigger with its NUL, keep the fd.
-std::expected<int, std::error_code> register_trigger(const std::string& path, std::uint64_t stall,
-                                                     std::uint64_t window) {
+Result<int> register_trigger(const std::string& path, std::uint64_t stall, std::uint64_t window) {
   const int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return std::unexpected(std::error_code(errno, std::generic_category()));
+  if (fd < 0) return failure(errno_error());
   const std::string trigger = "some " + std::to_string(stall) + " " + std::to_string(window);
   if (write(fd, trigger.c_str(), trigger.size() + 1) < 0) {
-    const int err = errno;
+    const std::error_code error = errno_error();
     close(fd);
-    return std::unexpected(std::error_code(err, std::generic_category()));
+    return failure(error);
   }
   return fd;
 }
 
 }  // namespace
 
-std::expected<PsiTrigger, std::error_code> PsiTrigger::open(const std::string& path,
-                                                            std::uint64_t stall_us,
-                                                            std::uint64_t window_us,
-                                                            bool& fell_back) {
+Result<PsiTrigger> PsiTrigger::open(const std::string& path, std::uint64_t stall_us, std::uint64_t window_us,
+                                    bool& fell_back) {
   fell_back = false;
   auto fd = register_trigger(path, stall_us, window_us);
   if (fd) return PsiTrigger(*fd, stall_us, window_us);
-  const int err = fd.error().value();
-  if ((err != EINVAL && err != EPERM) || window_us % kUnprivilegedWindowUs == 0)
-    return std::unexpected(fd.error());
+  const bool refused = fd.error() == std::errc::invalid_argument || fd.error() == std::errc::operation_not_permitted;
+  if (!refused || window_us % kUnprivilegedWindowUs == 0) return failure(fd.error());
   // Without CAP_SYS_RESOURCE only 2 s multiples are accepted: keep the
   // stall's share of the window.
   const std::uint64_t window =
@@ -46,7 +41,7 @@ std::expected<PsiTrigger, std::error_code> PsiTrigger::open(const std::string& p
                                   kUnprivilegedWindowUs);
   const std::uint64_t stall = std::max<std::uint64_t>(1, stall_us * window / window_us);
   fd = register_trigger(path, stall, window);
-  if (!fd) return std::unexpected(fd.error());
+  if (!fd) return failure(fd.error());
   fell_back = true;
   return PsiTrigger(*fd, stall, window);
 }

@@ -5,9 +5,9 @@
 #pragma once
 
 #include <cstdint>
-#include <expected>
 #include <string>
-#include <system_error>
+
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
@@ -21,9 +21,8 @@ class PsiTrigger {
   // (EINVAL, or EPERM) and it is not a multiple of 2 s, retries once with the
   // nearest multiple of 2 s, scaling the stall with it, and sets
   // `fell_back`.
-  static std::expected<PsiTrigger, std::error_code> open(const std::string& path,
-                                                         std::uint64_t stall_us,
-                                                         std::uint64_t window_us, bool& fell_back);
+  static Result<PsiTrigger> open(const std::string& path, std::uint64_t stall_us, std::uint64_t window_us,
+                                 bool& fell_back);
   PsiTrigger(PsiTrigger&& other) noexcept;
   PsiTrigger& operator=(PsiTrigger&& other) noexcept;
   ~PsiTrigger();

@@ -17,7 +17,7 @@ Reclaimer::Reclaimer(Writeback& writeback, ReclaimOptions options, std::function
       pressure_hook_(std::move(pressure_hook)),
       registry_(store_.nodes()) {
   if (writeback_.register_shrinker(registry_) < 0)
-    throw std::system_error(ENOSPC, std::generic_category(), "shrinker registry full");
+    throw std::system_error(std::make_error_code(std::errc::no_space_on_device), "shrinker registry full");
   for (unsigned node = 0; node < store_.nodes(); ++node)
     kswapds_.push_back(std::make_unique<Kswapd>(writeback_, registry_, node, options_.kswapd));
   store_.set_node_hook([this](unsigned node) { kswapds_[node]->wake_watermark(); });
@@ -117,13 +117,16 @@ void Reclaimer::handle(const PressureEvent& event) {
 
 bool Reclaimer::machine_short_of_memory() const {
   if (options_.psi_available_percent == 0) return true;
-  const std::optional<MemInfo> m = parse_meminfo(read_text_file(options_.meminfo));
+  const Result<std::string> text = read_text_file(options_.meminfo);
+  if (!text) return true;
+  const std::optional<MemInfo> m = parse_meminfo(*text);
   if (!m || m->total_kb == 0) return true;
   return m->available_kb * 100 < m->total_kb * options_.psi_available_percent;
 }
 
-void Reclaimer::track(const std::vector<std::pair<CgroupId, std::string>>& cgroups) {
-  if (watcher_) watcher_->track(cgroups);
+Result<> Reclaimer::track(const std::vector<std::pair<CgroupId, std::string>>& cgroups) {
+  if (!watcher_) return {};
+  return watcher_->track(cgroups);
 }
 
 void Reclaimer::set_hold_root(bool hold) noexcept {

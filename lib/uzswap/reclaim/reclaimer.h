@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "uzswap/common/result.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/lru/shrinker.h"
 #include "uzswap/reclaim/kswapd.h"
@@ -63,8 +64,9 @@ class Reclaimer {
   void handle(const PressureEvent& event);
   // Machine PSI events passed over: the machine had memory to spare.
   std::uint64_t psi_events_ignored() const noexcept { return psi_ignored_.load(std::memory_order_relaxed); }
-  // The cgroups whose memory.events and memory.pressure are watched.
-  void track(const std::vector<std::pair<CgroupId, std::string>>& cgroups);
+  // The cgroups whose memory.events and memory.pressure are watched (see
+  // PressureWatcher::track for its error).
+  Result<> track(const std::vector<std::pair<CgroupId, std::string>>& cgroups);
 
   // Holds the root cgroup's pages back from pressure reclaim (Kswapd::set_hold_root).
   void set_hold_root(bool hold) noexcept;

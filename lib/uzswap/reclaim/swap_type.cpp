@@ -11,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "uzswap/reclaim/kernel_files.h"
@@ -23,19 +24,39 @@ namespace uzswap {
 
 namespace {
 
-bool read_all(int fd, void* buf, std::size_t len) {
+const char* describe(SwapTypeError error) noexcept {
+  switch (error) {
+    case SwapTypeError::probe_failed: return "the probe process failed";
+    case SwapTypeError::not_paged_out:
+      return "the probe page was not paged out (is swap on? MADV_PAGEOUT needs kernel 5.4)";
+    case SwapTypeError::other_device:
+      return "the probe page went to another swap device (is this one's priority the highest?)";
+  }
+  return "unknown swap type probe error";
+}
+
+// All `len` bytes, or the error (EPIPE for an early end).
+Result<> read_all(int fd, void* buf, std::size_t len) {
   auto* p = static_cast<std::byte*>(buf);
   while (len > 0) {
     const ssize_t n = read(fd, p, len);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
+    if (n < 0) return failure(errno_error());
+    if (n == 0) return failure(std::make_error_code(std::errc::broken_pipe));
     p += n;
     len -= static_cast<std::size_t>(n);
   }
-  return true;
+  return {};
 }
 
 }  // namespace
+
+const std::error_category& swap_type_category() noexcept {
+  static const ErrorCategory<SwapTypeError> category("uzswap.swap_type", describe);
+  return category;
+}
+
+std::error_code make_error_code(SwapTypeError error) noexcept { return {static_cast<int>(error), swap_type_category()}; }
 
 // In the child: marker page out to swap, then its pagemap word to `out`;
 // waits for a byte on `release` before exiting (which frees the slot).
@@ -81,16 +102,17 @@ bool eventually_holds(const std::function<bool(std::uint64_t, PageView)>& holds,
 
 }  // namespace
 
-std::expected<unsigned, std::string> probe_swap_type(
-    const std::string& exe, const std::function<bool(std::uint64_t, PageView)>& holds, int attempts) {
-  std::string why = "no attempt made";
+Result<unsigned> probe_swap_type(const std::string& exe, const std::function<bool(std::uint64_t, PageView)>& holds,
+                                 int attempts) {
+  std::error_code why = SwapTypeError::probe_failed;  // also for no attempt at all
   for (int attempt = 0; attempt < attempts; ++attempt) {
     int to_parent[2], to_child[2];
-    if (pipe2(to_parent, O_CLOEXEC) != 0) return std::unexpected(std::string("pipe: ") + std::strerror(errno));
+    if (pipe2(to_parent, O_CLOEXEC) != 0) return failure(errno_error());
     if (pipe2(to_child, O_CLOEXEC) != 0) {
+      const std::error_code error = errno_error();
       close(to_parent[0]);
       close(to_parent[1]);
-      return std::unexpected(std::string("pipe: ") + std::strerror(errno));
+      return failure(error);
     }
     // The child's ends become its fds 3 and 4 (dup2 clears close-on-exec).
     posix_spawn_file_actions_t actions;
@@ -115,7 +137,7 @@ std::expected<unsigned, std::string> probe_swap_type(
     posix_spawnattr_destroy(&attr);
     if (spawned != 0) {
       for (const int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) close(fd);
-      return std::unexpected("cannot start the probe " + exe + ": " + std::strerror(spawned));
+      return failure(errno_error(spawned));
     }
     close(to_parent[1]);
     close(to_child[0]);
@@ -123,26 +145,24 @@ std::expected<unsigned, std::string> probe_swap_type(
     std::array<std::byte, kPageSize> marker;
     const bool got = read_all(to_parent[0], &word, sizeof(word)) &&
                      read_all(to_parent[0], marker.data(), marker.size());
-    std::expected<unsigned, std::string> result = std::unexpected(std::string());
+    std::optional<unsigned> found;
     const PagemapEntry e = decode_pagemap(word);
     if (!got) {
-      why = "the probe process failed";
+      why = SwapTypeError::probe_failed;
     } else if (!e.swapped) {
-      why = "the probe page was not paged out (is swap on? MADV_PAGEOUT needs kernel 5.4)";
+      why = SwapTypeError::not_paged_out;
     } else if (!eventually_holds(holds, e.swap_offset, PageView(marker))) {
-      why = "the probe page went to swap type " + std::to_string(e.swap_type) +
-            ", which is not this device (is its priority the highest?)";
+      why = SwapTypeError::other_device;
     } else {
-      result = e.swap_type;
+      found = e.swap_type;
     }
     (void)!write(to_child[1], "x", 1);  // let the child exit now
     close(to_child[1]);
     close(to_parent[0]);
     waitpid(pid, nullptr, 0);
-    if (result) return result;
-    result = std::unexpected(why);
+    if (found) return *found;
   }
-  return std::unexpected(why);
+  return failure(why);
 }
 
 }  // namespace uzswap

@@ -16,25 +16,39 @@
 #pragma once
 
 #include <cstdint>
-#include <expected>
 #include <functional>
 #include <string>
+#include <system_error>
+#include <type_traits>
 
 #include "uzswap/common/page.h"
+#include "uzswap/common/result.h"
 
 namespace uzswap {
 
+// Why the probe could not tell (besides a system error: pipe, posix_spawn).
+enum class SwapTypeError {
+  probe_failed = 1,  // the probe process sent no answer
+  not_paged_out,     // the marker page never went to swap
+  other_device,      // it went to another swap device, not ours
+};
+const std::error_category& swap_type_category() noexcept;
+std::error_code make_error_code(SwapTypeError error) noexcept;
+
 // `holds(offset, page)`: true if our device stores exactly `page` at swap
 // offset `offset`. Tries a few times (the page may land on another device,
-// or not be paged out); the error says why it could not tell.
+// or not be paged out); the error is the last attempt's.
 inline constexpr const char* kSwapTypeProbeArg = "--swap-type-probe";
 
-std::expected<unsigned, std::string> probe_swap_type(
-    const std::string& exe, const std::function<bool(std::uint64_t offset, PageView page)>& holds,
-    int attempts = 3);
+Result<unsigned> probe_swap_type(const std::string& exe,
+                                 const std::function<bool(std::uint64_t offset, PageView page)>& holds,
+                                 int attempts = 3);
 
 // The child's side: writes the pagemap word and the marker to `out`, waits
 // for a byte on `release`, exits.
 [[noreturn]] void run_swap_type_probe_child(int out, int release);
 
 }  // namespace uzswap
+
+template <>
+struct std::is_error_code_enum<uzswap::SwapTypeError> : std::true_type {};

@@ -196,7 +196,7 @@ SharedState SharedState::create(const StateGeometry& g, const std::string& name)
   return state;
 }
 
-std::expected<SharedState, std::string> SharedState::attach(const StateIds& ids) {
+Parsed<SharedState> SharedState::attach(const StateIds& ids) {
   const auto refuse = [](std::string why) { return std::unexpected("cannot adopt the shared state: " + why); };
   const std::uint64_t bytes = segment_bytes(ids.meta);
   if (bytes < kSlotsOffset) return refuse("no state segment " + std::to_string(ids.meta) + " of the right size");

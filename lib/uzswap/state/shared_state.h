@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "uzswap/common/result.h"
 #include "uzswap/state/layout.h"
 
 namespace uzswap {
@@ -40,7 +41,7 @@ class SharedState {
   // Attaches segments made by create() in this or another process. A
   // one-line error when they do not hold a state this build can use (wrong
   // size, magic, layout version or cipher).
-  static std::expected<SharedState, std::string> attach(const StateIds& ids);
+  static Parsed<SharedState> attach(const StateIds& ids);
   // The segments of a named state that is still there (its supervisor died).
   static std::optional<StateIds> find(const std::string& name);
   // Marks the segments for removal: they go once nothing has them attached.
