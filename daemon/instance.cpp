@@ -1,17 +1,18 @@
+// Start-up and teardown of a serving process. start() makes the owners
+// instance.h declares; the destructor takes them down in reverse order of
+// declaration, with the teardown steps (TeardownStep) where they are declared.
 #include "instance.h"
 
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/mount.h>
-#include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <array>
-#include <cmath>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,29 +25,36 @@
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
 #include "uzswap/reclaim/swap_type.h"
-#include "handover.h"
 #include "reclaim_safety.h"
-#include "uzswap/control/protocol.h"
 #include "uzswap/version.h"
 
 namespace uzswap {
 
 namespace {
 
-using nlohmann::json;
-
-
-
 // Ring entries per FUSE queue: requests the kernel can hand over while one
 // is being served.
 constexpr unsigned kFuseRingDepth = 8;
 
-// One FUSE request served for this long means a stuck worker, not a slow one.
-constexpr std::chrono::seconds kStuckRequest{60};
-
-json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
-
 }  // namespace
+
+int Instance::run(DaemonConfig config, ServeFds fds) {
+  bool started = false;
+  {
+    Instance instance(std::move(config), std::move(fds));
+    try {
+      instance.start();
+      started = true;
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      sd_notifyf(0, "STATUS=failed to start: %s", e.what());
+    }
+    if (started) instance.serve();
+  }  // the teardown
+  if (!started) return kExitStartFailed;
+  spdlog::info("stopped");
+  return kExitStopped;
+}
 
 Instance::Instance(DaemonConfig config, ServeFds fds)
     : config_(std::move(config)),
@@ -54,36 +62,33 @@ Instance::Instance(DaemonConfig config, ServeFds fds)
       ram_bytes_(static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * kPageSize),
       started_(std::chrono::steady_clock::now()) {}
 
-Instance::~Instance() { teardown(); }
-
-int Instance::run() {
-  try {
-    start();
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    sd_notifyf(0, "STATUS=failed to start: %s", e.what());
-    teardown();
-    return 1;
-  }
-  serve();
-  teardown();
-  spdlog::info("stopped");
-  return 0;
-}
-
 void Instance::start() {
   if (auto ok = check_backing_file(config_); !ok) throw StartError(ok.error());
-
-  std::optional<gid_t> readers;
-  if (!config_.stats_group.empty()) {
-    const group* g = getgrnam(config_.stats_group.c_str());
-    if (g == nullptr) throw StartError("--stats-group: no group named '" + config_.stats_group + "'");
-    readers = g->gr_gid;
-  }
+  const std::optional<gid_t> readers = stats_readers();
 
   // Reclaim-path safety, before anything that allocates much.
   enter_reclaim_path();
+  adopt_state();
+  const bool fresh = state_->fresh();
+  open_store();
+  if (config_.has_backing()) start_writeback();
+  if (fresh) write_swap_header();
+  start_frontend();
 
+  // Last: once the control socket answers, status is complete.
+  start_control(readers);
+
+  sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
+}
+
+std::optional<gid_t> Instance::stats_readers() const {
+  if (config_.stats_group.empty()) return std::nullopt;
+  const group* g = getgrnam(config_.stats_group.c_str());
+  if (g == nullptr) throw StartError("--stats-group: no group named '" + config_.stats_group + "'");
+  return g->gr_gid;
+}
+
+void Instance::adopt_state() {
   // The state the supervisor holds: fresh, or left by a process that died.
   auto adopted = SharedState::attach({fds_.meta_shm, {}});
   if (!adopted) throw StartError(adopted.error());
@@ -98,18 +103,13 @@ void Instance::start() {
   if (slots * kPageSize != config_.size_bytes)
     spdlog::warn("serving the swap area's own size {} (the configuration says {})", human_bytes(slots * kPageSize),
                  human_bytes(config_.size_bytes));
-  if (header.settings_valid) {
-    // What uzswapctl set in an earlier process wins over the configuration.
-    if (const auto codec = static_cast<Codec>(header.codec); valid_level(codec, header.level)) {
-      config_.codec = codec;
-      config_.level = header.level;
-    }
-    config_.max_pool_percent = header.max_pool_percent;
-    config_.accept_threshold_percent = header.accept_threshold_percent;
-    config_.watermark_scale_factor = header.watermark_scale_factor;
-    config_.idle_writeback_seconds = header.idle_writeback_seconds;
-  }
+  // What uzswapctl set in an earlier process wins over the configuration.
+  restore_settings(header, config_);
+}
 
+void Instance::open_store() {
+  const StateHeader& header = state_->header();
+  const std::uint64_t slots = header.slots;
   PageStoreOptions options;
   options.slots = slots;
   options.codec = config_.codec;
@@ -151,66 +151,77 @@ void Instance::start() {
                  a.seconds, header.adoptions + 1, a.pool_objects, a.written_back, a.rolled_back, a.writebacks_reset,
                  a.cgroups, a.lost ? fmt::format(", {} DAMAGED entries (their reads fail)", a.lost) : "");
   }
-  if (config_.has_backing()) {
-    if (!config_.backing_file.empty()) {
-      try {
-        // Its unwritten blocks are written once now: tell systemd it takes a while.
-        auto file = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize, [](auto done, auto all) {
-          sd_notifyf(0, "EXTEND_TIMEOUT_USEC=30000000\nWATCHDOG=1\nSTATUS=writing the backing file's unwritten blocks once: %s of %s",
-                     human_bytes(done).c_str(), human_bytes(all).c_str());
-        });
-        if (const BackingFileSetup& s = file->setup(); !s.mapped)
-          spdlog::warn("{}: no FIEMAP ({}): unwritten blocks cannot be found and written ahead", config_.backing_file,
-                       s.map_error.message());
-        else if (s.written_bytes > 0)
-          spdlog::info("{}: wrote {} of unwritten blocks once in {:.1f} s", config_.backing_file,
-                       human_bytes(s.written_bytes), s.seconds);
-        backing_ = std::move(file);
-      } catch (const std::system_error& e) {
-        throw StartError(std::string("--backing-file: ") + e.what());
-      }
-    } else {
-      try {
-        auto remote = std::make_unique<BackingNbd>(config_.backing_nbd, slots * kPageSize);
-        backing_nbd_ = remote.get();
-        remote_up_ = true;
-        const BackingNbdStatus r = remote->status();
-        spdlog::info("remote tier: {} ({} of export, {} connection(s))", config_.backing_nbd,
-                     human_bytes(r.export_bytes), r.connections);
-        backing_ = std::move(remote);
-      } catch (const std::exception& e) {
-        throw StartError(std::string("--backing-nbd: ") + e.what());
-      }
-    }
-    if (state_->cipher() != BackingCipher::none)
-      backing_ = std::make_unique<EncryptedBacking>(std::move(backing_), *state_);
-    store_->attach_backing(backing_.get());
-    if (store_->adoption().stale_file_writes > 0) {
-      // Writes the dead process started may still land; those slots are not
-      // written again until they have.
-      stale_writes_thread_ = Thread("uzswap-stale", [this] {
-        if (!backing_->wait_for_other_writers(std::chrono::seconds(60)))
-          spdlog::warn("could not tell whether the dead process's writes to {} landed; going on",
-                       backing_name());
-        spdlog::info("{} slots written by the dead process are writable again", store_->release_stale_file_writes());
+}
+
+void Instance::start_writeback() {
+  open_backing();
+  store_->attach_backing(backing_.get());
+  if (store_->adoption().stale_file_writes > 0) start_stale_writes();
+  start_wipe();
+  shrinker_ = std::make_unique<ShrinkWorker>(*writeback_, ShrinkWorkerOptions{});
+  store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
+  start_reclaim();
+}
+
+void Instance::open_backing() {
+  const std::uint64_t slots = state_->header().slots;
+  if (!config_.backing_file.empty()) {
+    try {
+      // Its unwritten blocks are written once now: tell systemd it takes a while.
+      auto file = std::make_unique<BackingFile>(config_.backing_file, slots * kPageSize, [](auto done, auto all) {
+        sd_notifyf(0, "EXTEND_TIMEOUT_USEC=30000000\nWATCHDOG=1\nSTATUS=writing the backing file's unwritten blocks once: %s of %s",
+                   human_bytes(done).c_str(), human_bytes(all).c_str());
       });
+      if (const BackingFileSetup& s = file->setup(); !s.mapped)
+        spdlog::warn("{}: no FIEMAP ({}): unwritten blocks cannot be found and written ahead", config_.backing_file,
+                     s.map_error.message());
+      else if (s.written_bytes > 0)
+        spdlog::info("{}: wrote {} of unwritten blocks once in {:.1f} s", config_.backing_file,
+                     human_bytes(s.written_bytes), s.seconds);
+      backing_ = std::move(file);
+    } catch (const std::system_error& e) {
+      throw StartError(std::string("--backing-file: ") + e.what());
     }
-    start_wipe();
-    shrinker_ = std::make_unique<ShrinkWorker>(*writeback_, ShrinkWorkerOptions{});
-    store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
-    start_reclaim();
+  } else {
+    try {
+      auto remote = std::make_unique<BackingNbd>(config_.backing_nbd, slots * kPageSize);
+      backing_nbd_ = remote.get();
+      remote_up_ = true;
+      const BackingNbdStatus r = remote->status();
+      spdlog::info("remote tier: {} ({} of export, {} connection(s))", config_.backing_nbd,
+                   human_bytes(r.export_bytes), r.connections);
+      backing_ = std::move(remote);
+    } catch (const std::exception& e) {
+      throw StartError(std::string("--backing-nbd: ") + e.what());
+    }
   }
+  if (state_->cipher() != BackingCipher::none)
+    backing_ = std::make_unique<EncryptedBacking>(std::move(backing_), *state_);
+}
 
-  if (fresh) {
-    // The swap signature is stored directly: the daemon never does I/O on
-    // its own mount.
-    std::array<std::byte, kPageSize> swap_header;
-    const auto uuid = random_uuid();
-    if (!uuid) throw StartError("getrandom: " + uuid.error().message());
-    make_swap_header(swap_header, slots, *uuid, config_.name);
-    if (!store_->store(0, swap_header)) throw StartError("cannot store the swap header");
-  }
+void Instance::start_stale_writes() {
+  // Writes the dead process started may still land; those slots are not
+  // written again until they have.
+  stale_writes_thread_ = Thread("uzswap-stale", [this] {
+    if (!backing_->wait_for_other_writers(std::chrono::seconds(60)))
+      spdlog::warn("could not tell whether the dead process's writes to {} landed; going on",
+                   backing_name());
+    spdlog::info("{} slots written by the dead process are writable again", store_->release_stale_file_writes());
+  });
+}
 
+void Instance::write_swap_header() {
+  // The swap signature is stored directly: the daemon never does I/O on
+  // its own mount.
+  const std::uint64_t slots = state_->header().slots;
+  std::array<std::byte, kPageSize> swap_header;
+  const auto uuid = random_uuid();
+  if (!uuid) throw StartError("getrandom: " + uuid.error().message());
+  make_swap_header(swap_header, slots, *uuid, config_.name);
+  if (!store_->store(0, swap_header)) throw StartError("cannot store the swap header");
+}
+
+void Instance::start_frontend() {
   const unsigned workers =
       config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
   // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
@@ -225,13 +236,12 @@ void Instance::start() {
   };
   if (config_.nbd_frontend()) start_nbd(workers, worker_init);
   else start_fuse(workers, worker_init);
+}
 
-  // Last: once the control socket answers, status is complete.
+void Instance::start_control(std::optional<gid_t> readers) {
   control_ = std::make_unique<ControlServer>(
       config_.control_socket(), readers,
       [this](std::string_view request, Access access) { return handle_control(request, access); });
-
-  sd_notifyf(0, "READY=1\nSTATUS=%s", summary().c_str());
 }
 
 void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_init) {
@@ -374,52 +384,6 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
                workers, loop_.path(), swap_on_ ? ", swap on" : ", swap not enabled (--no-swapon)");
 }
 
-std::string Instance::backing_name() const {
-  return config_.backing_file.empty() ? config_.backing_nbd : config_.backing_file;
-}
-
-void Instance::save_settings() noexcept {
-  StateHeader& h = state_->header();
-  h.codec = static_cast<std::uint32_t>(store_->codec());
-  h.level = store_->level();
-  h.max_pool_percent = config_.max_pool_percent;
-  h.accept_threshold_percent = store_->accept_threshold_percent();
-  h.watermark_scale_factor = config_.watermark_scale_factor;
-  h.idle_writeback_seconds = config_.idle_writeback_seconds;
-  h.settings_valid = 1;
-}
-
-std::string Instance::handover() {
-  // The binary the supervisor will run next must take this state.
-  const char* next = std::getenv(kBinaryEnv);
-  if (next == nullptr) return "no supervisor to hand over to";
-  std::string out;
-  if (FILE* p = popen((std::string("'") + next + "' --state-layouts 2>&1").c_str(), "r")) {
-    char buf[128];
-    while (std::fgets(buf, sizeof(buf), p) != nullptr) out += buf;
-    if (pclose(p) != 0) out.clear();
-  }
-  // "OLDEST NEWEST": the layouts it adopts (a binary older than that
-  // question answers nothing useful, and is refused).
-  unsigned oldest = 0, newest = 0;
-  const unsigned mine = state_->header().layout_version;
-  if (std::sscanf(out.c_str(), "%u %u", &oldest, &newest) != 2 || mine < oldest || mine > newest) {
-    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-    return std::string(next) + " adopts state layouts " + (out.empty() ? "(unknown)" : out) +
-           ", this swap area's is " + std::to_string(mine) + ": it cannot take over; still serving";
-  }
-  return "";
-}
-
-void Instance::leave_for_new_process() {
-  spdlog::info("handing over to a new serving process");
-  sd_notify(0, "RELOADING=1\nSTATUS=handing over to a new serving process");
-  // Everything is crash-consistent: leaving is dying on purpose. Requests in
-  // flight are sent again to the next process.
-  std::fflush(nullptr);
-  _exit(kExitHandover);
-}
-
 void Instance::swap_type_probe() {
   // The probe is this very binary, run anew (never a fork of this process).
   auto type = probe_swap_type("/proc/self/exe", [this](std::uint64_t offset, PageView page) {
@@ -469,375 +433,60 @@ void Instance::start_reclaim() {
                                                    : std::to_string(config_.idle_writeback_seconds) + " s");
 }
 
-void Instance::update_root_hold() {
-  if (!reclaimer_) return;
-  bool hold = false;
-  for (const CgroupId id : store_->memcg().cgroups())
-    if (id != kRootCgroup && !store_->memcg().policy(id).writeback) hold = true;
-  // A cgroup that got no id keeps its pages on the root's lists: if it said
-  // no writeback, the root's pages are held as well.
-  if (attribution_ && attribution_->untracked().writeback_off > 0) hold = true;
-  if (hold != reclaimer_->hold_root())
-    spdlog::info(hold ? "a cgroup has writeback off: pages not yet attributed are written back on request only"
-                      : "no cgroup has writeback off: pressure reclaim takes unattributed pages too");
-  reclaimer_->set_hold_root(hold);
-}
-
-void Instance::start_attribution() {
-  if (config_.attribution_interval == 0) return;
-  AttributionOptions options;
-  options.cgroup_root = config_.cgroup_root.empty() ? Attribution::default_root() : config_.cgroup_root;
-  options.swap_type = static_cast<unsigned>(swap_type_);
-  options.max_pages_per_pass = config_.attribution_budget;
-  if (!std::filesystem::exists(options.cgroup_root + "/cgroup.procs")) {
-    spdlog::warn("no cgroup v2 tree at {}: every page stays the root cgroup's", options.cgroup_root);
-    return;
-  }
-  attribution_ = std::make_unique<Attribution>(*store_, options);
-  spdlog::info("attributing pages to the cgroups under {} every {} s", options.cgroup_root,
-               config_.attribution_interval);
-  attribution_thread_ = Thread("uzswap-attrib", [this] {
-    // Passes come every interval, and after pressure events, but never
-    // closer than 2 s apart (the CPU budget applies to each).
-    constexpr auto kMinGap = std::chrono::seconds(2);
-    std::unique_lock guard(attribution_lock_);
-    while (!attribution_stop_) {
-      liveness::working();
-      try {
-        last_pass_ = attribution_->scan();
-        publish_cgroup_paths();
-        // A watch the kernel refused is tried again at the next pass.
-        if (auto tracked = reclaimer_ ? reclaimer_->track(attribution_->directories()) : Result<>{}; !tracked)
-          liveness::error("attribution pass: epoll_ctl: " + tracked.error().message());
-        else
-          update_root_hold();
-      } catch (const std::exception& e) {
-        // A pass that failed (allocation) is tried again at the next
-        // interval; the liveness check logs it.
-        liveness::error(std::string("attribution pass: ") + e.what());
-      }
-      liveness::progressed();
-      const auto next = std::chrono::steady_clock::now() + std::chrono::seconds(config_.attribution_interval);
-      attribution_wakeup_.wait_for(guard, kMinGap, [this] { return attribution_stop_; });
-      attribution_wakeup_.wait_until(guard, next, [this] {
-        return attribution_stop_ || attribution_kick_.load();
-      });
-      attribution_kick_.store(false);
-    }
-  });
-}
-
-void Instance::stop_attribution() noexcept {
-  {
-    std::lock_guard guard(attribution_lock_);
-    attribution_stop_ = true;
-  }
-  attribution_wakeup_.notify_all();
-  attribution_thread_.join();
-}
-
-json Instance::attribute_now() {
-  if (!attribution_) return error_reply("attribute: cgroup attribution is off or has no v2 tree");
-  std::lock_guard guard(attribution_lock_);
-  last_pass_ = attribution_->scan();
-  publish_cgroup_paths();
-  return {{"ok", true},
-          {"result", {{"cgroups", last_pass_.cgroups},
-                      {"processes", last_pass_.processes},
-                      {"pages_scanned", last_pass_.pages_scanned},
-                      {"attributed", last_pass_.attributed},
-                      {"complete", last_pass_.complete}}}};
-}
-
-std::optional<CgroupId> Instance::find_cgroup(const std::string& path) const {
-  if (path == "/") return kRootCgroup;
-  std::lock_guard guard(paths_lock_);
-  // The raw path, or the escaped form the tables show, if only one matches.
-  std::optional<CgroupId> escaped;
-  unsigned escaped_matches = 0;
-  for (const auto& [id, raw] : cgroup_paths_) {
-    if (raw == path) return id;
-    if (escape_name(raw) == path) {
-      escaped = id;
-      ++escaped_matches;
-    }
-  }
-  return escaped_matches == 1 ? escaped : std::nullopt;
-}
-
-void Instance::publish_cgroup_paths() {
-  std::map<CgroupId, std::string> paths;
-  for (const PersistedCgroup& c : store_->memcg().persisted()) paths[c.id] = c.path;
-  CgroupIds ids;
-  if (attribution_) {
-    ids.live = attribution_->live_cgroups();
-    ids.free = attribution_->free_ids();
-    ids.untracked = attribution_->untracked();
-  }
-  std::lock_guard guard(paths_lock_);
-  if (ids.untracked.count != cgroup_ids_.untracked.count) {
-    if (ids.untracked.count > 0)
-      spdlog::warn("cgroup ids: all {} in use: {} cgroup(s) untracked, their pages stay the root "
-                   "cgroup's ({} with writeback off: unattributed pages are held back from pressure "
-                   "reclaim; {} with a zswap maximum that cannot be enforced)",
-                   ids.live, ids.untracked.count, ids.untracked.writeback_off, ids.untracked.with_max);
-    else
-      spdlog::info("cgroup ids: every cgroup is tracked again");
-  }
-  cgroup_paths_ = std::move(paths);
-  cgroup_ids_ = ids;
-}
-
-std::string Instance::cgroup_path(CgroupId id) const {
-  if (id == kRootCgroup) return "/";
-  std::lock_guard guard(paths_lock_);
-  if (const auto it = cgroup_paths_.find(id); it != cgroup_paths_.end()) return it->second;
-  return "#" + std::to_string(id);
-}
-
-void Instance::serve() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  // The signals are blocked in every thread (main.cpp): read them from a
-  // signalfd, or, if none can be made, take them with sigtimedwait() at each
-  // turn, so SIGTERM always stops this process.
-  const int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
-  if (sfd < 0) spdlog::warn("signalfd: {}: polling for signals instead", std::strerror(errno));
-  // Addressed to the supervisor (the unit's main process), kept here.
-  const std::uint64_t watchdog_usec =
-      watchdog_usec_for(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), getpid(), getppid());
-  const bool watchdog = watchdog_usec > 0;
-  const auto tick = std::chrono::microseconds(
-      watchdog ? std::min<std::uint64_t>(watchdog_usec / 2, 1000000) : 1000000);
-  // Stuck = this many checks in a row on one piece of work: kStuckRequest
-  // of running time (checks do not run while the process is stopped).
-  liveness_.set_stuck_checks(static_cast<unsigned>(
-      std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::microseconds>(kStuckRequest) / tick)));
-  auto next_tick = std::chrono::steady_clock::now() + tick;
-
-  for (;;) {
-    pollfd fds[1] = {{sfd, POLLIN, 0}};
-    const int ready = poll(fds, 1, 100);
-    if (ready < 0 && errno != EINTR) spdlog::warn("poll: {}", std::strerror(errno));
-    if (restart_requested_.load()) {
-      // uzswapctl restart was answered on the control thread; let the reply
-      // leave before this process does.
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      leave_for_new_process();
-    }
-    if (const auto now = std::chrono::steady_clock::now(); now >= next_tick) {
-      // One check per tick however long the process was stopped: a pause
-      // (SIGSTOP, a cgroup freeze, a debugger) is not progress lost.
-      next_tick = now + tick;
-      const bool stuck = check_threads();
-      log_integrity_errors();
-      if (backing_nbd_ != nullptr && backing_nbd_->up() != remote_up_) {
-        remote_up_ = !remote_up_;
-        if (remote_up_) spdlog::info("remote tier {} is back: writeback resumes", config_.backing_nbd);
-        else spdlog::warn("remote tier {} is down ({}): writeback stops, pages stay in RAM; reconnecting",
-                          config_.backing_nbd, backing_nbd_->status().last_error);
-      }
-      sd_notifyf(0, "%sSTATUS=%s", watchdog && !stuck ? "WATCHDOG=1\n" : "", summary().c_str());
-    }
-    int signo = 0;
-    if (sfd >= 0) {
-      signalfd_siginfo info;
-      if ((fds[0].revents & POLLIN) && read(sfd, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info)))
-        signo = static_cast<int>(info.ssi_signo);
-    } else {
-      const timespec zero{};
-      signo = std::max(0, sigtimedwait(&signals, nullptr, &zero));
-    }
-    if (signo == 0) continue;
-    if (signo == SIGHUP) {
-      // systemctl reload: the supervisor passes it on.
-      if (const std::string refused = handover(); !refused.empty()) spdlog::error("SIGHUP: {}", refused);
-      else leave_for_new_process();
-      continue;
-    }
-    spdlog::info("signal {}: stopping", strsignal(signo));
-    if (try_stop()) break;
-  }
-  if (sfd >= 0) close(sfd);
-}
-
-bool Instance::check_threads() {
-  // The liveness check (lib/uzswap/common/liveness.h): every thread of this
-  // process says whether it waits for work, works, or is gone. The watchdog
-  // is fed only while no thread is stuck: slow is fine (thrashing makes
-  // every request slow), one piece of work for kStuckRequest is not.
-  const LivenessMonitor::Changes c = liveness_.check();
-  const auto seconds = [](std::chrono::nanoseconds d) {
-    return std::chrono::duration_cast<std::chrono::duration<double>>(d).count();
-  };
-  for (const auto& t : c.new_errors)
-    spdlog::warn("thread {}: {} ({} error(s) so far)", t.report.name, t.report.last_error, t.report.errors);
-  for (const auto& t : c.unstuck) spdlog::info("thread {} makes progress again", t.report.name);
-  for (const auto& t : c.newly_stuck)
-    spdlog::critical("thread {} has been on one piece of work for {:.0f} s (no progress in {} checks): "
-                     "not feeding the watchdog", t.report.name, seconds(t.report.working_for), t.stalled_checks);
-  for (const auto& t : c.newly_down)
-    spdlog::critical("thread {} {}: {}", t.report.name, thread_state_name(t.report.state),
-                     t.report.last_error.empty() ? "no reason given" : t.report.last_error);
-  // What cannot be recovered in place: a thread gone, a FUSE worker or ring
-  // thread ended while the connection should be serving, a thread stuck for
-  // twice the limit. A fresh serving process takes over (the supervisor
-  // starts it; requests in flight are sent to it again).
-  const FuseWorkers::Health health = workers_ ? workers_->health() : FuseWorkers::Health{};
-  const unsigned rings_ended = uring_ ? uring_->exited() : 0;
-  std::string why;
-  if (c.down > 0) why = fmt::format("{} thread(s) failed or died", c.down);
-  else if (health.exited > 0) why = fmt::format("{} FUSE worker(s) ended unexpectedly", health.exited);
-  else if (rings_ended > 0) why = fmt::format("{} FUSE ring thread(s) ended unexpectedly", rings_ended);
-  else if (c.max_stalled_checks >= 2 * liveness_.stuck_checks())
-    why = fmt::format("a thread made no progress in {} checks", c.max_stalled_checks);
-  if (!why.empty()) {
-    spdlog::critical("{}: handing over to a new serving process", why);
-    leave_for_new_process();
-  }
-  return c.stuck > 0;
-}
-
-json Instance::threads_status() const {
-  json list = json::array();
-  unsigned stuck = 0, down = 0;
-  std::uint64_t errors = 0;
-  const auto seconds = [](std::chrono::nanoseconds d) {
-    return std::round(std::chrono::duration_cast<std::chrono::duration<double>>(d).count() * 10) / 10;
-  };
-  for (const LivenessMonitor::Thread& t : liveness_.threads()) {
-    const ThreadReport& r = t.report;
-    if (t.stuck) ++stuck;
-    if (r.state == ThreadState::failed || r.state == ThreadState::dead) ++down;
-    errors += r.errors;
-    list.push_back({{"name", r.name},
-                    {"state", thread_state_name(r.state)},
-                    {"stuck", t.stuck},
-                    {"progress", r.progress},
-                    {"last_progress_seconds", seconds(r.since_progress)},
-                    {"working_seconds", seconds(r.working_for)},
-                    {"errors", r.errors},
-                    {"last_error", r.last_error}});
-  }
-  return {{"count", list.size()},
-          {"stuck", stuck},
-          {"down", down},
-          {"errors", errors},
-          {"stuck_after_checks", liveness_.stuck_checks()},
-          {"list", list}};
-}
-
 void Instance::start_reserve_refill() {
   // The store path takes new pool spans from a reserve already backed by
-  // RAM and never asks for memory (zswap's __GFP_NORETRY); this thread
+  // RAM and never asks for memory (zswap's __GFP_NORETRY); this worker
   // populates the reserve again, woken when a store leaves it below half
   // or finds it empty.
   store_->refill_pool_reserve();  // before the first request
-  reserve_thread_ = Thread("uzswap-reserve", [this] {
+  auto refill_failures_seen = std::make_shared<std::uint64_t>(0);
+  PeriodicWorker::Options events;
+  events.pass_at_start = false;
+  events.on_start = [this, refill_failures_seen] {
     // It asks the kernel for memory: let that reclaim not wait on our own I/O.
     if (auto flusher = set_io_flusher(); !flusher)
       spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", flusher.error().message());
-    std::uint64_t refill_failures_seen = store_->pool_reserve_refill_failures();
-    while (!reserve_stop_.load(std::memory_order_relaxed)) {
-      liveness::waiting();
-      store_->wait_for_pool_reserve_use();
-      if (reserve_stop_.load(std::memory_order_relaxed)) break;
-      liveness::working();
-      // Again while a pass makes progress: a pass stops at a failed growth
-      // in each span length, and stores find the reserve empty until it is
-      // full again.
-      std::size_t refilled = 0, pass;
-      do {
-        pass = store_->refill_pool_reserve();
-        refilled += pass;
-        liveness::progressed();
-      } while (pass > 0 && !reserve_stop_.load(std::memory_order_relaxed));
-      // Nothing populated and a growth refused: no memory is to be had; do
-      // not spin on it (stores meanwhile go to the next tier). A reserve
-      // that was simply full waits for the next wake-up instead: a store
-      // waiting for a span must not find this thread asleep.
-      const std::uint64_t failures = store_->pool_reserve_refill_failures();
-      if (refilled == 0 && failures != refill_failures_seen)
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      refill_failures_seen = failures;
-    }
+    *refill_failures_seen = store_->pool_reserve_refill_failures();
+  };
+  events.wait = [this] { store_->wait_for_pool_reserve_use(); };
+  events.unblock = [this] {
+    reserve_stop_.store(true, std::memory_order_relaxed);
+    store_->wake_pool_reserve_refiller();
+  };
+  reserve_refill_.start("uzswap-reserve", std::move(events), [this, refill_failures_seen] {
+    // Again while a pass makes progress: a pass stops at a failed growth
+    // in each span length, and stores find the reserve empty until it is
+    // full again.
+    std::size_t refilled = 0, pass;
+    do {
+      pass = store_->refill_pool_reserve();
+      refilled += pass;
+      liveness::progressed();
+    } while (pass > 0 && !reserve_stop_.load(std::memory_order_relaxed));
+    // Nothing populated and a growth refused: no memory is to be had; do
+    // not spin on it (stores meanwhile go to the next tier). A reserve
+    // that was simply full waits for the next wake-up instead: a store
+    // waiting for a span must not find this thread asleep.
+    const std::uint64_t failures = store_->pool_reserve_refill_failures();
+    if (refilled == 0 && failures != *refill_failures_seen)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    *refill_failures_seen = failures;
   });
-}
-
-void Instance::stop_reserve_refill() noexcept {
-  if (!reserve_thread_.joinable()) return;
-  reserve_stop_.store(true, std::memory_order_relaxed);
-  store_->wake_pool_reserve_refiller();
-  reserve_thread_.join();
 }
 
 void Instance::start_wipe() {
   // Freed pages do not stay in the backing file: a block whose page the
   // kernel discarded (or stored anew) is overwritten with zeros, in the
-  // background, a second at most after it was freed.
-  wipe_thread_ = Thread("uzswap-wipe", [this] {
-    std::unique_lock guard(wipe_lock_);
-    while (!wipe_stop_) {
-      guard.unlock();
-      liveness::working();  // a write that hangs is a stuck thread
-      store_->wipe_freed(16384);
-      liveness::progressed();
-      guard.lock();
-      liveness::waiting();
-      wipe_wakeup_.wait_for(guard, std::chrono::seconds(1), [this] { return wipe_stop_; });
-    }
-  });
+  // background, a second at most after it was freed. A write that hangs is
+  // a stuck thread.
+  PeriodicWorker::Options every_second;
+  every_second.period = std::chrono::seconds(1);
+  wipe_.start("uzswap-wipe", std::move(every_second), [this] { store_->wipe_freed(16384); });
 }
 
-void Instance::stop_wipe() noexcept {
-  if (!wipe_thread_.joinable()) return;
-  {
-    std::lock_guard guard(wipe_lock_);
-    wipe_stop_ = true;
-  }
-  wipe_wakeup_.notify_all();
-  wipe_thread_.join();
-}
+// The teardown steps, in the order they run (instance.h).
 
-void Instance::log_integrity_errors() {
-  // The request path notes damaged pages; the log line is written here.
-  const IntegrityLog& log = store_->integrity_log();
-  const std::uint64_t count = log.count();
-  if (count == integrity_logged_) return;
-  const std::uint64_t from = std::max(integrity_logged_, count - std::min<std::uint64_t>(count, IntegrityLog::kKept));
-  if (from > integrity_logged_)
-    spdlog::error("integrity: {} more damaged page(s) not listed", from - integrity_logged_);
-  for (std::uint64_t n = from; n < count; ++n) {
-    const auto [slot, from_file] = log.at(n);
-    spdlog::error("integrity: the page in slot {} came back damaged from the {} (checksum mismatch): "
-                  "answered with an I/O error, never with wrong bytes",
-                  slot, from_file ? "backing file (offset " + std::to_string(slot * kPageSize) + ")" : "pool");
-  }
-  integrity_logged_ = count;
-}
-std::string Instance::swap_device() const { return kernel_nbd_ ? kernel_nbd_->path() : loop_.path(); }
-
-bool Instance::try_stop() {
-  sd_notify(0, "STOPPING=1\nSTATUS=swapoff: bringing pages back into RAM");
-  if (swap_on_) {
-    if (auto off = swap_off(swap_device()); !off) {
-      // Every page stays served; the operator can free memory and try again.
-      spdlog::error("swapoff {} failed: {}; still serving, send SIGTERM again to retry",
-                    swap_device(), off.error().message());
-      sd_notifyf(0, "READY=1\nSTATUS=swapoff failed (%s), still serving", off.error().message().c_str());
-      return false;
-    }
-    swap_on_ = false;
-  }
-  return true;
-}
-
-void Instance::teardown() noexcept {
-  control_.reset();
-  stop_attribution();
+void Instance::leave_swap() noexcept {
   if (state_ && state_->header().loop_device[0] != '\0' && swap_on_) {
     // A start that failed after the device was attached (or swap is still
     // on): nothing is taken down, the supervisor starts a new process.
@@ -854,14 +503,17 @@ void Instance::teardown() noexcept {
                        off.error().message());
     swap_on_ = false;
   }
-  kernel_nbd_.reset();
-  nbd_listener_.reset();
-  nbd_server_.reset();
+}
+
+void Instance::release_loop_device() noexcept {
   loop_.detach();
   if (state_) {
     state_->header().loop_device[0] = '\0';
     state_->header().swap_on = 0;
   }
+}
+
+void Instance::unmount_swap_file() noexcept {
   // The loop device lets go of the file on its last close, which may lag
   // the detach a little. Unmounting ends the FUSE connection, and with it
   // the workers' reads.
@@ -875,376 +527,11 @@ void Instance::teardown() noexcept {
     spdlog::warn("unmount {}: {}; detaching lazily", config_.swap_file(), std::strerror(err));
     umount2(config_.swap_file().c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
   }
-  uring_.reset();
-  workers_.reset();
-  server_.reset();
-  reclaimer_.reset();
-  shrinker_.reset();
-  stop_wipe();
-  stop_reserve_refill();
-  stale_writes_thread_ = Thread();
+}
+
+void Instance::remove_device_link() noexcept {
   std::error_code ignored;
   std::filesystem::remove(config_.device_link(), ignored);
-  writeback_.reset();
-  store_.reset();
-  backing_.reset();
-}
-
-std::string Instance::summary() const {
-  if (!store_) return "starting";
-  const PageStoreStats s = store_->stats();
-  char buf[256];
-  std::snprintf(buf, sizeof(buf), "%llu pages stored, %.1f MiB data in %.1f MiB pool%s",
-                static_cast<unsigned long long>(s.stored_pages), double(s.orig_bytes) / (1 << 20),
-                double(s.pool_bytes) / (1 << 20), store_->pool_full() ? ", pool full" : "");
-  return buf;
-}
-
-json Instance::status() const {
-  std::lock_guard settings(settings_lock_);
-  const PageStoreStats s = store_->stats();
-  // The request counters of whichever front end serves.
-  FuseStats f{};
-  json frontend;
-  if (server_) {
-    f = server_->stats();
-    frontend = {{"type", "fuse"}, {"requests", f.requests}, {"unsupported", f.unsupported}};
-  } else if (nbd_server_) {
-    const NbdStats n = nbd_server_->stats();
-    f.requests = n.requests;
-    f.read_pages = n.io.read_pages;
-    f.written_pages = n.io.written_pages;
-    f.discarded_pages = n.io.discarded_pages;
-    f.discard_requests = n.io.discard_requests;
-    f.write_errors = n.io.write_errors;
-    f.bad_requests = n.error_replies;
-    frontend = {{"type", "nbd"},
-                {"listen", config_.nbd_listen_address()},
-                {"export", config_.name},
-                {"connections", {{"active", n.connections_active},
-                                 {"total", n.connections_total},
-                                 {"refused", n.connections_refused},
-                                 {"max", nbd_listener_ ? nbd_listener_->connections() : 0}}},
-                {"handshakes", n.handshakes},
-                {"handshake_failures", n.handshake_failures},
-                {"options_refused", n.options_refused},
-                {"protocol_errors", n.protocol_errors},
-                {"timeouts", n.timeouts},
-                {"structured_connections", n.structured_connections},
-                {"requests", n.requests},
-                {"error_replies", n.error_replies},
-                {"read_errors", n.io.read_errors}};
-  }
-  json j;
-  j["name"] = config_.name;
-  j["version"] = kVersion;
-  j["pid"] = getpid();
-  j["supervisor_pid"] = getppid();
-  const StateHeader& sh = state_->header();
-  const AdoptionReport& ar = store_->adoption();
-  j["restart"] = {{"serving_process", sh.adoptions + 1},
-                  {"adopted", ar.adopted},
-                  {"adopt_seconds", ar.seconds},
-                  {"rolled_back", ar.rolled_back},
-                  {"writebacks_reset", ar.writebacks_reset},
-                  {"lost_pages", ar.lost},
-                  {"state_layout", kStateLayoutVersion}};
-  j["uptime_seconds"] = std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::steady_clock::now() - started_)
-                            .count();
-  j["frontend"] = frontend;
-  j["device"] = {{"file", config_.nbd_frontend() ? std::string() : config_.swap_file()},
-                 {"loop", swap_device()},
-                 {"size_bytes", config_.size_bytes},
-                 {"slots", store_->slots()},
-                 {"swap_on", swap_on_},
-                 {"swap_type", swap_type_},
-                 {"priority", config_.swap_priority},
-                 {"direct_io", true},
-                 {"workers", workers_ ? workers_->count() : 0},
-                 {"fuse_io_uring", uring_ != nullptr},
-                 {"ring_threads", uring_ ? uring_->threads() : 0},
-                 {"ring_buffer_bytes", uring_ ? uring_->buffer_bytes() : 0}};
-  j["compressor"] = std::string(codec_name(store_->codec()));
-  j["level"] = store_->level();
-  j["max_pool_percent"] = config_.max_pool_percent;
-  j["accept_threshold_percent"] = store_->accept_threshold_percent();
-  j["max_pool_bytes"] = store_->max_pool_bytes();
-  j["pool_full"] = store_->pool_full();
-  j["stored_pages"] = s.stored_pages;
-  j["same_filled_pages"] = s.same_filled_pages;
-  j["incompressible_pages"] = s.incompressible_pages;
-  j["orig_bytes"] = s.orig_bytes;
-  j["compressed_bytes"] = s.compressed_bytes;
-  j["pool_bytes"] = s.pool_bytes;
-  j["table_bytes"] = s.table_bytes;
-  j["written_back_pages"] = s.written_back_pages;
-  j["backing_file"] = config_.backing_file;
-  j["backing_nbd"] = config_.backing_nbd;
-  j["backing_encryption"] = backing_cipher_name(state_->cipher());
-  const CgroupPolicy root_policy = store_->memcg().policy(kRootCgroup);
-  json wb = {{"backing_file", config_.backing_file},
-             {"enabled", backing_ != nullptr && root_policy.writeback},
-             {"writebacks", s.writebacks},
-             {"failures", s.writeback_failures},
-             {"raced", s.writeback_raced},
-             {"direct_writes", s.direct_writes},
-             {"spilled_pages", s.spilled_pages},
-             {"backing_reads", s.backing_reads},
-             {"backing_read_errors", s.backing_read_errors},
-             {"wiped_pages", s.wiped_pages},
-             {"wipe_pending", store_->wipe_pending()}};
-  if (shrinker_) {
-    const ShrinkWorkerStats w = shrinker_->stats();
-    wb["worker"] = {{"wakeups", w.wakeups}, {"runs", w.runs}, {"written", w.written},
-                    {"backoffs", w.backoffs}, {"over_max_runs", w.over_max_runs}};
-  }
-  if (backing_nbd_ != nullptr) {
-    const BackingNbdStatus r = backing_nbd_->status();
-    wb["enabled"] = wb["enabled"].get<bool>() && r.up;
-    wb["backing_nbd"] = {{"uri", r.uri},
-                         {"state", r.up ? "up" : "down"},
-                         {"connections", r.connections},
-                         {"connections_up", r.connections_up},
-                         {"export_bytes", r.export_bytes},
-                         {"connects", r.connects},
-                         {"disconnects", r.disconnects},
-                         {"failed_connects", r.failed_connects},
-                         {"write_requests", r.write_requests},
-                         {"read_requests", r.read_requests},
-                         {"refused_pages", r.refused_writes},
-                         {"last_error", r.last_error}};
-    if (!r.up) wb["stopped"] = "the remote tier is down: writeback waits for it to come back (" + r.last_error + ")";
-  }
-  j["writeback"] = wb;
-  json nodes = json::array();
-  for (unsigned node = 0; node < store_->nodes(); ++node) {
-    const Writeback::NodeStats n = writeback_->node_stats(node);
-    nodes.push_back({{"node", node}, {"lru_pages", n.lru_pages}, {"writebacks", n.writebacks}});
-  }
-  j["nodes"] = nodes;
-  j["reclaim"] = reclaim_status();
-  j["stores"] = s.stores;
-  j["loads"] = s.loads;
-  j["empty_loads"] = s.empty_loads;
-  j["invalidations"] = s.invalidations;
-  j["discarded_pages"] = f.discarded_pages;
-  j["discard_requests"] = f.discard_requests;
-  j["read_pages"] = f.read_pages;
-  j["written_pages"] = f.written_pages;
-  j["write_errors"] = f.write_errors;
-  j["read_errors"] = f.read_errors;
-  j["bad_requests"] = f.bad_requests;
-  j["load_errors"] = s.load_errors;
-  j["integrity_errors"] = s.integrity_errors + s.load_errors;
-  j["lost_pages"] = s.lost_pages;
-  j["pool_limit_hits"] = s.pool_limit_hits;
-  j["rejects"] = {{"pool_full", s.reject_pool_full}, {"alloc_failed", s.reject_alloc_failed}};
-  j["compactions"] = s.compactions;
-  j["pool_reserve"] = {{"bytes", s.pool.reserve_bytes},
-                       {"hits", s.pool.reserve_hits},
-                       {"misses", s.pool.reserve_misses},
-                       {"refills", s.pool.reserve_refills},
-                       {"refill_failures", s.pool.reserve_refill_failures}};
-  // Attribution to cgroups arrives with the reclaim engine: until then every
-  // page is the root cgroup's.
-  json cgroups = json::array();
-  for (const CgroupId id : store_->memcg().cgroups()) {
-    const CgroupStats c = store_->memcg().stats(id);
-    const CgroupPolicy p = store_->memcg().policy(id);
-    cgroups.push_back({{"path", escape_name(cgroup_path(id))},
-                       {"stored_pages", c.stored_pages},
-                       {"compressed_bytes", c.compressed_bytes},
-                       {"written_back_pages", c.written_back_pages},
-                       {"writeback", backing_ != nullptr && p.writeback},
-                       {"max_bytes", p.max_bytes}});
-  }
-  j["cgroups"] = cgroups;
-  j["threads"] = threads_status();
-  {
-    std::lock_guard guard(paths_lock_);
-    j["cgroup_ids"] = {{"live", cgroup_ids_.live},
-                       {"free", cgroup_ids_.free},
-                       {"untracked", cgroup_ids_.untracked.count},
-                       {"untracked_writeback_off", cgroup_ids_.untracked.writeback_off},
-                       {"untracked_with_max", cgroup_ids_.untracked.with_max}};
-  }
-  return j;
-}
-
-json Instance::reclaim_status() const {
-  if (!reclaimer_) return {{"enabled", false}};
-  json nodes = json::array();
-  for (const KswapdStats& k : reclaimer_->node_stats()) {
-    json wakeups = json::object();
-    for (unsigned c = 0; c < kWakeCauses; ++c)
-      wakeups[wake_cause_name(static_cast<WakeCause>(c))] = k.wakeups[c];
-    nodes.push_back({{"node", k.node},
-                     {"pool_bytes", k.pool_bytes},
-                     {"share_bytes", k.watermarks.share},
-                     {"watermarks", {{"min", k.watermarks.min}, {"low", k.watermarks.low},
-                                     {"high", k.watermarks.high}}},
-                     {"wakeups", wakeups},
-                     {"balance_runs", k.balance_runs},
-                     {"scanned", k.scanned},
-                     {"written", k.written},
-                     {"idle_written", k.idle_written},
-                     {"min_wmark_hits", k.min_wmark_hits},
-                     {"low_wmark_hit_quickly", k.low_wmark_hit_quickly},
-                     {"high_wmark_hit_quickly", k.high_wmark_hit_quickly},
-                     {"compactions", k.compactions},
-                     {"giveups", k.giveups},
-                     {"given_up", k.given_up}});
-  }
-  json j = {{"enabled", true},
-            {"watermark_scale_factor", reclaimer_->watermark_scale_factor()},
-            {"idle_writeback_seconds", reclaimer_->idle_seconds()},
-            {"hold_unattributed", reclaimer_->hold_root()},
-            {"nodes", nodes}};
-  if (const auto p = reclaimer_->pressure_status())
-    j["pressure"] = {{"system_trigger", p->system_trigger},
-                     {"system_error", p->system_error},
-                     {"fell_back_to_2s", p->fell_back},
-                     {"stall_us", p->stall_us},
-                     {"window_us", p->window_us},
-                     {"cgroup_triggers", p->cgroup_triggers},
-                     {"memory_events_files", p->events_files},
-                     {"psi_events", p->psi_events},
-                     {"cgroup_psi_events", p->cgroup_psi_events},
-                     {"memory_events", p->memory_events}};
-  return j;
-}
-
-json Instance::set_setting(const std::string& key, const std::string& value) {
-  std::lock_guard settings(settings_lock_);
-  const auto number = [&](unsigned lo, unsigned hi) -> std::optional<unsigned> {
-    if (value.empty() || value.size() > 6 || value.find_first_not_of("0123456789") != std::string::npos)
-      return std::nullopt;
-    const unsigned v = static_cast<unsigned>(std::stoul(value));
-    if (v < lo || v > hi) return std::nullopt;
-    return v;
-  };
-  if (key == "compressor") {
-    const auto codec = parse_codec(value);
-    if (!codec) return error_reply("compressor: '" + value + "' is not one of lz4, zstd");
-    store_->set_codec(*codec, default_level(*codec));
-  } else if (key == "level") {
-    const auto v = number(1, 65537);
-    if (!v || !valid_level(store_->codec(), static_cast<int>(*v)))
-      return error_reply("level: '" + value + "' is not a valid " +
-                         std::string(codec_name(store_->codec())) + " level");
-    store_->set_codec(store_->codec(), static_cast<int>(*v));
-  } else if (key == "max-pool-percent") {
-    const auto v = number(1, 90);
-    if (!v) return error_reply("max-pool-percent: '" + value + "' is not in 1..90");
-    if (const std::uint64_t reserved = ZPool::pool_limit_for_region(state_->geometry().pool_region_bytes);
-        pool_limit_bytes(ram_bytes_, *v) > reserved)
-      return error_reply(fmt::format(
-          "max-pool-percent: {}% ({}) is more than the {} this swap area reserved address space for (at most "
-          "{}%); a larger limit needs max-pool-percent in the configuration and a fresh start (systemctl restart)",
-          *v, human_bytes(pool_limit_bytes(ram_bytes_, *v)), human_bytes(reserved),
-          max_pool_percent_within(ram_bytes_, reserved)));
-    config_.max_pool_percent = *v;
-    store_->set_max_pool_bytes(pool_limit_bytes(ram_bytes_, *v));
-  } else if (key == "accept-threshold-percent") {
-    const auto v = number(1, 100);
-    if (!v) return error_reply("accept-threshold-percent: '" + value + "' is not in 1..100");
-    store_->set_accept_threshold_percent(*v);
-  } else if (key == "writeback") {
-    if (value != "on" && value != "off") return error_reply("writeback: '" + value + "' is not on or off");
-    if (!backing_) return error_reply("writeback: needs a backing file or a remote tier (--backing-file or --backing-nbd)");
-    CgroupPolicy policy = store_->memcg().policy(kRootCgroup);
-    policy.writeback = value == "on";
-    store_->memcg().set_policy(kRootCgroup, policy);
-  } else if (key == "cgroup-writeback" || key == "cgroup-max") {
-    // VALUE is PATH=SETTING: the userspace memory.zswap.writeback / memory.zswap.max.
-    const auto eq = value.rfind('=');
-    const auto cgroup = eq == std::string::npos ? std::nullopt : find_cgroup(value.substr(0, eq));
-    if (!cgroup) return error_reply(key + ": '" + value + "' is not PATH=SETTING for a known cgroup");
-    CgroupPolicy policy = store_->memcg().policy(*cgroup);
-    const std::string setting = value.substr(eq + 1);
-    if (key == "cgroup-writeback") {
-      if (setting != "on" && setting != "off") return error_reply(key + ": '" + setting + "' is not on or off");
-      policy.writeback = setting == "on";
-    } else {
-      const auto bytes = setting == "max" ? std::optional<std::uint64_t>(0) : parse_size(setting);
-      if (!bytes) return error_reply(key + ": '" + setting + "' is not a size or max");
-      policy.max_bytes = *bytes;
-    }
-    store_->memcg().set_policy(*cgroup, policy);
-    update_root_hold();
-    if (shrinker_) shrinker_->wake();
-  } else if (key == "watermark-scale-factor" || key == "idle-writeback-seconds") {
-    const bool factor = key == "watermark-scale-factor";
-    const auto v = factor ? number(1, 3000) : number(0, 86400);
-    if (!v) return error_reply(key + ": '" + value + "' is not in " + (factor ? "1..3000" : "0..86400"));
-    if (!reclaimer_) return error_reply(key + ": needs a backing file or a remote tier (--backing-file or --backing-nbd)");
-    if (factor) {
-      config_.watermark_scale_factor = *v;
-      reclaimer_->set_watermark_scale_factor(*v);
-    } else {
-      config_.idle_writeback_seconds = *v;
-      reclaimer_->set_idle_seconds(*v);
-    }
-  } else if (key == "log-level") {
-    const auto level = spdlog::level::from_str(value);
-    if (level == spdlog::level::off && value != "off")
-      return error_reply("log-level: '" + value + "' is not one of trace, debug, info, warn, error");
-    spdlog::set_level(level);
-  } else {
-    return error_reply("unknown setting '" + key +
-                       "' (settable: compressor, level, max-pool-percent, "
-                       "accept-threshold-percent, writeback, cgroup-writeback, cgroup-max, "
-                       "watermark-scale-factor, idle-writeback-seconds, log-level)");
-  }
-  save_settings();
-  spdlog::info("set {} = {}", key, value);
-  return {{"ok", true}, {"result", {{key, value}}}};
-}
-
-json Instance::writeback(std::uint64_t pages, const std::optional<std::string>& cgroup_path) {
-  if (!reclaimer_) return error_reply("writeback: needs a backing file or a remote tier (--backing-file or --backing-nbd)");
-  std::optional<CgroupId> cgroup;
-  if (cgroup_path) {
-    cgroup = find_cgroup(*cgroup_path);
-    if (!cgroup) return error_reply("writeback: unknown cgroup " + escape_name(*cgroup_path));
-  }
-  if (!store_->memcg().policy(kRootCgroup).writeback)
-    return error_reply("writeback: turned off (uzswapctl set writeback on)");
-  const WritebackResult r = reclaimer_->writeback(pages, cgroup);
-  spdlog::info("writeback on request: {} pages written, {} failed, {} raced", r.written, r.failed, r.raced);
-  return {{"ok", true},
-          {"result", {{"written", r.written}, {"failed", r.failed}, {"raced", r.raced}}}};
-}
-
-std::string Instance::handle_control(std::string_view line, Access access) {
-  // Called from several control threads at once: status reads what
-  // set_setting writes under settings_lock_, and cgroup paths from the
-  // snapshot the attribution publishes, never waiting on a pass.
-  using control::Command;
-  const auto request = control::parse_request(line);
-  if (!request) return control::error_line(request.error());
-  if (control::needs_admin(request->command) && access != Access::admin)
-    return control::error_line(control::permission_denied(request->command));
-  switch (request->command) {
-    case Command::status:
-    case Command::cgroups:
-    case Command::stats:
-      return json{{"ok", true}, {"result", status()}}.dump(-1, ' ', false, json::error_handler_t::replace);
-    case Command::set:
-      return set_setting(request->key, request->value).dump();
-    case Command::writeback:
-      return writeback(request->pages, request->cgroup).dump();
-    case Command::attribute:
-      return attribute_now().dump();
-    case Command::restart: {
-      if (const std::string refused = handover(); !refused.empty()) return error_reply("restart: " + refused).dump();
-      // Answer first, then leave: the client sees the old pid confirmed.
-      restart_requested_.store(true);
-      return json{{"ok", true}, {"result", {{"old_pid", getpid()}}}}.dump();
-    }
-  }
-  return control::error_line("unknown command");
 }
 
 }  // namespace uzswap

@@ -71,6 +71,5 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   for (int s : {SIGPIPE, SIGUSR1, SIGUSR2, SIGQUIT}) signal(s, SIG_IGN);
 
-  uzswap::Instance instance(parsed->config, *serve_fds);
-  return instance.run();
+  return uzswap::Instance::run(parsed->config, *serve_fds);
 }

@@ -14,6 +14,7 @@
 
 #include "uzswap/control/control_server.h"
 #include "uzswap/control/format.h"
+#include "uzswap/control/paths.h"
 #include "uzswap/control/protocol.h"
 #include "uzswap/version.h"
 
@@ -88,8 +89,8 @@ int main(int argc, char** argv) {
   CLI::App app{"uzswapctl: inspect and tune uzswapd", "uzswapctl"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("uzswapctl ") + uzswap::kVersion);
-  std::string name(uzswap::control::kDefaultName);
-  std::string run_dir(uzswap::control::kRunDir);
+  std::string name(uzswap::paths::kDefaultName);
+  std::string run_dir(uzswap::paths::kRunDir);
   double timeout_s = 5.0;
   app.add_option("--name", name, "Instance name")->capture_default_str();
   app.add_option("--run-dir", run_dir, "Runtime directory")->capture_default_str();

@@ -11,7 +11,7 @@
 
 #include "uzswap/common/checksum.h"
 #include "uzswap/store/page_store.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

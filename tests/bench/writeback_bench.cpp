@@ -31,7 +31,7 @@
 #include "uzswap/nbd/nbd_server.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/writeback/shrink_memcg.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 using namespace uzswap;
 

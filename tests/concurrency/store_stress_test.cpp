@@ -24,7 +24,7 @@
 #include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/writeback/shrink_memcg.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

@@ -41,7 +41,7 @@
 #include <string>
 #include <vector>
 
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace {
 

@@ -7,7 +7,7 @@ the binaries and the daemon's sources say, so that they cannot drift:
   uzswapd(8) and uzswapd.conf(5) describe exists;
 - every option of `uzswapctl --help` and of each command's --help, and every
   command, is in uzswapctl(8) and in the completion;
-- every setting `uzswapctl set` takes (the daemon's set_setting) is in
+- every setting `uzswapctl set` takes (the daemon's parse_setting) is in
   uzswapctl(8)'s SETTINGS and in the completion, and nothing else is;
 - every key of the status JSON (a status captured from a real daemon, or
   --status FILE) is described in uzswapctl(8)'s STATISTICS;
@@ -111,12 +111,12 @@ def main():
             check(re.search(r"(?<![\w-])" + re.escape(f) + r"(?![\w-])", completion),
                   f"uzswapctl {c} {f} is not in the bash completion")
 
-    # Settings of `uzswapctl set`, from the daemon's set_setting.
-    instance = open(f"{src}/daemon/instance.cpp").read()
-    body = instance[instance.find("::set_setting("):]
+    # Settings of `uzswapctl set`, from the daemon's parse_setting.
+    source = open(f"{src}/daemon/settings.cpp").read()
+    body = source[source.find(" parse_setting("):]
     body = body[:body.find("\n}\n")]
     settings = set(re.findall(r'key == "([a-z-]+)"', body))
-    check(len(settings) >= 5, "cannot find the settings in daemon/instance.cpp's set_setting "
+    check(len(settings) >= 5, "cannot find the settings in daemon/settings.cpp's parse_setting "
                               f"(found {sorted(settings)}): did it move? update this test")
     man_settings = {re.match(r"\*([a-z][a-z0-9-]*)\*", t).group(1)
                     for t in terms(section(c_man, "SETTINGS")) if re.match(r"\*[a-z]", t)}
@@ -125,9 +125,9 @@ def main():
     for s in sorted(settings - man_settings):
         failures.append(f"setting {s} is not in uzswapctl(8) SETTINGS")
     for s in sorted(man_settings - settings):
-        failures.append(f"uzswapctl(8) SETTINGS has {s}, which set_setting does not take")
+        failures.append(f"uzswapctl(8) SETTINGS has {s}, which parse_setting does not take")
     for s in sorted(settings ^ comp_settings):
-        failures.append(f"setting {s} is in only one of set_setting and the bash completion")
+        failures.append(f"setting {s} is in only one of parse_setting and the bash completion")
 
     # Statistics: every key of a real status.
     status = json.load(open(status_file or f"{src}/tests/packaging/status.json"))

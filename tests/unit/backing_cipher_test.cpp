@@ -20,8 +20,8 @@
 #include "uzswap/backing/backing_cipher.h"
 #include "uzswap/daemon/config.h"
 #include "uzswap/store/page_store.h"
-#include "uzswap/testing/faulty_backing.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/faulty_backing.h"
+#include "support/page_mix.h"
 #include "uzswap/writeback/shrink_memcg.h"
 
 namespace uzswap {

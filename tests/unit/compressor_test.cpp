@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

@@ -15,6 +15,7 @@
 
 #include "uzswap/control/control_server.h"
 #include "uzswap/control/format.h"
+#include "uzswap/control/paths.h"
 #include "uzswap/control/protocol.h"
 
 namespace uzswap {
@@ -384,7 +385,7 @@ TEST(Protocol, RequestLinesReadBackAsTheSameRequest) {
 }
 
 TEST(Protocol, SocketPathAndNames) {
-  EXPECT_EQ(control::socket_path(control::kRunDir, control::kDefaultName), "/run/uzswap/uzswap/control");
+  EXPECT_EQ(control::socket_path(paths::kRunDir, paths::kDefaultName), "/run/uzswap/uzswap/control");
   EXPECT_TRUE(control::valid_instance_name("swap-1_A"));
   EXPECT_FALSE(control::valid_instance_name(""));
   EXPECT_FALSE(control::valid_instance_name("../etc"));

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

@@ -14,7 +14,7 @@
 
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/reclaim/reclaimer.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

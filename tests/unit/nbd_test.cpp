@@ -14,7 +14,7 @@
 #include "uzswap/nbd/nbd_listen.h"
 #include "uzswap/nbd/nbd_protocol.h"
 #include "uzswap/nbd/nbd_server.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

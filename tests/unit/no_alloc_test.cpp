@@ -38,7 +38,7 @@
 #include "uzswap/fuse/fuse_server.h"
 #include "uzswap/reclaim/reclaimer.h"
 #include "uzswap/store/page_store.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 #include "uzswap/writeback/shrink_worker.h"
 
 extern "C" {

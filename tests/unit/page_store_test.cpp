@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "uzswap/compress/same_filled.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "uzswap/backing/backing_store.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

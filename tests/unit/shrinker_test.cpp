@@ -10,7 +10,7 @@
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/store/page_store.h"
 #include "uzswap/writeback/shrink_memcg.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

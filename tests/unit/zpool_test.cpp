@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "uzswap/daemon/config.h"
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 namespace uzswap {
 namespace {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "uzswap/control/format.h"
+#include "uzswap/control/paths.h"
 
 namespace uzswap::control {
 
@@ -28,7 +29,7 @@ bool valid_instance_name(std::string_view name) noexcept {
 }
 
 std::string socket_path(std::string_view run_dir, std::string_view name) {
-  return std::string(run_dir) + "/" + std::string(name) + "/control";
+  return std::string(run_dir) + "/" + std::string(name) + "/" + paths::kControlSocket;
 }
 
 std::string_view command_name(Command command) noexcept {

@@ -2,8 +2,8 @@
 // line each way, a request {"cmd": ...} and a reply {"ok": true, "result": ...}
 // or {"ok": false, "error": "<one line>"}.
 //
-// What daemon and client share lives here: where the socket is, the command
-// names, and the request as a plain struct. parse_request() is a pure
+// What daemon and client share lives here: where the socket is (the names
+// are paths.h's), the command names, and the request as a plain struct. parse_request() is a pure
 // function of the line (fuzzed by tests/fuzz/control_request_fuzz.cpp); the
 // daemon acts on the Request it returns, the client writes one with
 // request_line().
@@ -20,9 +20,7 @@
 
 namespace uzswap::control {
 
-// /run/uzswap/<name>/control; names are 1-32 of [A-Za-z0-9_-].
-inline constexpr std::string_view kRunDir = "/run/uzswap";
-inline constexpr std::string_view kDefaultName = "uzswap";
+// <run_dir>/<name>/control (paths.h); names are 1-32 of [A-Za-z0-9_-].
 bool valid_instance_name(std::string_view name) noexcept;
 std::string socket_path(std::string_view run_dir, std::string_view name);
 

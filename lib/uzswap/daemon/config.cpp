@@ -5,13 +5,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <optional>
 #include <regex>
 
 #include "uzswap/common/page.h"
+#include "uzswap/control/protocol.h"
 #include "uzswap/nbd/nbd_listen.h"
 #include "uzswap/store/slot_table.h"
 #include "uzswap/version.h"
@@ -47,13 +47,8 @@ unsigned max_pool_percent_within(std::uint64_t ram_bytes, std::uint64_t limit_by
   return percent;
 }
 
-bool valid_instance_name(const std::string& name) {
-  return !name.empty() && name.size() <= 32 &&
-         std::all_of(name.begin(), name.end(), [](char c) {
-           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-';
-         });
-}
+// One rule for the daemon and uzswapctl: the control library's.
+bool valid_instance_name(const std::string& name) { return control::valid_instance_name(name); }
 
 Parsed<ParsedArgs> parse_daemon_args(const std::vector<std::string>& args) {
   ParsedArgs parsed;

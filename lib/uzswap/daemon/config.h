@@ -10,14 +10,15 @@
 
 #include "uzswap/common/result.h"
 #include "uzswap/compress/compressor.h"
+#include "uzswap/control/paths.h"
 
 namespace uzswap {
 
-inline constexpr const char* kDefaultConfigFile = "/etc/uzswap/uzswapd.conf";
-inline constexpr const char* kDefaultRunDir = "/run/uzswap";
+inline constexpr const char* kDefaultConfigFile = paths::kConfigFile;
+inline constexpr const char* kDefaultRunDir = paths::kRunDir;
 
 struct DaemonConfig {
-  std::string name = "uzswap";
+  std::string name = paths::kDefaultName;
   std::uint64_t size_bytes = 0;        // 0 = half of physical RAM
   std::string backing_file;            // empty = none
   bool backing_encryption = false;     // encrypt what goes to the backing file or remote tier
@@ -47,13 +48,13 @@ struct DaemonConfig {
   std::uint64_t psi_reclaim_pages = 2048;     // written back per machine PSI event
   std::uint64_t events_reclaim_pages = 128;   // per memory.events high/max increment
 
-  // Paths under run_dir for this instance.
+  // Paths under run_dir for this instance (control/paths.h).
   std::string instance_dir() const { return run_dir + "/" + name; }
-  std::string swap_file() const { return instance_dir() + "/swap"; }
-  std::string control_socket() const { return instance_dir() + "/control"; }
-  std::string device_link() const { return instance_dir() + "/device"; }
-  std::string lock_file() const { return run_dir + "/" + name + ".lock"; }
-  std::string nbd_socket() const { return instance_dir() + "/nbd"; }
+  std::string swap_file() const { return instance_dir() + "/" + paths::kSwapFile; }
+  std::string control_socket() const { return instance_dir() + "/" + paths::kControlSocket; }
+  std::string device_link() const { return instance_dir() + "/" + paths::kDeviceLink; }
+  std::string lock_file() const { return run_dir + "/" + name + paths::kLockSuffix; }
+  std::string nbd_socket() const { return instance_dir() + "/" + paths::kNbdSocket; }
   // Where the NBD front end listens, the default filled in.
   std::string nbd_listen_address() const { return nbd_listen.empty() ? "unix:" + nbd_socket() : nbd_listen; }
   bool nbd_frontend() const { return frontend == "nbd"; }

@@ -131,6 +131,19 @@ int FuseServer::requester_node(std::uint32_t pid) const noexcept {
   return node >= 0 && static_cast<unsigned>(node) < store_.nodes() ? node : -1;
 }
 
+// One request being handled: its header, the opcode's arguments that follow
+// it, and the caller's reply buffer.
+struct FuseServer::Request {
+  const fuse_in_header& in;
+  std::span<const std::byte> payload;
+  std::span<std::byte> reply;
+
+  std::size_t error(int err) const noexcept { return reply_error(reply, in.unique, err); }
+  std::size_t done() const noexcept { return reply_error(reply, in.unique, 0); }
+  template <typename T>
+  std::size_t body(const T& out) const noexcept { return reply_body(reply, in.unique, out); }
+};
+
 std::size_t FuseServer::handle(std::span<const std::byte> request,
                                std::span<std::byte> reply) noexcept {
   fuse_in_header in;
@@ -140,169 +153,32 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
     return 0;
   }
   requests_.fetch_add(1, std::memory_order_relaxed);
-  const std::uint64_t unique = in.unique;
   if (in.len != request.size()) {
     bad_requests_.fetch_add(1, std::memory_order_relaxed);
-    return reply_error(reply, unique, EINVAL);
+    return reply_error(reply, in.unique, EINVAL);
   }
-  const std::span<const std::byte> payload = request.subspan(sizeof(in));
-  const auto malformed = [&] {
-    bad_requests_.fetch_add(1, std::memory_order_relaxed);
-    return reply_error(reply, unique, EINVAL);
-  };
-
-  // The one inode: the root, a regular file of the device's size.
-  const auto reply_attr = [&] {
-    fuse_attr_out out{};
-    out.attr_valid = kAttrTimeout;
-    out.attr.ino = FUSE_ROOT_ID;
-    out.attr.size = config_.size_bytes;
-    out.attr.blocks = config_.size_bytes / 512;
-    out.attr.mode = S_IFREG | 0600;
-    out.attr.nlink = 1;
-    out.attr.uid = config_.uid;
-    out.attr.gid = config_.gid;
-    out.attr.blksize = kPageSize;
-    return reply_body(reply, unique, out);
-  };
+  const Request r{in, request.subspan(sizeof(in)), reply};
 
   switch (in.opcode) {
-    case FUSE_INIT: {
-      fuse_init_in init{};
-      std::memcpy(&init, payload.data(), std::min(payload.size(), sizeof(init)));
-      if (payload.size() < 16) return malformed();
-      fuse_init_out out{};
-      out.major = kFuseMajor;
-      if (init.major > kFuseMajor) {
-        // Answer with our major version alone; the kernel retries with it.
-        std::memcpy(reply.data() + sizeof(fuse_out_header), &out, FUSE_COMPAT_INIT_OUT_SIZE);
-        return reply_header(reply, unique, 0, FUSE_COMPAT_INIT_OUT_SIZE);
-      }
-      if (init.major < kFuseMajor || init.minor < 26) return reply_error(reply, unique, EPROTO);
-      out.minor = std::min(init.minor, kFuseMinor);
-      out.max_readahead = init.max_readahead;
-      const std::uint32_t wanted = FUSE_BIG_WRITES | FUSE_ASYNC_DIO | FUSE_MAX_PAGES;
-      out.flags = init.flags & wanted;
-      out.max_background = config_.max_background;
-      out.congestion_threshold = static_cast<std::uint16_t>(config_.max_background * 3 / 4);
-      out.max_write = config_.max_write;
-      out.time_gran = 1;
-      out.max_pages = static_cast<std::uint16_t>(config_.max_write / kPageSize);
-      if (config_.over_io_uring && (init.flags & FUSE_INIT_EXT) && (init.flags2 & kFuseOverIoUringFlags2)) {
-        out.flags |= FUSE_INIT_EXT;
-        out.flags2 = kFuseOverIoUringFlags2;
-        uring_.store(true, std::memory_order_release);
-      }
-      initialized_.store(true, std::memory_order_release);
-      return reply_body(reply, unique, out);
-    }
-    case FUSE_DESTROY:
-      return reply_error(reply, unique, 0);
+    case FUSE_INIT: return init(r);
+    case FUSE_DESTROY: return r.done();
     case FUSE_FORGET:
     case FUSE_BATCH_FORGET:
     case FUSE_INTERRUPT:
       return 0;  // no reply, by protocol
-    case FUSE_GETATTR: {
-      if (in.nodeid != FUSE_ROOT_ID) return reply_error(reply, unique, ENOENT);
-      return reply_attr();
-    }
-    case FUSE_SETATTR: {
-      fuse_setattr_in set;
-      if (!read_arg(payload, set)) return malformed();
-      // The device has a fixed size; mode, owner and times are not stored.
-      if ((set.valid & FATTR_SIZE) && set.size != config_.size_bytes)
-        return reply_error(reply, unique, EPERM);
-      return reply_attr();
-    }
-    case FUSE_OPEN: {
-      fuse_open_in open;
-      if (!read_arg(payload, open)) return malformed();
-      if (in.nodeid != FUSE_ROOT_ID) return reply_error(reply, unique, ENOENT);
-      fuse_open_out out{};
-      out.fh = kFileHandle;
-      // No page cache anywhere: every read and write reaches the store, and
-      // direct writes to different ranges run in parallel.
-      out.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
-      return reply_body(reply, unique, out);
-    }
+    case FUSE_GETATTR: return getattr(r);
+    case FUSE_SETATTR: return setattr(r);
+    case FUSE_OPEN: return open(r);
     case FUSE_FLUSH:
     case FUSE_FSYNC:
     case FUSE_RELEASE:
     case FUSE_ACCESS:
       // Nothing is buffered: a stored page is as durable as it will ever be.
-      return reply_error(reply, unique, 0);
-    case FUSE_STATFS: {
-      fuse_statfs_out out{};
-      const std::uint64_t slots = config_.size_bytes / kPageSize;
-      const std::uint64_t used = std::min(slots, store_.stats().stored_pages);
-      out.st.blocks = slots;
-      out.st.bfree = slots - used;
-      out.st.bavail = slots - used;
-      out.st.files = 1;
-      out.st.bsize = kPageSize;  // discard granularity: one page
-      out.st.frsize = kPageSize;
-      out.st.namelen = 255;
-      return reply_body(reply, unique, out);
-    }
-    case FUSE_READ: {
-      fuse_read_in rd;
-      if (!read_arg(payload, rd)) return malformed();
-      if (!page_aligned(rd.offset) || !page_aligned(rd.size) || rd.size > config_.max_write)
-        return malformed();
-      // Past the end reads short, as any file does.
-      const std::uint64_t end =
-          std::min<std::uint64_t>(config_.size_bytes, std::max<std::uint64_t>(rd.offset, rd.offset + rd.size));
-      const std::uint64_t start = std::min(rd.offset, end);
-      std::byte* data = reply.data() + sizeof(fuse_out_header);
-      // A page that cannot be served (damaged, or the backing file failed)
-      // is reported, never made up. The good pages before it are answered:
-      // a short read, which the loop driver completes and asks again from
-      // the bad page, which then fails alone.
-      const std::uint64_t good = io_.read_prefix(start, std::span(data, end - start));
-      if (good == 0 && end > start) return reply_error(reply, unique, EIO);
-      return reply_header(reply, unique, 0, good);
-    }
-    case FUSE_WRITE: {
-      fuse_write_in wr;
-      if (!read_arg(payload, wr)) return malformed();
-      const std::span<const std::byte> data = payload.subspan(sizeof(wr));
-      if (data.size() != wr.size || !page_aligned(wr.offset) || !page_aligned(wr.size))
-        return malformed();
-      if (wr.offset > config_.size_bytes || wr.size > config_.size_bytes - wr.offset) {
-        bad_requests_.fetch_add(1, std::memory_order_relaxed);
-        return reply_error(reply, unique, EFBIG);
-      }
-      // On a refusal the kernel keeps the page and retries; earlier pages of
-      // this request hold their new versions, which is what it will rewrite.
-      if (const auto written = io_.write(wr.offset, data, requester_node(in.pid)); !written)
-        return reply_error(reply, unique, written.error().value());
-      fuse_write_out out{};
-      out.size = wr.size;
-      return reply_body(reply, unique, out);
-    }
-    case FUSE_FALLOCATE: {
-      fuse_fallocate_in fa;
-      if (!read_arg(payload, fa)) return malformed();
-      const bool keep_size = fa.mode & FALLOC_FL_KEEP_SIZE;
-      const std::uint32_t action = fa.mode & ~static_cast<std::uint32_t>(FALLOC_FL_KEEP_SIZE);
-      if (fa.length == 0 || fa.offset + fa.length < fa.offset) return malformed();
-      if (action == 0) {
-        // Preallocation: every slot already exists; the size cannot grow.
-        if (!keep_size && fa.offset + fa.length > config_.size_bytes)
-          return reply_error(reply, unique, EFBIG);
-        return reply_error(reply, unique, 0);
-      }
-      const bool punch = action == FALLOC_FL_PUNCH_HOLE && keep_size;
-      const bool zero = action == FALLOC_FL_ZERO_RANGE;
-      if (!punch && !zero) return reply_error(reply, unique, EOPNOTSUPP);
-      // Only whole pages can be forgotten; anything else would need a
-      // read-modify-write the kernel never asks for.
-      if (!page_aligned(fa.offset) || !page_aligned(fa.length)) return malformed();
-      if (fa.offset >= config_.size_bytes) return reply_error(reply, unique, 0);
-      const std::uint64_t end = std::min(config_.size_bytes, fa.offset + fa.length);
-      if (!io_.discard(fa.offset, end - fa.offset)) return malformed();
-      return reply_error(reply, unique, 0);
-    }
+      return r.done();
+    case FUSE_STATFS: return statfs(r);
+    case FUSE_READ: return read(r);
+    case FUSE_WRITE: return write(r);
+    case FUSE_FALLOCATE: return fallocate(r);
     case FUSE_LOOKUP:
     case FUSE_OPENDIR:
     case FUSE_READDIR:
@@ -316,13 +192,162 @@ std::size_t FuseServer::handle(std::span<const std::byte> request,
     case FUSE_RENAME2:
     case FUSE_LINK:
     case FUSE_SYMLINK:
-      return reply_error(reply, unique, ENOTDIR);  // the root is a file
+      return r.error(ENOTDIR);  // the root is a file
     default:
       // xattrs, locks, lseek, ioctl, poll...: not supported. ENOSYS also
       // tells the kernel not to ask again.
       unsupported_.fetch_add(1, std::memory_order_relaxed);
-      return reply_error(reply, unique, ENOSYS);
+      return r.error(ENOSYS);
   }
+}
+
+std::size_t FuseServer::malformed(const Request& r) noexcept {
+  bad_requests_.fetch_add(1, std::memory_order_relaxed);
+  return r.error(EINVAL);
+}
+
+std::size_t FuseServer::attr(const Request& r) const noexcept {
+  // The one inode: the root, a regular file of the device's size.
+  fuse_attr_out out{};
+  out.attr_valid = kAttrTimeout;
+  out.attr.ino = FUSE_ROOT_ID;
+  out.attr.size = config_.size_bytes;
+  out.attr.blocks = config_.size_bytes / 512;
+  out.attr.mode = S_IFREG | 0600;
+  out.attr.nlink = 1;
+  out.attr.uid = config_.uid;
+  out.attr.gid = config_.gid;
+  out.attr.blksize = kPageSize;
+  return r.body(out);
+}
+
+std::size_t FuseServer::init(const Request& r) noexcept {
+  fuse_init_in init{};
+  std::memcpy(&init, r.payload.data(), std::min(r.payload.size(), sizeof(init)));
+  if (r.payload.size() < 16) return malformed(r);
+  fuse_init_out out{};
+  out.major = kFuseMajor;
+  if (init.major > kFuseMajor) {
+    // Answer with our major version alone; the kernel retries with it.
+    std::memcpy(r.reply.data() + sizeof(fuse_out_header), &out, FUSE_COMPAT_INIT_OUT_SIZE);
+    return reply_header(r.reply, r.in.unique, 0, FUSE_COMPAT_INIT_OUT_SIZE);
+  }
+  if (init.major < kFuseMajor || init.minor < 26) return r.error(EPROTO);
+  out.minor = std::min(init.minor, kFuseMinor);
+  out.max_readahead = init.max_readahead;
+  const std::uint32_t wanted = FUSE_BIG_WRITES | FUSE_ASYNC_DIO | FUSE_MAX_PAGES;
+  out.flags = init.flags & wanted;
+  out.max_background = config_.max_background;
+  out.congestion_threshold = static_cast<std::uint16_t>(config_.max_background * 3 / 4);
+  out.max_write = config_.max_write;
+  out.time_gran = 1;
+  out.max_pages = static_cast<std::uint16_t>(config_.max_write / kPageSize);
+  if (config_.over_io_uring && (init.flags & FUSE_INIT_EXT) && (init.flags2 & kFuseOverIoUringFlags2)) {
+    out.flags |= FUSE_INIT_EXT;
+    out.flags2 = kFuseOverIoUringFlags2;
+    uring_.store(true, std::memory_order_release);
+  }
+  initialized_.store(true, std::memory_order_release);
+  return r.body(out);
+}
+
+std::size_t FuseServer::getattr(const Request& r) const noexcept {
+  if (r.in.nodeid != FUSE_ROOT_ID) return r.error(ENOENT);
+  return attr(r);
+}
+
+std::size_t FuseServer::setattr(const Request& r) noexcept {
+  fuse_setattr_in set;
+  if (!read_arg(r.payload, set)) return malformed(r);
+  // The device has a fixed size; mode, owner and times are not stored.
+  if ((set.valid & FATTR_SIZE) && set.size != config_.size_bytes) return r.error(EPERM);
+  return attr(r);
+}
+
+std::size_t FuseServer::open(const Request& r) noexcept {
+  fuse_open_in open;
+  if (!read_arg(r.payload, open)) return malformed(r);
+  if (r.in.nodeid != FUSE_ROOT_ID) return r.error(ENOENT);
+  fuse_open_out out{};
+  out.fh = kFileHandle;
+  // No page cache anywhere: every read and write reaches the store, and
+  // direct writes to different ranges run in parallel.
+  out.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+  return r.body(out);
+}
+
+std::size_t FuseServer::statfs(const Request& r) const noexcept {
+  fuse_statfs_out out{};
+  const std::uint64_t slots = config_.size_bytes / kPageSize;
+  const std::uint64_t used = std::min(slots, store_.stats().stored_pages);
+  out.st.blocks = slots;
+  out.st.bfree = slots - used;
+  out.st.bavail = slots - used;
+  out.st.files = 1;
+  out.st.bsize = kPageSize;  // discard granularity: one page
+  out.st.frsize = kPageSize;
+  out.st.namelen = 255;
+  return r.body(out);
+}
+
+std::size_t FuseServer::read(const Request& r) noexcept {
+  fuse_read_in rd;
+  if (!read_arg(r.payload, rd)) return malformed(r);
+  if (!page_aligned(rd.offset) || !page_aligned(rd.size) || rd.size > config_.max_write) return malformed(r);
+  // Past the end reads short, as any file does.
+  const std::uint64_t end =
+      std::min<std::uint64_t>(config_.size_bytes, std::max<std::uint64_t>(rd.offset, rd.offset + rd.size));
+  const std::uint64_t start = std::min(rd.offset, end);
+  std::byte* data = r.reply.data() + sizeof(fuse_out_header);
+  // A page that cannot be served (damaged, or the backing file failed)
+  // is reported, never made up. The good pages before it are answered:
+  // a short read, which the loop driver completes and asks again from
+  // the bad page, which then fails alone.
+  const std::uint64_t good = io_.read_prefix(start, std::span(data, end - start));
+  if (good == 0 && end > start) return r.error(EIO);
+  return reply_header(r.reply, r.in.unique, 0, good);
+}
+
+std::size_t FuseServer::write(const Request& r) noexcept {
+  fuse_write_in wr;
+  if (!read_arg(r.payload, wr)) return malformed(r);
+  const std::span<const std::byte> data = r.payload.subspan(sizeof(wr));
+  if (data.size() != wr.size || !page_aligned(wr.offset) || !page_aligned(wr.size)) return malformed(r);
+  if (wr.offset > config_.size_bytes || wr.size > config_.size_bytes - wr.offset) {
+    bad_requests_.fetch_add(1, std::memory_order_relaxed);
+    return r.error(EFBIG);
+  }
+  // On a refusal the kernel keeps the page and retries; earlier pages of
+  // this request hold their new versions, which is what it will rewrite.
+  if (const auto written = io_.write(wr.offset, data, requester_node(r.in.pid)); !written)
+    return r.error(written.error().value());
+  fuse_write_out out{};
+  out.size = wr.size;
+  return r.body(out);
+}
+
+std::size_t FuseServer::fallocate(const Request& r) noexcept {
+  fuse_fallocate_in fa;
+  if (!read_arg(r.payload, fa)) return malformed(r);
+  const bool keep_size = fa.mode & FALLOC_FL_KEEP_SIZE;
+  const std::uint32_t action = fa.mode & ~static_cast<std::uint32_t>(FALLOC_FL_KEEP_SIZE);
+  if (fa.length == 0 || fa.offset + fa.length < fa.offset) return malformed(r);
+  if (action == 0) {
+    // Preallocation: every slot already exists; the size cannot grow.
+    if (!keep_size && fa.offset + fa.length > config_.size_bytes) return r.error(EFBIG);
+    return r.done();
+  }
+  // Discard: a hole punched or a range zeroed frees the pages' slots.
+  const bool punch = action == FALLOC_FL_PUNCH_HOLE && keep_size;
+  const bool zero = action == FALLOC_FL_ZERO_RANGE;
+  if (!punch && !zero) return r.error(EOPNOTSUPP);
+  // Only whole pages can be forgotten; anything else would need a
+  // read-modify-write the kernel never asks for.
+  if (!page_aligned(fa.offset) || !page_aligned(fa.length)) return malformed(r);
+  if (fa.offset >= config_.size_bytes) return r.done();
+  const std::uint64_t end = std::min(config_.size_bytes, fa.offset + fa.length);
+  if (!io_.discard(fa.offset, end - fa.offset)) return malformed(r);
+  return r.done();
 }
 
 FuseStats FuseServer::stats() const noexcept {

@@ -113,6 +113,22 @@ class FuseServer {
 
   // The pool node for a WRITE from `pid`, or -1: the serving CPU's node.
   int requester_node(std::uint32_t pid) const noexcept;
+
+  // handle() dispatches on the opcode to one of these, each returning the
+  // reply's length like handle().
+  struct Request;
+  std::size_t init(const Request& r) noexcept;
+  std::size_t getattr(const Request& r) const noexcept;
+  std::size_t setattr(const Request& r) noexcept;
+  std::size_t open(const Request& r) noexcept;
+  std::size_t statfs(const Request& r) const noexcept;
+  std::size_t read(const Request& r) noexcept;
+  std::size_t write(const Request& r) noexcept;
+  std::size_t fallocate(const Request& r) noexcept;  // preallocation, and discard
+  // The reply to a request that is malformed, unaligned or out of range (EINVAL).
+  std::size_t malformed(const Request& r) noexcept;
+  // The root's attributes: the reply to GETATTR and SETATTR.
+  std::size_t attr(const Request& r) const noexcept;
 };
 
 }  // namespace uzswap

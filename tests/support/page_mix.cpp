@@ -1,4 +1,4 @@
-#include "uzswap/testing/page_mix.h"
+#include "support/page_mix.h"
 
 #include <cstring>
 
