@@ -28,7 +28,7 @@ void Instance::start_attribution() {
     // Passes come every interval, and after pressure events, but never
     // closer than 2 s apart (the CPU budget applies to each).
     constexpr auto kMinGap = std::chrono::seconds(2);
-    std::unique_lock guard(attribution_lock_);
+    MutexLock guard(attribution_lock_);
     while (!attribution_stop_) {
       liveness::working();
       try {
@@ -46,10 +46,13 @@ void Instance::start_attribution() {
       }
       liveness::progressed();
       const auto next = std::chrono::steady_clock::now() + std::chrono::seconds(config_.attribution_interval);
-      attribution_wakeup_.wait_for(guard, kMinGap, [this] { return attribution_stop_; });
-      attribution_wakeup_.wait_until(guard, next, [this] {
-        return attribution_stop_ || attribution_kick_.load();
-      });
+      const auto gap_end = std::chrono::steady_clock::now() + kMinGap;
+      while (!attribution_stop_ &&
+             attribution_wakeup_.wait_until(attribution_lock_, gap_end) == std::cv_status::no_timeout) {
+      }
+      while (!attribution_stop_ && !attribution_kick_.load() &&
+             attribution_wakeup_.wait_until(attribution_lock_, next) == std::cv_status::no_timeout) {
+      }
       attribution_kick_.store(false);
     }
   });
@@ -57,7 +60,7 @@ void Instance::start_attribution() {
 
 void Instance::stop_attribution() noexcept {
   {
-    std::lock_guard guard(attribution_lock_);
+    MutexLock guard(attribution_lock_);
     attribution_stop_ = true;
   }
   attribution_wakeup_.notify_all();
@@ -80,7 +83,7 @@ void Instance::update_root_hold() {
 
 std::optional<CgroupId> Instance::find_cgroup(const std::string& path) const {
   if (path == "/") return kRootCgroup;
-  std::lock_guard guard(paths_lock_);
+  MutexLock guard(paths_lock_);
   // The raw path, or the escaped form the tables show, if only one matches.
   std::optional<CgroupId> escaped;
   unsigned escaped_matches = 0;
@@ -103,7 +106,7 @@ void Instance::publish_cgroup_paths() {
     ids.free = attribution_->free_ids();
     ids.untracked = attribution_->untracked();
   }
-  std::lock_guard guard(paths_lock_);
+  MutexLock guard(paths_lock_);
   if (ids.untracked.count != cgroup_ids_.untracked.count) {
     if (ids.untracked.count > 0)
       spdlog::warn("cgroup ids: all {} in use: {} cgroup(s) untracked, their pages stay the root "
@@ -119,7 +122,7 @@ void Instance::publish_cgroup_paths() {
 
 std::string Instance::cgroup_path(CgroupId id) const {
   if (id == kRootCgroup) return "/";
-  std::lock_guard guard(paths_lock_);
+  MutexLock guard(paths_lock_);
   if (const auto it = cgroup_paths_.find(id); it != cgroup_paths_.end()) return it->second;
   return "#" + std::to_string(id);
 }

@@ -67,7 +67,7 @@ json Instance::writeback(std::uint64_t pages, const std::optional<std::string>& 
 
 json Instance::attribute_now() {
   if (!attribution_) return error_reply("attribute: cgroup attribution is off or has no v2 tree");
-  std::lock_guard guard(attribution_lock_);
+  MutexLock guard(attribution_lock_);
   last_pass_ = attribution_->scan();
   publish_cgroup_paths();
   return {{"ok", true},

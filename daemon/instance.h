@@ -12,12 +12,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <expected>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -28,6 +26,7 @@
 #include "uzswap/backing/backing_nbd.h"
 #include "uzswap/backing/backing_store.h"
 #include "uzswap/common/liveness.h"
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/periodic_worker.h"
 #include "uzswap/common/thread.h"
 #include "uzswap/control/control_server.h"
@@ -149,19 +148,19 @@ class Instance {
   const std::uint64_t ram_bytes_;
   const std::chrono::steady_clock::time_point started_;
   // set_setting writes config_'s live settings, status reads them.
-  mutable std::mutex settings_lock_;
-  mutable std::mutex paths_lock_;
-  std::map<CgroupId, std::string> cgroup_paths_;  // guarded by paths_lock_
-  // The attribution's id use, as of its last pass; guarded by paths_lock_.
+  mutable Mutex settings_lock_;
+  mutable Mutex paths_lock_;
+  std::map<CgroupId, std::string> cgroup_paths_ GUARDED_BY(paths_lock_);
+  // The attribution's id use, as of its last pass.
   struct CgroupIds {
     std::uint64_t live = 0, free = 0;
     UntrackedCgroups untracked;
-  } cgroup_ids_;
-  mutable std::mutex attribution_lock_;  // one pass at a time; guards attribution_'s maps
-  std::condition_variable attribution_wakeup_;
-  bool attribution_stop_ = false;               // guarded by attribution_lock_
+  } cgroup_ids_ GUARDED_BY(paths_lock_);
+  mutable Mutex attribution_lock_;  // one pass at a time; guards attribution_'s maps
+  CondVar attribution_wakeup_;
+  bool attribution_stop_ GUARDED_BY(attribution_lock_) = false;
   std::atomic<bool> attribution_kick_{false};   // a pressure event asks for a pass
-  AttributionPass last_pass_;                   // guarded by attribution_lock_
+  AttributionPass last_pass_ GUARDED_BY(attribution_lock_);
   std::atomic<bool> reserve_stop_{false};       // ends the reserve refill's passes early
   LivenessMonitor liveness_{60};                // its limit is set from the tick in serve()
   std::atomic<bool> restart_requested_{false};

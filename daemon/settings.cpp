@@ -115,7 +115,7 @@ void restore_settings(const StateHeader& header, DaemonConfig& config) {
 }
 
 std::expected<void, std::string> Instance::set_setting(const std::string& key, const std::string& value) {
-  std::lock_guard settings(settings_lock_);
+  MutexLock settings(settings_lock_);
   SettingContext context;
   context.codec = store_->codec();
   context.has_backing = backing_ != nullptr;

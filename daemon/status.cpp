@@ -32,7 +32,7 @@ std::string Instance::summary() const {
 }
 
 json Instance::status() const {
-  std::lock_guard settings(settings_lock_);
+  MutexLock settings(settings_lock_);
   const PageStoreStats s = store_->stats();
   // The request counters of whichever front end serves.
   FuseStats f{};
@@ -193,7 +193,7 @@ json Instance::status() const {
   j["cgroups"] = cgroups;
   j["threads"] = threads_status();
   {
-    std::lock_guard guard(paths_lock_);
+    MutexLock guard(paths_lock_);
     j["cgroup_ids"] = {{"live", cgroup_ids_.live},
                        {"free", cgroup_ids_.free},
                        {"untracked", cgroup_ids_.untracked.count},

@@ -6,9 +6,9 @@
 
 #include <atomic>
 #include <functional>
-#include <mutex>
 
 #include "uzswap/backing/backing_store.h"
+#include "uzswap/common/mutex.h"
 
 namespace uzswap::testing {
 
@@ -32,12 +32,12 @@ class FaultyBacking final : public BackingStore {
   void corrupt_reads(bool on) { corrupt_reads_.store(on); }
   // Runs once, inside the next read, before the data is read.
   void on_next_read(std::function<void()> hook) {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     read_hook_ = std::move(hook);
   }
   // Runs once, inside the next write, before the data reaches the file.
   void on_next_write(std::function<void()> hook) {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     hook_ = std::move(hook);
   }
 
@@ -49,7 +49,7 @@ class FaultyBacking final : public BackingStore {
   void write(std::span<PageWrite> pages) noexcept override {
     std::function<void()> hook;
     {
-      std::lock_guard guard(lock_);
+      MutexLock guard(lock_);
       hook.swap(hook_);
     }
     if (hook) hook();
@@ -65,7 +65,7 @@ class FaultyBacking final : public BackingStore {
   std::error_code read(Slot slot, PageBuffer out) noexcept override {
     std::function<void()> hook;
     {
-      std::lock_guard guard(lock_);
+      MutexLock guard(lock_);
       hook.swap(read_hook_);
     }
     if (hook) hook();
@@ -80,7 +80,7 @@ class FaultyBacking final : public BackingStore {
   void read_many(std::span<PageRead> pages) noexcept override {
     std::function<void()> hook;
     {
-      std::lock_guard guard(lock_);
+      MutexLock guard(lock_);
       hook.swap(read_hook_);
     }
     if (hook) hook();
@@ -112,9 +112,9 @@ class FaultyBacking final : public BackingStore {
   std::atomic<std::uint64_t> read_many_calls_{0};
   std::atomic<Slot> bad_slot_{~Slot{0}};
   std::atomic<int> bad_slot_error_{0};
-  std::mutex lock_;
-  std::function<void()> hook_;
-  std::function<void()> read_hook_;
+  Mutex lock_;
+  std::function<void()> hook_ GUARDED_BY(lock_);
+  std::function<void()> read_hook_ GUARDED_BY(lock_);
 };
 
 }  // namespace uzswap::testing

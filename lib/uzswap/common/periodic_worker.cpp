@@ -14,7 +14,7 @@ void PeriodicWorker::start(std::string name, Options options, std::function<void
 
 void PeriodicWorker::wake() noexcept {
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     woken_ = true;
   }
   wakeup_.notify_all();
@@ -23,7 +23,7 @@ void PeriodicWorker::wake() noexcept {
 void PeriodicWorker::stop() noexcept {
   if (!thread_.joinable()) return;
   {
-    std::lock_guard guard(lock_);
+    MutexLock guard(lock_);
     stopping_.store(true, std::memory_order_relaxed);
   }
   wakeup_.notify_all();
@@ -52,9 +52,15 @@ void PeriodicWorker::loop() {
 
 void PeriodicWorker::wait_scheduled(std::chrono::steady_clock::time_point ended) {
   const auto stopping = [this] { return stopping_.load(std::memory_order_relaxed); };
-  std::unique_lock guard(lock_);
-  if (options_.min_gap.count() > 0) wakeup_.wait_until(guard, ended + options_.min_gap, stopping);
-  wakeup_.wait_until(guard, ended + options_.period, [&] { return stopping() || woken_; });
+  MutexLock guard(lock_);
+  if (options_.min_gap.count() > 0) {
+    const auto gap_end = ended + options_.min_gap;
+    while (!stopping() && wakeup_.wait_until(lock_, gap_end) == std::cv_status::no_timeout) {
+    }
+  }
+  const auto deadline = ended + options_.period;
+  while (!stopping() && !woken_ && wakeup_.wait_until(lock_, deadline) == std::cv_status::no_timeout) {
+  }
   woken_ = false;
 }
 

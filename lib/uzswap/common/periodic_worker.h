@@ -13,11 +13,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <string>
 
+#include "uzswap/common/mutex.h"
 #include "uzswap/common/thread.h"
 
 namespace uzswap {
@@ -63,9 +62,9 @@ class PeriodicWorker {
   Options options_;
   std::function<void()> pass_;
   std::atomic<bool> stopping_{false};
-  std::mutex lock_;
-  std::condition_variable wakeup_;
-  bool woken_ = false;  // guarded by lock_
+  Mutex lock_;
+  CondVar wakeup_;
+  bool woken_ GUARDED_BY(lock_) = false;
   Thread thread_;
 };
 
