@@ -50,6 +50,9 @@ void Instance::start_attribution() {
       while (!attribution_stop_ &&
              attribution_wakeup_.wait_until(attribution_lock_, gap_end) == std::cv_status::no_timeout) {
       }
+      // A kick is best-effort: the reclaimer sets it without the lock (held
+      // across a whole pass), so one landing between the check and the wait
+      // is seen at the next interval; the pass it asks for comes anyway.
       while (!attribution_stop_ && !attribution_kick_.load() &&
              attribution_wakeup_.wait_until(attribution_lock_, next) == std::cv_status::no_timeout) {
       }
@@ -74,7 +77,12 @@ void Instance::update_root_hold() {
     if (id != kRootCgroup && !store_->memcg().policy(id).writeback) hold = true;
   // A cgroup that got no id keeps its pages on the root's lists: if it said
   // no writeback, the root's pages are held as well.
-  if (attribution_ && attribution_->untracked().writeback_off > 0) hold = true;
+  // (As the last pass published it: the attribution's own counts change
+  // under attribution_lock_, which a control thread must not wait for.)
+  {
+    MutexLock guard(paths_lock_);
+    if (cgroup_ids_.untracked.writeback_off > 0) hold = true;
+  }
   if (hold != reclaimer_->hold_root())
     spdlog::info(hold ? "a cgroup has writeback off: pages not yet attributed are written back on request only"
                       : "no cgroup has writeback off: pressure reclaim takes unattributed pages too");

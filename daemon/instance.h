@@ -167,7 +167,7 @@ class Instance {
   std::uint64_t integrity_logged_ = 0;  // IntegrityLog entries logged so far
   BackingNbd* backing_nbd_ = nullptr;   // backing_, when it is the remote tier
   bool remote_up_ = false;              // as last logged
-  bool swap_on_ = false;
+  std::atomic<bool> swap_on_{false};  // written by start and stop, read by status
   int swap_type_ = -1;  // the kernel's index for our device; -1 = unknown
 
   // The owners. The destructor takes them down in reverse order of
@@ -179,9 +179,10 @@ class Instance {
   //   threads; the device link; writeback, the store, the backing store; the
   //   attribution's maps; the shared state.
   // Each thread is stopped before what it calls into goes. start() makes
-  // them in about this order; two are out of it, and never used after the
-  // objects below them go: attribution_ (made once swap is on, from the
-  // store) and the device link (made with the device, removed late).
+  // them in about this order; three are out of it, and never used after
+  // the objects below them go: attribution_ (made once swap is on, from the
+  // store), backing_ (made after the store, which it must outlive) and the
+  // device link (made with the device, removed late).
   std::unique_ptr<SharedState> state_;  // outlives the store made on it
   std::unique_ptr<Attribution> attribution_;
   std::unique_ptr<BackingStore> backing_;  // outlives the store that writes to it

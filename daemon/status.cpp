@@ -88,7 +88,7 @@ json Instance::status() const {
                  {"loop", swap_device()},
                  {"size_bytes", config_.size_bytes},
                  {"slots", store_->slots()},
-                 {"swap_on", swap_on_},
+                 {"swap_on", swap_on_.load()},
                  {"swap_type", swap_type_},
                  {"priority", config_.swap_priority},
                  {"direct_io", true},

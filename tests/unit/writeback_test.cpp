@@ -605,6 +605,48 @@ TEST_F(WritebackTest, NearThePoolLimitPagesThatSaveLittleGoToTheBackingFile) {
   EXPECT_EQ(p, poor_page(s + 2));
 }
 
+TEST_F(WritebackTest, SpillingEndsOnceThePoolIsBackUnderItsLimit) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  // Fill until the pool refuses: it is full, and spills poor pages.
+  Slot s = 0;
+  for (; !store.pool_full() && s < 2000; ++s) ASSERT_TRUE(store.store(s, good_page(s)).has_value());
+  ASSERT_TRUE(store.pool_full()) << "the pool never filled";
+  ASSERT_EQ(store.store(s, poor_page(s)), StoredAs::written_back);
+  ++s;
+  const std::uint64_t spilled = store.stats().spilled_pages;
+  // A higher limit: the pool is far from it, although no store has cleared
+  // the full flag yet (a spilled page does not pass the pool's admission).
+  store.set_max_pool_bytes(64u << 20);
+  EXPECT_EQ(store.store(s, poor_page(s)), StoredAs::incompressible);
+  ++s;
+  // No limit at all: never a spill.
+  store.set_max_pool_bytes(0);
+  EXPECT_EQ(store.store(s, poor_page(s)), StoredAs::incompressible);
+  EXPECT_EQ(store.stats().spilled_pages, spilled);
+}
+
+TEST_F(WritebackTest, AFailedSpillAtAFullPoolIsNotWrittenTwice) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  Slot s = 0;
+  for (; !store.pool_full() && s < 2000; ++s) ASSERT_TRUE(store.store(s, good_page(s)).has_value());
+  ASSERT_TRUE(store.pool_full()) << "the pool never filled";
+  faulty_.fail_writes(EIO);
+  const std::uint64_t writes = faulty_.writes();
+  const auto r = store.store(s, poor_page(s));
+  ASSERT_FALSE(r.has_value()) << "neither the file nor the pool took it";
+  EXPECT_EQ(r.error(), StoreError::backing_failed);
+  EXPECT_EQ(faulty_.writes(), writes + 1) << "one write of the page, not two";
+  faulty_.fail_writes(0);
+  Page p;
+  ASSERT_EQ(store.load(s, p), LoadedFrom::empty) << "the refused page left nothing behind";
+}
+
 TEST_F(WritebackTest, NoSpillWithoutAPreference) {
   PageStoreOptions o = options();
   o.max_pool_bytes = 512u << 10;

@@ -46,7 +46,7 @@ inline std::error_code errno_error(int value) noexcept {
 inline std::error_code errno_error() noexcept { return errno_error(errno); }
 
 // The failure side of a Result: `return failure(errno_error());`,
-// `return failure(StateError::not_a_state);`.
+// `return failure(ListenError::no_port);`.
 inline std::unexpected<std::error_code> failure(std::error_code error) noexcept {
   return std::unexpected(error);
 }

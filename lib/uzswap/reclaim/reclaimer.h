@@ -3,7 +3,9 @@
 // watcher's thread that turns signals into work for them:
 // - the store's node hook wakes that node's kswapd below its low mark;
 // - a PSI event of the machine posts a proactive run of psi_reclaim_pages
-//   to every node; a cgroup's PSI event the same, aimed at that cgroup;
+//   to every node, while the machine is short of memory (MemAvailable under
+//   psi_available_percent of MemTotal); a cgroup's PSI event the same,
+//   aimed at that cgroup;
 // - a memory.events increment of high + max posts a shrink of that cgroup
 //   of increment * events_reclaim_pages pages;
 // - writeback() (uzswapctl writeback) posts an exact count and waits.

@@ -152,17 +152,22 @@ Result<StoredAs> PageStore::store(Slot slot, PageView page,
 
   // Spend the pool on the pages that save the most: near its limit, a page
   // that saves little goes to the file, leaving the room to better ones.
-  if (length > spill_length_ && backing_ != nullptr && near_limit()) {
-    const auto written = store_to_backing(slot, page, checksum);
-    if (written) {
+  // (At or above the accept threshold of the limit: pool_full() alone may
+  // be stale, as only a store the pool takes clears it.)
+  std::optional<Result<StoredAs>> spilled;
+  if (length > spill_length_ && backing_ != nullptr && above_accept_threshold()) {
+    spilled = store_to_backing(slot, page, checksum);
+    if (*spilled) {
       counters_.add(Counter::spilled_pages);
-      return written;
+      return *spilled;
     }
     // Not there (its cgroup may not write back, an older write of the slot
-    // is in flight, the write failed): the pool takes it if it can.
+    // is in flight, the write failed): the pool takes it if it can, and if
+    // it cannot, the answer is that refusal, not a second try of the file.
   }
   if (!admit_to_pool()) {
     counters_.add(Counter::reject_pool_full);
+    if (spilled) return *spilled;
     if (backing_ != nullptr) return store_to_backing(slot, page, checksum);
     return std::unexpected(StoreError::pool_full);
   }
@@ -171,6 +176,7 @@ Result<StoredAs> PageStore::store(Slot slot, PageView page,
     // No memory for the pool (zswap's __GFP_NORETRY store failing): the
     // next tier takes the page rather than the kernel getting an error.
     counters_.add(Counter::reject_alloc_failed);
+    if (spilled) return *spilled;
     if (backing_ != nullptr) return store_to_backing(slot, page, checksum);
     return std::unexpected(StoreError::alloc_failed);
   }
@@ -207,8 +213,8 @@ bool PageStore::admit_to_pool() noexcept {
   return false;
 }
 
-bool PageStore::near_limit() const noexcept {
-  return pool_full_.load(std::memory_order_relaxed) || above_accept_threshold();
+bool PageStore::saves_little(const SlotEntry& entry) const noexcept {
+  return entry.length > spill_length_ && max_pool_bytes_.load(std::memory_order_relaxed) != 0;
 }
 
 bool PageStore::above_accept_threshold() const noexcept {
@@ -245,12 +251,8 @@ void PageStore::attachLocked(Slot slot, const SlotEntry& entry) noexcept {
   if (state == SlotState::incompressible) counters_.add(Counter::incompressible_pages);
   counters_.add(Counter::compressed_bytes, entry.length);
   cg.compressed_bytes.fetch_add(entry.length, std::memory_order_relaxed);
-  // Under a pool limit, a page that saves little has no second chance:
-  // writeback takes it before the better ones (a load gives it one, as to
-  // any other).
-  const bool saves_little =
-      entry.length > spill_length_ && max_pool_bytes_.load(std::memory_order_relaxed) != 0;
-  lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node, !saves_little);
+  lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node,
+           !saves_little(entry));
 }
 
 void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t checksum) noexcept {

@@ -304,8 +304,11 @@ class PageStore {
   // Gauges and LRU membership of an entry found at adoption.
   void account_adopted(Slot slot, const SlotEntry& entry) noexcept REQUIRES(table_.lock_for(slot));
   bool admit_to_pool() noexcept;
-  // Pool full, or at or above the accept threshold of its limit.
-  bool near_limit() const noexcept;
+  // Under a pool limit, a pool entry longer than spill_length saves little:
+  // it joins an LRU list without the second chance (every lru_.add of an
+  // entry passes !saves_little(entry) as `referenced`), so writeback takes
+  // it before the better ones; a load gives it one, as to any other.
+  bool saves_little(const SlotEntry& entry) const noexcept;
   Result<StoredAs> store_to_backing(Slot slot, PageView page,
                                                        std::uint32_t checksum) noexcept;
 

@@ -35,7 +35,7 @@ bool PageStore::set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept {
     table_.publishLocked(slot, next);
     // An entry isolated for writeback stays off the lists until that ends.
     if (entry.slot_state() == SlotState::compressed || entry.slot_state() == SlotState::incompressible)
-      lru_.add(static_cast<std::uint32_t>(slot), cgroup, entry.node);
+      lru_.add(static_cast<std::uint32_t>(slot), cgroup, entry.node, !saves_little(entry));
   }
   return true;
 }
@@ -77,7 +77,7 @@ PageStore::Claim PageStore::claim_for_writeback(Slot slot, PageBuffer page, Comp
   if (lru_.on_list(item, cgroup, entry.node)) return Claim::raced;
   if (entry.file_write) {
     // An older write of this slot is still in flight: try again later.
-    lru_.add(item, cgroup, entry.node);
+    lru_.add(item, cgroup, entry.node, !saves_little(entry));
     return Claim::raced;
   }
   const std::byte* object = pool_.map(entry.value);
@@ -86,7 +86,7 @@ PageStore::Claim PageStore::claim_for_writeback(Slot slot, PageBuffer page, Comp
   } else if (!compressors.get(static_cast<Codec>(entry.codec))
                   .decompress(std::span<const std::byte>(object, entry.length), page)) {
     // Never expected; leave the page in RAM rather than write garbage.
-    lru_.add(item, cgroup, entry.node);
+    lru_.add(item, cgroup, entry.node, !saves_little(entry));
     return Claim::failed;
   }
   if (page_checksum(page) != table_.checksumLocked(slot)) {
@@ -94,7 +94,7 @@ PageStore::Claim PageStore::claim_for_writeback(Slot slot, PageBuffer page, Comp
     // stays, and its loads fail the same check.
     counters_.add(Counter::integrity_errors);
     integrity_log_.note(slot, false);
-    lru_.add(item, cgroup, entry.node);
+    lru_.add(item, cgroup, entry.node, !saves_little(entry));
     return Claim::failed;
   }
   SlotEntry claimed = entry;
@@ -124,7 +124,8 @@ PageStore::Finish PageStore::finish_writeback(Slot slot, std::uint64_t version, 
       entry.state = static_cast<std::uint64_t>(entry.length == kPageSize ? SlotState::incompressible
                                                                           : SlotState::compressed);
       table_.publishLocked(slot, entry);
-      lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node);
+      lru_.add(static_cast<std::uint32_t>(slot), static_cast<CgroupId>(entry.cgroup), entry.node,
+               !saves_little(entry));
       counters_.add(Counter::writeback_failures);
       return Finish::failed;
     }

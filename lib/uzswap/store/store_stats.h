@@ -59,7 +59,7 @@ struct PageStoreStats {
   std::uint64_t writebacks = 0;          // pages written back by the shrinker
   std::uint64_t writeback_failures = 0;  // writes that failed (page kept in RAM)
   std::uint64_t writeback_raced = 0;     // writebacks a store or invalidate overtook
-  std::uint64_t direct_writes = 0;       // stores sent to the backing store (pool full)
+  std::uint64_t direct_writes = 0;       // stores sent to the backing store (pool full, or spilled)
   std::uint64_t spilled_pages = 0;       // of them, poorly compressing pages near the limit
   std::uint64_t backing_reads = 0;       // loads served from the backing store
   std::uint64_t backing_read_errors = 0;
