@@ -605,15 +605,22 @@ TEST_F(WritebackTest, NearThePoolLimitPagesThatSaveLittleGoToTheBackingFile) {
   EXPECT_EQ(p, poor_page(s + 2));
 }
 
+// Stores good pages from slot 0 until a 512 KiB pool refuses one (the pool
+// is then full, and spills poor pages); returns the next free slot.
+Slot fill_until_full(PageStore& store) {
+  Slot s = 0;
+  for (; !store.pool_full() && s < 2000; ++s) EXPECT_TRUE(store.store(s, good_page(s)).has_value());
+  EXPECT_TRUE(store.pool_full()) << "the pool never filled";
+  return s;
+}
+
 TEST_F(WritebackTest, SpillingEndsOnceThePoolIsBackUnderItsLimit) {
   PageStoreOptions o = options();
   o.max_pool_bytes = 512u << 10;
   PageStore store(o);
   store.attach_backing(&faulty_);
-  // Fill until the pool refuses: it is full, and spills poor pages.
-  Slot s = 0;
-  for (; !store.pool_full() && s < 2000; ++s) ASSERT_TRUE(store.store(s, good_page(s)).has_value());
-  ASSERT_TRUE(store.pool_full()) << "the pool never filled";
+  Slot s = fill_until_full(store);
+  ASSERT_TRUE(store.pool_full());
   ASSERT_EQ(store.store(s, poor_page(s)), StoredAs::written_back);
   ++s;
   const std::uint64_t spilled = store.stats().spilled_pages;
@@ -633,9 +640,8 @@ TEST_F(WritebackTest, AFailedSpillAtAFullPoolIsNotWrittenTwice) {
   o.max_pool_bytes = 512u << 10;
   PageStore store(o);
   store.attach_backing(&faulty_);
-  Slot s = 0;
-  for (; !store.pool_full() && s < 2000; ++s) ASSERT_TRUE(store.store(s, good_page(s)).has_value());
-  ASSERT_TRUE(store.pool_full()) << "the pool never filled";
+  Slot s = fill_until_full(store);
+  ASSERT_TRUE(store.pool_full());
   faulty_.fail_writes(EIO);
   const std::uint64_t writes = faulty_.writes();
   const auto r = store.store(s, poor_page(s));
