@@ -238,7 +238,6 @@ class PageStore {
   // accept threshold.
   bool pool_full() const noexcept { return pool_full_.load(std::memory_order_relaxed); }
   std::size_t incompressible_threshold() const noexcept { return threshold_; }
-  std::size_t spill_length() const noexcept { return spill_length_; }
 
   SharedState& shared_state() noexcept { return *state_; }
   // Slots whose write to the backing file was in flight when the last

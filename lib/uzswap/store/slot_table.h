@@ -41,13 +41,12 @@ class SlotTable {
   Mutex& lock_for(Slot slot) const noexcept RETURN_CAPABILITY(stripes_[stripe_of(slot)].lock) {
     return stripes_[stripe_of(slot)].lock;
   }
-  // Whether `slot` shares the stripe of `held`, whose lock the caller holds:
-  // a loop over a run of slots under one lock says so with this (the
-  // analysis cannot compare stripes, which are picked at run time).
-  static bool same_stripe(Slot held, Slot slot) noexcept { return stripe_of(held) == stripe_of(slot); }
+  // `slot` shares the stripe of `held`, whose lock the caller holds: a loop
+  // over a run of slots under one lock says so with this (the analysis
+  // cannot compare stripes, which are picked at run time).
   void assert_same_stripe(Slot held, Slot slot) const noexcept REQUIRES(lock_for(held))
       ASSERT_CAPABILITY(lock_for(slot)) {
-    assert(same_stripe(held, slot));
+    assert(stripe_of(held) == stripe_of(slot));
   }
   const SlotEntry& entryLocked(Slot slot) const noexcept REQUIRES(lock_for(slot)) { return entries_[slot]; }
   // The checksum of the page the entry holds (page_checksum); meaningful
