@@ -167,6 +167,7 @@ class Instance {
   std::uint64_t integrity_logged_ = 0;  // IntegrityLog entries logged so far
   BackingNbd* backing_nbd_ = nullptr;   // backing_, when it is the remote tier
   bool remote_up_ = false;              // as last logged
+  bool nbd_loss_told_ = false;         // a lost kernel NBD connection was logged
   std::atomic<bool> swap_on_{false};  // written by start and stop, read by status
   int swap_type_ = -1;  // the kernel's index for our device; -1 = unknown
 

@@ -2,6 +2,8 @@
 // (the process a user or systemd starts) or serve (the process the
 // supervisor starts, with the swap area's fds in its environment).
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +16,23 @@
 #include "instance.h"
 #include "supervisor.h"
 #include "uzswap/reclaim/swap_type.h"
+
+namespace {
+
+// True when stderr is the journal stream systemd connected (JOURNAL_STREAM
+// names its device and inode). A child of a service whose stderr was sent
+// elsewhere (a test's log file) inherits the variable, not the stream.
+bool stderr_is_journal() noexcept {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  if (stream == nullptr) return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st{};
+  if (fstat(STDERR_FILENO, &st) != 0) return false;
+  return st.st_dev == dev && st.st_ino == ino;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // The swap type probe a serving process starts (reclaim/swap_type.h).
@@ -45,7 +64,7 @@ int main(int argc, char** argv) {
   const std::string role = serve_fds ? "uzswapd" : "uzswapd-supervisor";
 
   // Under systemd, log to the journal with proper priorities.
-  if (std::getenv("JOURNAL_STREAM") != nullptr)
+  if (stderr_is_journal())
     spdlog::set_default_logger(std::make_shared<spdlog::logger>(
         role, std::make_shared<spdlog::sinks::systemd_sink_mt>("uzswapd")));
   else

@@ -75,6 +75,14 @@ void Instance::serve() {
         else spdlog::warn("remote tier {} is down ({}): writeback stops, pages stay in RAM; reconnecting",
                           config_.backing_nbd, backing_nbd_->status().last_error);
       }
+      if (kernel_nbd_ != nullptr && !nbd_loss_told_) {
+        if (const auto lost = kernel_nbd_->lost()) {
+          nbd_loss_told_ = true;
+          spdlog::critical("{}: the kernel's connection {} is no longer served ({}): its requests wait "
+                           "unanswered; restart uzswapd after saving what you can",
+                           kernel_nbd_->path(), lost->queue, to_string(lost->end));
+        }
+      }
       sd_notifyf(0, "%sSTATUS=%s", watchdog && !stuck ? "WATCHDOG=1\n" : "", summary().c_str());
     }
     int signo = 0;

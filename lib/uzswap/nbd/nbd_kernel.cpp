@@ -189,7 +189,8 @@ KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> t
     Queue* q = queues_[i].get();
     q->thread = Thread("uzswap-knbd" + std::to_string(i), [this, q, thread_init] {
       if (thread_init) thread_init();
-      (void)server_.serve_transmission(q->fd, std::span(q->buffer.get(), server_.buffer_bytes()));
+      q->end.store(server_.serve_transmission(q->fd, std::span(q->buffer.get(), server_.buffer_bytes())));
+      q->ended.store(true);
     });
   }
 
@@ -237,7 +238,15 @@ KernelNbd::KernelNbd(NbdServer& server, unsigned queues, std::function<void()> t
   }
 }
 
+std::optional<KernelNbd::Lost> KernelNbd::lost() const noexcept {
+  if (disconnecting_.load()) return std::nullopt;
+  for (std::size_t i = 0; i < queues_.size(); ++i)
+    if (queues_[i]->ended.load()) return Lost{static_cast<unsigned>(i), queues_[i]->end.load()};
+  return std::nullopt;
+}
+
 void KernelNbd::disconnect() noexcept {
+  disconnecting_.store(true);
   if (!connected_) return;
   connected_ = false;
   // Best effort: a kernel that cannot be told ends the connections when

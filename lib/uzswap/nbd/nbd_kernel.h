@@ -13,9 +13,11 @@
 // process, within a dead-connection timeout, would).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,11 +43,22 @@ class KernelNbd {
   const std::string& path() const noexcept { return path_; }
   unsigned index() const noexcept { return index_; }
 
+  // A connection whose serving loop ended before disconnect() was asked
+  // for, and why: the kernel's requests on it wait unanswered (the daemon
+  // says so loudly). nullopt while every connection is served.
+  struct Lost {
+    unsigned queue;
+    NbdEnd end;
+  };
+  std::optional<Lost> lost() const noexcept;
+
  private:
   struct Queue {
     int fd = -1;  // the daemon's end
     std::unique_ptr<std::byte[]> buffer;
     Thread thread;
+    std::atomic<bool> ended{false};  // its loop returned
+    std::atomic<NbdEnd> end{NbdEnd::aborted};
   };
   void disconnect() noexcept;
 
@@ -54,6 +67,7 @@ class KernelNbd {
   std::string path_;
   std::vector<std::unique_ptr<Queue>> queues_;
   bool connected_ = false;
+  std::atomic<bool> disconnecting_{false};
 };
 
 }  // namespace uzswap

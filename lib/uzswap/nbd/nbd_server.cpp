@@ -78,6 +78,18 @@ NbdEnd end_of(Io io) noexcept {
 
 }  // namespace
 
+const char* to_string(NbdEnd end) noexcept {
+  switch (end) {
+    case NbdEnd::aborted: return "aborted";
+    case NbdEnd::disconnected: return "the client disconnected";
+    case NbdEnd::eof: return "the client closed the connection";
+    case NbdEnd::protocol_error: return "a protocol error";
+    case NbdEnd::timeout: return "a timeout";
+    case NbdEnd::io_error: return "a socket error";
+  }
+  return "unknown";
+}
+
 NbdServer::NbdServer(PageStore& store, const NbdConfig& config) : config_(config), io_(store) {
   if (config_.export_name.size() > 256 || config_.description.size() > 1024)
     throw std::system_error(std::make_error_code(std::errc::invalid_argument),
@@ -131,7 +143,7 @@ NbdEnd NbdServer::serve(int fd, std::span<std::byte> buffer) noexcept {
 
 NbdEnd NbdServer::serve_transmission(int fd, std::span<std::byte> buffer) noexcept {
   if (buffer.size() < buffer_bytes()) return NbdEnd::io_error;
-  set_timeout(fd, SO_SNDTIMEO, config_.send_timeout);
+  set_timeout(fd, SO_SNDTIMEO, std::chrono::milliseconds(0));
   const NbdEnd end = transmission(fd, buffer, false);
   if (end == NbdEnd::protocol_error) protocol_errors_.fetch_add(1, std::memory_order_relaxed);
   return end;

@@ -62,6 +62,7 @@ struct NbdStats {
 
 // Why serve() returned.
 enum class NbdEnd : std::uint8_t { aborted, disconnected, eof, protocol_error, timeout, io_error };
+const char* to_string(NbdEnd end) noexcept;
 
 class NbdServer {
  public:
@@ -74,7 +75,9 @@ class NbdServer {
   // Serves one connection until it ends; `fd` stays open (the caller closes).
   NbdEnd serve(int fd, std::span<std::byte> buffer) noexcept;
   // The same from the transmission phase, with simple replies: for the
-  // kernel's NBD client, which has no handshake (nbd_kernel.h).
+  // kernel's NBD client, which has no handshake (nbd_kernel.h). A reply
+  // waits for the kernel as long as it takes: the kernel always drains its
+  // end, and a connection given up on would leave its requests unanswered.
   NbdEnd serve_transmission(int fd, std::span<std::byte> buffer) noexcept;
 
   NbdStats stats() const noexcept;

@@ -20,17 +20,42 @@ fail() {
   echo "FAIL: $*" >&2
   echo "--- daemon log ---" >&2
   cat "$LOG" >&2
+  threads_report "${PID:-}" $([[ -n ${PID:-} ]] && pgrep -P "$PID") "${wl:-}" >&2
   exit 1
+}
+# threads_report PID...: where each thread of each process waits (state,
+# wchan and kernel stack), then the kernel's last words: what a hang needs
+# to be told apart from slowness after the guest is gone.
+threads_report() {
+  local p t
+  for p in "$@"; do
+    [[ -n $p && -d /proc/$p ]] || continue
+    echo "--- threads of $p ($(cat /proc/$p/comm)) ---"
+    for t in /proc/$p/task/*; do
+      echo "$(basename "$t") $(cat "$t/comm") $(awk '/^State:/ {print $2}' "$t/status") wchan=$(cat "$t/wchan" 2>/dev/null)"
+      sed 's/^/    /' "$t/stack" 2>/dev/null
+    done
+  done
+  local f
+  for f in /sys/kernel/debug/nbd/nbd*/tasks; do
+    [[ -f $f ]] && { echo "--- $f (requests the kernel has sent and waits on) ---"; cat "$f"; }
+  done
+  [[ -n ${CG:-} && -f $CG/memory.events ]] && echo "--- $CG/memory.events: $(tr '\n' ' ' < "$CG/memory.events")"
+  echo w > /proc/sysrq-trigger 2>/dev/null  # blocked tasks' stacks, to dmesg
+  echo "--- dmesg (last 80 lines) ---"
+  dmesg | tail -n 80
 }
 skip() { echo "SKIP: $*"; exit $SKIP; }
 pass() { echo "ok: $*"; }
 status_field() { "$UZSWAPCTL" --name "$NAME" status --json | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+status_py() { "$UZSWAPCTL" --name "$NAME" status --json | python3 -c "import json,sys; s = json.load(sys.stdin); print($1)"; }
 cleanup() {
   local status=$?
   [[ -n $CG && -d $CG ]] && { while read -r p; do kill -KILL "$p" 2>/dev/null; done < "$CG/cgroup.procs"; }
   if [[ -n $PID ]] && kill -0 "$PID" 2>/dev/null; then
     kill -TERM "$PID"
     for _ in $(seq 1 600); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$PID" 2>/dev/null && { echo "uzswapd did not stop in 60 s: SIGKILL" >&2; kill -KILL "$PID"; }
   fi
   [[ -n $CG && -d $CG ]] && { sleep 0.5; rmdir "$CG" 2>/dev/null; }
   rm -f "$LOG" "${GATE:-}" "${OUT:-}"
@@ -79,6 +104,10 @@ wait "$wl" || { cat "$OUT"; fail "workload failed"; }
 cat "$OUT"
 grep -q '"wrong_pages": 0' "$OUT" || fail "workload saw wrong pages"
 pass "256 MiB workload in a 128 MiB cgroup: every byte right through $dev ($stored pages stored at the pause)"
+# What a slower machine may show before it fails: errors answered to the
+# kernel, and what the daemon warned about.
+echo "nbd: $(status_py "f'{s[\"frontend\"][\"requests\"]} requests, {s[\"frontend\"][\"error_replies\"]} error replies, {s[\"write_errors\"]} write errors'")"
+grep -E "warn|error|critical" "$LOG" | head -n 20
 for _ in $(seq 1 300); do (( $(status_field "['discarded_pages']") > 0 )) && break; sleep 0.1; done
 pass "$(status_field "['discarded_pages']") pages discarded (TRIM from the kernel)"
 
