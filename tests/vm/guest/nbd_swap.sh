@@ -41,9 +41,14 @@ threads_report() {
     [[ -f $f ]] && { echo "--- $f (requests the kernel has sent and waits on) ---"; cat "$f"; }
   done
   [[ -n ${CG:-} && -f $CG/memory.events ]] && echo "--- $CG/memory.events: $(tr '\n' ' ' < "$CG/memory.events")"
-  echo w > /proc/sysrq-trigger 2>/dev/null  # blocked tasks' stacks, to dmesg
-  echo "--- dmesg (last 80 lines) ---"
-  dmesg | tail -n 80
+  echo "--- dmesg (last 40 lines) ---"
+  dmesg | tail -n 40
+  echo "--- blocked tasks (sysrq w) ---"
+  local mark
+  mark=$(dmesg | wc -l)
+  echo w > /proc/sysrq-trigger 2>/dev/null
+  sleep 1
+  dmesg | tail -n +$((mark + 1)) | grep -v "^\[ *[0-9.]*\]  ? " | head -n 400
 }
 skip() { echo "SKIP: $*"; exit $SKIP; }
 pass() { echo "ok: $*"; }
@@ -95,7 +100,9 @@ GATE=$(mktemp -u /tmp/uzswap-vm-gate.XXXXXX)
 OUT=$(mktemp /tmp/uzswap-vm-out.XXXXXX)
 bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$WORKLOAD" 256 --pause-file "$GATE" >"$OUT" &
 wl=$!
-for _ in $(seq 1 1200); do grep -q filled "$OUT" && break; sleep 0.1; done
+# (Deadlines in seconds: under TCG a loop of commands is slow itself.)
+deadline=$((SECONDS + 120))
+until grep -q filled "$OUT" || (( SECONDS > deadline )); do sleep 0.2; done
 grep -q filled "$OUT" || fail "workload did not finish its fill"
 stored=$(status_field "['stored_pages']")
 (( stored > 20000 )) || fail "only $stored pages stored: the workload did not swap through $dev"
