@@ -36,6 +36,14 @@ namespace {
 // is being served.
 constexpr unsigned kFuseRingDepth = 8;
 
+// Before swapon: the block layer's writeback throttling holds reclaim's
+// writes to a RAM-backed device back for nothing (device/swap.h).
+void no_writeback_throttling(const std::string& device) {
+  const auto was = disable_writeback_throttling(device);
+  if (!was) spdlog::warn("{}: writeback throttling left on: {}", device, was.error().message());
+  else if (*was != 0) spdlog::info("{}: writeback throttling off (its target was {} us)", device, *was);
+}
+
 }  // namespace
 
 int Instance::run(DaemonConfig config, ServeFds fds) {
@@ -270,6 +278,7 @@ void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_i
     }
     std::filesystem::remove(config_.device_link());
     std::filesystem::create_symlink(kernel_nbd_->path(), config_.device_link());
+    no_writeback_throttling(kernel_nbd_->path());
     if (auto on = swap_on(kernel_nbd_->path(), config_.swap_priority); !on)
       throw StartError("swapon " + kernel_nbd_->path() + " failed: " + on.error().message());
     swap_on_ = true;
@@ -359,10 +368,12 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
 
 
   if (header.swap_on) {
+    no_writeback_throttling(loop_.path());  // an area an older uzswapd swapped on may have it
     swap_on_ = true;
     swap_type_ = header.swap_type;
     if (swap_type_ >= 0) start_attribution();
   } else if (config_.swapon) {
+    no_writeback_throttling(loop_.path());
     if (auto on = swap_on(loop_.path(), config_.swap_priority); !on)
       throw StartError("swapon " + loop_.path() + " failed: " + on.error().message());
     swap_on_ = true;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -98,6 +99,44 @@ TEST(LoopDevice, APathThatIsNotALoopDeviceIsInvalid) {
     ASSERT_FALSE(dev.has_value()) << path;
     EXPECT_EQ(dev.error(), std::errc::invalid_argument) << path;
   }
+}
+
+// A sysfs of one device, in a temporary directory.
+struct FakeSysBlock {
+  std::string root;
+  explicit FakeSysBlock(const char* value) {
+    char tmpl[] = "/tmp/uzswap-sysblock-XXXXXX";
+    root = mkdtemp(tmpl);
+    std::filesystem::create_directories(root + "/loop9/queue");
+    if (value != nullptr) std::ofstream(root + "/loop9/queue/wbt_lat_usec") << value;
+  }
+  ~FakeSysBlock() { std::filesystem::remove_all(root); }
+  std::string value() const {
+    std::ifstream f(root + "/loop9/queue/wbt_lat_usec");
+    std::string v;
+    f >> v;
+    return v;
+  }
+};
+
+TEST(WritebackThrottling, IsTurnedOffAndItsTargetReported) {
+  FakeSysBlock sys("2000\n");
+  EXPECT_EQ(disable_writeback_throttling("/dev/loop9", sys.root), 2000u);
+  EXPECT_EQ(sys.value(), "0");
+  EXPECT_EQ(disable_writeback_throttling("/dev/loop9", sys.root), 0u) << "already off: nothing written";
+}
+
+TEST(WritebackThrottling, AKernelWithoutItIsNotAnError) {
+  FakeSysBlock sys(nullptr);
+  EXPECT_EQ(disable_writeback_throttling("/dev/loop9", sys.root), 0u);
+}
+
+TEST(WritebackThrottling, AValueThatDoesNotParseIsAnError) {
+  FakeSysBlock sys("fast\n");
+  const auto r = disable_writeback_throttling("/dev/loop9", sys.root);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error(), std::errc::invalid_argument);
+  EXPECT_EQ(sys.value(), "fast") << "unchanged";
 }
 
 TEST(ProcSwaps, ParsesCapturedText) {

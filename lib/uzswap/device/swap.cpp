@@ -1,8 +1,15 @@
 #include "uzswap/device/swap.h"
 
+#include <fcntl.h>
 #include <sys/swap.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
+#include <filesystem>
 #include <sstream>
+
+#include "uzswap/common/text_file.h"
 
 #ifndef SWAP_FLAG_DISCARD_PAGES
 #define SWAP_FLAG_DISCARD_PAGES 0x40000
@@ -62,6 +69,26 @@ Result<> swap_on(const std::string& path, int priority) noexcept {
 Result<> swap_off(const std::string& path) noexcept {
   if (swapoff(path.c_str()) != 0) return failure(errno_error());
   return {};
+}
+
+Result<std::uint64_t> disable_writeback_throttling(const std::string& device, const std::string& sysfs) noexcept {
+  const std::string file = sysfs + "/" + std::filesystem::path(device).filename().string() + "/queue/wbt_lat_usec";
+  const auto text = read_text_file(file);
+  if (!text) {
+    if (text.error() == std::errc::no_such_file_or_directory) return std::uint64_t{0};  // no WBT in this kernel
+    return failure(text.error());
+  }
+  std::uint64_t target = 0;
+  const char* end = text->data() + text->size();
+  if (std::from_chars(text->data(), end, target).ec != std::errc{}) return failure(errno_error(EINVAL));
+  if (target == 0) return target;
+  const int fd = open(file.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);  // as `echo 0 >`
+  if (fd < 0) return failure(errno_error());
+  const ssize_t n = write(fd, "0", 1);
+  const int error = errno;
+  close(fd);
+  if (n != 1) return failure(errno_error(n < 0 ? error : EIO));
+  return target;
 }
 
 }  // namespace uzswap

@@ -88,7 +88,9 @@ dev=$(readlink "/run/uzswap/$NAME/device")
 [[ $dev == /dev/nbd* ]] || fail "device link '$dev' is not /dev/nbdN"
 grep -q "^$dev " /proc/swaps || fail "$dev not in /proc/swaps"
 (( $(cat "/sys/block/$(basename "$dev")/size") * 512 == 1 << 30 )) || fail "$dev has the wrong size"
-pass "swap on $dev through the kernel's NBD client, type $(status_field "['device']['swap_type']")"
+wbt=/sys/block/$(basename "$dev")/queue/wbt_lat_usec
+[[ ! -f $wbt || $(cat "$wbt") == 0 ]] || fail "writeback throttling still on for $dev ($(cat "$wbt") us)"
+pass "swap on $dev through the kernel's NBD client, type $(status_field "['device']['swap_type']"), writeback throttling off"
 
 if command -v nbdinfo >/dev/null; then
   size=$(nbdinfo --size "nbd+unix:///?socket=/run/uzswap/$NAME/nbd") || fail "nbdinfo beside the kernel"
@@ -113,7 +115,7 @@ grep -q '"wrong_pages": 0' "$OUT" || fail "workload saw wrong pages"
 pass "256 MiB workload in a 128 MiB cgroup: every byte right through $dev ($stored pages stored at the pause)"
 # What a slower machine may show before it fails: errors answered to the
 # kernel, and what the daemon warned about.
-echo "nbd: $(status_py "f'{s[\"frontend\"][\"requests\"]} requests, {s[\"frontend\"][\"error_replies\"]} error replies, {s[\"write_errors\"]} write errors'")"
+echo "nbd: $(status_py "f'{s[\"frontend\"][\"requests\"]} requests, {s[\"frontend\"][\"error_replies\"]} error replies, {s[\"write_errors\"]} write errors, rejects {s[\"rejects\"]}'")"
 grep -E "warn|error|critical" "$LOG" | head -n 20
 for _ in $(seq 1 300); do (( $(status_field "['discarded_pages']") > 0 )) && break; sleep 0.1; done
 pass "$(status_field "['discarded_pages']") pages discarded (TRIM from the kernel)"
