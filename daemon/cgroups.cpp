@@ -24,51 +24,30 @@ void Instance::start_attribution() {
   attribution_ = std::make_unique<Attribution>(*store_, options);
   spdlog::info("attributing pages to the cgroups under {} every {} s", options.cgroup_root,
                config_.attribution_interval);
-  attribution_thread_ = Thread("uzswap-attrib", [this] {
-    // Passes come every interval, and after pressure events, but never
-    // closer than 2 s apart (the CPU budget applies to each).
-    constexpr auto kMinGap = std::chrono::seconds(2);
+  // Passes come every interval, and after pressure events, but never
+  // closer than 2 s apart (the CPU budget applies to each).
+  PeriodicWorker::Options schedule;
+  schedule.period = std::chrono::seconds(config_.attribution_interval);
+  schedule.min_gap = std::chrono::seconds(2);
+  attribution_worker_.start("uzswap-attrib", schedule, [this] {
     MutexLock guard(attribution_lock_);
-    while (!attribution_stop_) {
-      liveness::working();
-      try {
-        last_pass_ = attribution_->scan();
-        publish_cgroup_paths();
-        // A watch the kernel refused is tried again at the next pass.
-        if (auto tracked = reclaimer_ ? reclaimer_->track(attribution_->directories()) : Result<>{}; !tracked)
-          liveness::error("attribution pass: epoll_ctl: " + tracked.error().message());
-        else
-          update_root_hold();
-      } catch (const std::exception& e) {
-        // A pass that failed (allocation) is tried again at the next
-        // interval; the liveness check logs it.
-        liveness::error(std::string("attribution pass: ") + e.what());
-      }
-      liveness::progressed();
-      const auto next = std::chrono::steady_clock::now() + std::chrono::seconds(config_.attribution_interval);
-      const auto gap_end = std::chrono::steady_clock::now() + kMinGap;
-      while (!attribution_stop_ &&
-             attribution_wakeup_.wait_until(attribution_lock_, gap_end) == std::cv_status::no_timeout) {
-      }
-      // A kick is best-effort: the reclaimer sets it without the lock (held
-      // across a whole pass), so one landing between the check and the wait
-      // is seen at the next interval; the pass it asks for comes anyway.
-      while (!attribution_stop_ && !attribution_kick_.load() &&
-             attribution_wakeup_.wait_until(attribution_lock_, next) == std::cv_status::no_timeout) {
-      }
-      attribution_kick_.store(false);
+    try {
+      last_pass_ = attribution_->scan();
+      publish_cgroup_paths();
+      // A watch the kernel refused is tried again at the next pass.
+      if (auto tracked = reclaimer_ ? reclaimer_->track(attribution_->directories()) : Result<>{}; !tracked)
+        liveness::error("attribution pass: epoll_ctl: " + tracked.error().message());
+      else
+        update_root_hold();
+    } catch (const std::exception& e) {
+      // A pass that failed (allocation) is tried again at the next
+      // interval; the liveness check logs it.
+      liveness::error(std::string("attribution pass: ") + e.what());
     }
   });
 }
 
-void Instance::stop_attribution() noexcept {
-  {
-    MutexLock guard(attribution_lock_);
-    attribution_stop_ = true;
-  }
-  attribution_wakeup_.notify_all();
-  attribution_thread_.join();
-}
+void Instance::stop_attribution() noexcept { attribution_worker_.stop(); }
 
 void Instance::update_root_hold() {
   if (!reclaimer_) return;

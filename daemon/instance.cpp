@@ -424,8 +424,7 @@ void Instance::start_reclaim() {
   try {
     reclaimer_ = std::make_unique<Reclaimer>(*writeback_, options, [this] {
       // Pressure: the pages now going out should be attributed soon.
-      attribution_kick_.store(true);
-      attribution_wakeup_.notify_all();
+      attribution_worker_.wake();
     });
   } catch (const std::system_error& e) {
     throw StartError(std::string("reclaim threads: ") + e.what());

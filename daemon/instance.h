@@ -156,10 +156,12 @@ class Instance {
     std::uint64_t live = 0, free = 0;
     UntrackedCgroups untracked;
   } cgroup_ids_ GUARDED_BY(paths_lock_);
-  mutable Mutex attribution_lock_;  // one pass at a time; guards attribution_'s maps
-  CondVar attribution_wakeup_;
-  bool attribution_stop_ GUARDED_BY(attribution_lock_) = false;
-  std::atomic<bool> attribution_kick_{false};   // a pressure event asks for a pass
+  mutable Mutex attribution_lock_;  // held by a pass; guards attribution_'s maps
+  // The attribution's passes: stopped by stop_attribution_ below, but
+  // declared before the reclaimer, whose pressure hook wakes it, so that a
+  // hook late in the reclaimer's teardown finds it there (wake() after
+  // stop() is harmless).
+  PeriodicWorker attribution_worker_;
   AttributionPass last_pass_ GUARDED_BY(attribution_lock_);
   std::atomic<bool> reserve_stop_{false};       // ends the reserve refill's passes early
   LivenessMonitor liveness_{60};                // its limit is set from the tick in serve()
@@ -209,7 +211,6 @@ class Instance {
   TeardownStep leave_swap_{[this] { leave_swap(); }};
   // Calls into the reclaimer, the store and the attribution: stopped before
   // any of them goes.
-  Thread attribution_thread_;
   TeardownStep stop_attribution_{[this] { stop_attribution(); }};
   std::unique_ptr<ControlServer> control_;
 };

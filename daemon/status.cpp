@@ -241,6 +241,7 @@ json Instance::reclaim_status() const {
                      {"cgroup_triggers", p->cgroup_triggers},
                      {"memory_events_files", p->events_files},
                      {"psi_events", p->psi_events},
+                     {"psi_events_ignored", reclaimer_->psi_events_ignored()},
                      {"cgroup_psi_events", p->cgroup_psi_events},
                      {"memory_events", p->memory_events}};
   return j;

@@ -97,13 +97,26 @@ void run_stress(const Config& cfg) {
     PageStore::prepare_thread();
     Rng rng(id * 7777 + 1);
     Page page, got;
+    std::vector<std::byte> run(16 * kPageSize);  // a request's worth for store_many
     for (std::uint64_t op = 0; op < cfg.ops_per_thread; ++op) {
       const bool shared = rng.below(4) == 0;
       const Slot slot = shared ? kPrivateSlots + rng.below(kSharedSlots)
                                : rng.below(kPrivateSlots / kThreads) * kThreads + id;
       const unsigned node = static_cast<unsigned>(rng.below(2));
       const unsigned what = static_cast<unsigned>(rng.below(100));
-      if (what < 50) {  // store
+      if (what < 50 && shared && rng.below(4) == 0) {  // store_many: a run of shared slots, as one request
+        const Slot n = 1 + rng.below(16);
+        const Slot first = std::min(slot, kSlots - n);
+        for (Slot i = 0; i < n; ++i) {
+          page = tagged_page(first + i, next_seq.fetch_add(1));
+          std::memcpy(run.data() + i * kPageSize, page.data(), kPageSize);
+        }
+        const auto r = store.store_many(first, std::span(run.data(), n * kPageSize), static_cast<int>(node));
+        if (r.error) {
+          ASSERT_EQ(r.error, StoreError::pool_full);
+          rejected.fetch_add(n - r.pages, std::memory_order_relaxed);  // the store counts each page it refused
+        }
+      } else if (what < 50) {  // store
         std::uint64_t seed = 0;
         if (shared) {
           page = tagged_page(slot, next_seq.fetch_add(1));

@@ -19,7 +19,9 @@ if [[ -r /proc/pressure/memory ]]; then
   [[ $(status_field "['reclaim']['pressure']['system_trigger']") == True ]] ||
     fail "no PSI trigger: $(status_field "['reclaim']['pressure']['system_error']")"
   window=$(status_field "['reclaim']['pressure']['window_us']")
-  pass "PSI trigger on /proc/pressure/memory (window $window us)"
+  ignored=$(status_field "['reclaim']['pressure']['psi_events_ignored']")
+  [[ $ignored =~ ^[0-9]+$ ]] || fail "no count of ignored PSI events in the status: '$ignored'"
+  pass "PSI trigger on /proc/pressure/memory (window $window us; $ignored events ignored so far)"
   grep -q "only 2 s windows" "$DAEMON_LOG" && pass "the 2 s fallback was announced"
 fi
 

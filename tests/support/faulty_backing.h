@@ -41,7 +41,9 @@ class FaultyBacking final : public BackingStore {
     hook_ = std::move(hook);
   }
 
+  // Pages written so far, and write() calls (submissions).
   std::uint64_t writes() const { return writes_.load(); }
+  std::uint64_t write_calls() const { return write_calls_.load(); }
   // read() and read_many() calls so far.
   std::uint64_t reads() const { return reads_.load(); }
   std::uint64_t read_many_calls() const { return read_many_calls_.load(); }
@@ -54,6 +56,7 @@ class FaultyBacking final : public BackingStore {
     }
     if (hook) hook();
     writes_.fetch_add(pages.size());
+    write_calls_.fetch_add(1);
     if (const int error = fail_error_.load()) {
       for (PageWrite& p : pages) p.result = -error;
       return;
@@ -108,6 +111,7 @@ class FaultyBacking final : public BackingStore {
   std::atomic<bool> corrupt_reads_{false};
   std::atomic<std::size_t> short_after_{SIZE_MAX};
   std::atomic<std::uint64_t> writes_{0};
+  std::atomic<std::uint64_t> write_calls_{0};
   std::atomic<std::uint64_t> reads_{0};
   std::atomic<std::uint64_t> read_many_calls_{0};
   std::atomic<Slot> bad_slot_{~Slot{0}};

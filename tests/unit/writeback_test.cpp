@@ -653,6 +653,97 @@ TEST_F(WritebackTest, AFailedSpillAtAFullPoolIsNotWrittenTwice) {
   ASSERT_EQ(store.load(s, p), LoadedFrom::empty) << "the refused page left nothing behind";
 }
 
+// `count` pages from `seed`, poor and good alternating, as one request.
+std::vector<std::byte> request_of(std::uint64_t seed, std::size_t count) {
+  std::vector<std::byte> bytes(count * kPageSize);
+  for (std::size_t i = 0; i < count; ++i) {
+    const Page p = i % 2 ? good_page(seed + i) : poor_page(seed + i);
+    std::memcpy(bytes.data() + i * kPageSize, p.data(), kPageSize);
+  }
+  return bytes;
+}
+Page page_of(const std::vector<std::byte>& request, std::size_t i) {
+  Page p;
+  std::memcpy(p.data(), request.data() + i * kPageSize, kPageSize);
+  return p;
+}
+
+TEST_F(WritebackTest, StoreManyWritesTheFilesPagesOfARequestTogether) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  const Slot s = fill_until_full(store);
+  // 100 pages at a full pool: all for the file, in batches of 64.
+  const auto request = request_of(s, 100);
+  const std::uint64_t calls = faulty_.write_calls(), pages = faulty_.writes();
+  const auto stored = store.store_many(s, request);
+  EXPECT_EQ(stored.pages, 100u);
+  EXPECT_FALSE(stored.error);
+  EXPECT_EQ(faulty_.write_calls() - calls, 2u) << "two submissions, not 100";
+  EXPECT_EQ(faulty_.writes() - pages, 100u);
+  Page p;
+  for (std::size_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(store.load(s + i, p), LoadedFrom::backing) << "page " << i;
+    EXPECT_EQ(p, page_of(request, i)) << "page " << i;
+  }
+}
+
+TEST_F(WritebackTest, StoreManyNearTheLimitSpillsOnlyThePoorPagesAndThePoolTakesWhatTheFileFailed) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  Slot s = 0;
+  for (; !store.above_accept_threshold() && s < 900; ++s)
+    ASSERT_EQ(store.store(s, good_page(s)), StoredAs::compressed);
+  ASSERT_FALSE(store.pool_full());
+  const auto request = request_of(s, 8);
+  const std::uint64_t calls = faulty_.write_calls();
+  auto stored = store.store_many(s, request);
+  EXPECT_EQ(stored.pages, 8u);
+  EXPECT_EQ(faulty_.write_calls() - calls, 1u);
+  EXPECT_EQ(store.stats().spilled_pages, 4u) << "the poor half";
+  Page p;
+  for (std::size_t i = 0; i < 8; ++i) {
+    ASSERT_EQ(store.load(s + i, p), i % 2 ? LoadedFrom::pool : LoadedFrom::backing) << "page " << i;
+    EXPECT_EQ(p, page_of(request, i));
+  }
+  // The file fails: the poor pages go to the pool after all, as store() does.
+  faulty_.fail_writes(EIO);
+  const auto again = request_of(s + 100, 8);
+  stored = store.store_many(s + 100, again);
+  EXPECT_EQ(stored.pages, 8u);
+  EXPECT_FALSE(stored.error);
+  for (std::size_t i = 0; i < 8; ++i) {
+    ASSERT_EQ(store.load(s + 100 + i, p), LoadedFrom::pool) << "page " << i;
+    EXPECT_EQ(p, page_of(again, i));
+  }
+}
+
+TEST_F(WritebackTest, StoreManyAtAFullPoolReportsTheFilesFailureAndKeepsWhatItWrote) {
+  PageStoreOptions o = options();
+  o.max_pool_bytes = 512u << 10;
+  PageStore store(o);
+  store.attach_backing(&faulty_);
+  const Slot s = fill_until_full(store);
+  faulty_.short_writes(3);
+  const auto request = request_of(s, 8);
+  const auto stored = store.store_many(s, request);
+  EXPECT_EQ(stored.pages, 3u);
+  EXPECT_EQ(stored.error, StoreError::backing_failed);
+  faulty_.short_writes(~std::size_t{0});
+  Page p;
+  for (std::size_t i = 0; i < 8; ++i) {
+    if (i < 3) {
+      ASSERT_EQ(store.load(s + i, p), LoadedFrom::backing) << "page " << i;
+      EXPECT_EQ(p, page_of(request, i));
+    } else {
+      EXPECT_EQ(store.load(s + i, p), LoadedFrom::empty) << "page " << i << ": a refused page leaves nothing";
+    }
+  }
+}
+
 TEST_F(WritebackTest, NoSpillWithoutAPreference) {
   PageStoreOptions o = options();
   o.max_pool_bytes = 512u << 10;

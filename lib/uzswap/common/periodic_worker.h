@@ -1,5 +1,5 @@
 // A background thread that runs one pass of work at a time until stopped:
-// the daemon's wipe and reserve-refill threads. By default the
+// the daemon's wipe, reserve-refill and attribution threads. By default the
 // first pass runs at once and each next one `period` after the last ended,
 // or sooner when wake() is called, but never sooner than `min_gap` after it.
 // A worker whose work comes from an event it does not own (a futex of the

@@ -26,17 +26,12 @@ Result<> SlotIo::read(std::uint64_t offset, std::span<std::byte> out) noexcept {
 }
 
 Result<> SlotIo::write(std::uint64_t offset, std::span<const std::byte> data, int node) noexcept {
-  for (std::uint64_t done = 0; done < data.size(); done += kPageSize) {
-    const Slot slot = (offset + done) / kPageSize;
-    const PageView page(data.data() + done, kPageSize);
-    const auto stored = node >= 0 ? store_.store(slot, page, static_cast<unsigned>(node)) : store_.store(slot, page);
-    if (!stored) {
-      write_errors_.fetch_add(1, std::memory_order_relaxed);
-      written_pages_.fetch_add(done / kPageSize, std::memory_order_relaxed);
-      return failure(errno_error(stored.error() == StoreError::pool_full ? ENOSPC : EIO));
-    }
+  const PageStore::StoredMany stored = store_.store_many(offset / kPageSize, data, node);
+  written_pages_.fetch_add(stored.pages, std::memory_order_relaxed);
+  if (stored.error) {
+    write_errors_.fetch_add(1, std::memory_order_relaxed);
+    return failure(errno_error(stored.error == StoreError::pool_full ? ENOSPC : EIO));
   }
-  written_pages_.fetch_add(data.size() / kPageSize, std::memory_order_relaxed);
   return {};
 }
 

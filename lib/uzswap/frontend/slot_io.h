@@ -46,9 +46,10 @@ class SlotIo {
   // that can answer a short read answers the good pages before a bad one.
   std::uint64_t read_prefix(std::uint64_t offset, std::span<std::byte> out) noexcept;
 
-  // Stores `data` (a whole number of pages) from byte `offset`. On a refusal
-  // (ENOSPC: pool full; EIO otherwise) the pages before the refused one hold
-  // their new versions, which is what the writer will write again.
+  // Stores `data` (a whole number of pages) from byte `offset`, the pages
+  // for the backing file in one write (PageStore::store_many). On a refusal
+  // of any page (ENOSPC: pool full; EIO otherwise) the others hold their
+  // new versions, which is what the writer will write again.
   // `node` >= 0 puts the pages in that NUMA node's pool (the node of the
   // task the pages came from, where the front end knows it); -1: the node
   // of the calling CPU.

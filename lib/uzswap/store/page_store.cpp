@@ -126,6 +126,11 @@ Result<StoredAs> PageStore::store(Slot slot, PageView page) noexcept {
 
 Result<StoredAs> PageStore::store(Slot slot, PageView page,
                                                      unsigned node) noexcept {
+  return *store_one(slot, page, node, nullptr, true);  // no batch: always an outcome
+}
+
+std::optional<Result<StoredAs>> PageStore::store_one(Slot slot, PageView page, unsigned node, FileBatch* batch,
+                                                     bool may_use_file) noexcept {
   if (slot >= table_.size()) {
     counters_.add(Counter::out_of_range);
     return std::unexpected(StoreError::out_of_range);
@@ -155,8 +160,9 @@ Result<StoredAs> PageStore::store(Slot slot, PageView page,
   // (At or above the accept threshold of the limit: pool_full() alone may
   // be stale, as only a store the pool takes clears it.)
   std::optional<Result<StoredAs>> spilled;
-  if (length > spill_length_ && backing_ != nullptr && above_accept_threshold()) {
-    spilled = store_to_backing(slot, page, checksum);
+  if (may_use_file && length > spill_length_ && backing_ != nullptr && above_accept_threshold()) {
+    spilled = to_file(slot, page, checksum, node, batch, true);
+    if (!spilled) return std::nullopt;  // with the batch
     if (*spilled) {
       counters_.add(Counter::spilled_pages);
       return *spilled;
@@ -168,7 +174,7 @@ Result<StoredAs> PageStore::store(Slot slot, PageView page,
   if (!admit_to_pool()) {
     counters_.add(Counter::reject_pool_full);
     if (spilled) return *spilled;
-    if (backing_ != nullptr) return store_to_backing(slot, page, checksum);
+    if (backing_ != nullptr && may_use_file) return to_file(slot, page, checksum, node, batch, false);
     return std::unexpected(StoreError::pool_full);
   }
   const PoolHandle handle = pool_.alloc(length, node);
@@ -177,7 +183,7 @@ Result<StoredAs> PageStore::store(Slot slot, PageView page,
     // next tier takes the page rather than the kernel getting an error.
     counters_.add(Counter::reject_alloc_failed);
     if (spilled) return *spilled;
-    if (backing_ != nullptr) return store_to_backing(slot, page, checksum);
+    if (backing_ != nullptr && may_use_file) return to_file(slot, page, checksum, node, batch, false);
     return std::unexpected(StoreError::alloc_failed);
   }
   std::memcpy(pool_.map(handle), raw ? page.data() : ctx.buffer, length);

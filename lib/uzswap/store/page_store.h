@@ -124,6 +124,19 @@ class PageStore {
   // Stores on `node` (< pool nodes): for callers that know better, and tests.
   Result<StoredAs> store(Slot slot, PageView page, unsigned node) noexcept;
 
+  // Stores the whole pages of `data` in slots first, first + 1, ..., as
+  // store() does each, but the pages bound for the backing file (the pool
+  // has no room, or they save little) are written together: one submission
+  // for a request's worth, not one wait for the disk per page. `node` < 0:
+  // the calling CPU's. Every page is tried; the count is of those stored,
+  // and the error is that of one that failed (the kernel, told, writes the
+  // whole request again).
+  struct StoredMany {
+    std::size_t pages = 0;
+    std::error_code error;  // none when every page was stored
+  };
+  StoredMany store_many(Slot first, std::span<const std::byte> data, int node = -1) noexcept;
+
   // Fills `out` with the slot's page; an empty slot reads as zeros. A page
   // whose bytes do not match the checksum taken when it was stored is an
   // error (corrupt), counted and noted in integrity_log(): never wrong bytes.
@@ -310,6 +323,22 @@ class PageStore {
   bool saves_little(const SlotEntry& entry) const noexcept;
   Result<StoredAs> store_to_backing(Slot slot, PageView page,
                                                        std::uint32_t checksum) noexcept;
+  // store_to_backing in two halves around the write, so that one write can
+  // carry many pages: begin claims the slot for the file (its file_write
+  // bit; nullopt if the slot may not go there now) and returns its version;
+  // end publishes the outcome of the write (`result` 0 or -errno).
+  std::optional<std::uint64_t> begin_file_write(Slot slot) noexcept;
+  Result<StoredAs> end_file_write(Slot slot, std::uint64_t version, std::uint32_t checksum, int result) noexcept;
+  // The pages of one store_many call on their way to the file.
+  class FileBatch;
+  // store() with a batch: a page for the file is claimed into `batch`
+  // (nullopt: its outcome comes with the batch's write); `may_use_file`
+  // false keeps it from the file altogether (a spill whose write failed).
+  std::optional<Result<StoredAs>> store_one(Slot slot, PageView page, unsigned node, FileBatch* batch,
+                                            bool may_use_file) noexcept;
+  std::optional<Result<StoredAs>> to_file(Slot slot, PageView page, std::uint32_t checksum, unsigned node,
+                                          FileBatch* batch, bool spill) noexcept;
+  void flush(FileBatch& batch, StoredMany& result) noexcept;
 
   std::unique_ptr<SharedState> own_state_;  // only for a store on its own
   SharedState* state_;

@@ -155,25 +155,30 @@ PageStore::Finish PageStore::finish_writeback(Slot slot, std::uint64_t version, 
 
 Result<StoredAs> PageStore::store_to_backing(Slot slot, PageView page,
                                                                 std::uint32_t checksum) noexcept {
-  std::uint64_t version;
-  {
-    MutexLock guard(table_.lock_for(slot));
-    SlotEntry entry = table_.entryLocked(slot);
-    // memory.zswap.writeback=0 forbids this too: the page stays with the kernel.
-    if (!memcg_.writeback_allowed(static_cast<CgroupId>(entry.cgroup)))
-      return std::unexpected(StoreError::pool_full);
-    // A write of this slot is already in flight: the kernel retries later.
-    if (entry.file_write) return std::unexpected(StoreError::pool_full);
-    // From here the slot's block is being overwritten: an older page of the
-    // slot still there (written back) is dead, and no load reads it (see
-    // load_once).
-    entry.file_write = 1;
-    table_.publishLocked(slot, entry);
-    version = entry.version;
-  }
+  const auto version = begin_file_write(slot);
+  if (!version) return std::unexpected(StoreError::pool_full);
   PageWrite write{slot, page.data(), 0};
   backing_->write(std::span(&write, 1));
+  return end_file_write(slot, *version, checksum, write.result);
+}
 
+std::optional<std::uint64_t> PageStore::begin_file_write(Slot slot) noexcept {
+  MutexLock guard(table_.lock_for(slot));
+  SlotEntry entry = table_.entryLocked(slot);
+  // memory.zswap.writeback=0 forbids this too: the page stays with the kernel.
+  if (!memcg_.writeback_allowed(static_cast<CgroupId>(entry.cgroup))) return std::nullopt;
+  // A write of this slot is already in flight: the kernel retries later.
+  if (entry.file_write) return std::nullopt;
+  // From here the slot's block is being overwritten: an older page of the
+  // slot still there (written back) is dead, and no load reads it (see
+  // load_once).
+  entry.file_write = 1;
+  table_.publishLocked(slot, entry);
+  return std::uint64_t{entry.version};
+}
+
+Result<StoredAs> PageStore::end_file_write(Slot slot, std::uint64_t version, std::uint32_t checksum,
+                                           int result) noexcept {
   Removed old{SlotState::empty, 0, 0, kRootCgroup};
   bool stored = false;
   {
@@ -185,7 +190,7 @@ Result<StoredAs> PageStore::store_to_backing(Slot slot, PageView page,
     // writes again. Should the failed write have torn the block of an older
     // written-back page (dead anyway: the kernel wrote the slot anew), a
     // load of it fails the checksum: never wrong bytes.
-    if (entry.version == version && write.result == 0) {
+    if (entry.version == version && result == 0) {
       old = detachLocked(slot, entry);
       SlotEntry fresh{};
       fresh.state = static_cast<std::uint64_t>(SlotState::written_back);
@@ -199,9 +204,81 @@ Result<StoredAs> PageStore::store_to_backing(Slot slot, PageView page,
     table_.publishLocked(slot, entry, stored ? checksum : table_.checksumLocked(slot));
   }
   account_removed(old);
-  if (write.result != 0) return std::unexpected(StoreError::backing_failed);
+  if (result != 0) return std::unexpected(StoreError::backing_failed);
   counters_.add(Counter::direct_writes);
   return StoredAs::written_back;
+}
+
+// A request's pages for the file, claimed (begin_file_write) and written
+// together by flush(). On the caller's stack: a request path allocates
+// nothing.
+class PageStore::FileBatch {
+ public:
+  static constexpr std::size_t kPages = 64;
+  struct Claimed {
+    std::uint64_t version;
+    std::uint32_t checksum;
+    unsigned node;
+    bool spill;  // a page the pool could have taken: it may still, should the write fail
+  };
+  PageWrite writes[kPages];
+  Claimed claimed[kPages];
+  std::size_t count = 0;
+};
+
+std::optional<Result<StoredAs>> PageStore::to_file(Slot slot, PageView page, std::uint32_t checksum, unsigned node,
+                                                   FileBatch* batch, bool spill) noexcept {
+  if (batch == nullptr) return store_to_backing(slot, page, checksum);
+  const auto version = begin_file_write(slot);
+  if (!version) return std::unexpected(StoreError::pool_full);
+  batch->writes[batch->count] = PageWrite{slot, page.data(), 0};
+  batch->claimed[batch->count] = FileBatch::Claimed{*version, checksum, node, spill};
+  ++batch->count;
+  return std::nullopt;
+}
+
+namespace {
+
+void count_outcome(PageStore::StoredMany& many, const Result<StoredAs>& one) noexcept {
+  if (one) ++many.pages;
+  else if (!many.error) many.error = one.error();
+}
+
+}  // namespace
+
+void PageStore::flush(FileBatch& batch, StoredMany& result) noexcept {
+  if (batch.count == 0) return;
+  backing_->write(std::span(batch.writes, batch.count));
+  for (std::size_t i = 0; i < batch.count; ++i) {
+    const PageWrite& w = batch.writes[i];
+    const FileBatch::Claimed& c = batch.claimed[i];
+    Result<StoredAs> outcome = end_file_write(w.slot, c.version, c.checksum, w.result);
+    if (c.spill) {
+      if (outcome) {
+        counters_.add(Counter::spilled_pages);
+      } else if (auto pooled = *store_one(w.slot, PageView(w.page, kPageSize), c.node, nullptr, false)) {
+        // As store() does: a spill the file failed goes to the pool if it can;
+        // if it cannot, the answer is the file's failure.
+        outcome = *pooled;
+      }
+    }
+    count_outcome(result, outcome);
+  }
+  batch.count = 0;
+}
+
+PageStore::StoredMany PageStore::store_many(Slot first, std::span<const std::byte> data, int node) noexcept {
+  StoredMany result;
+  FileBatch batch;
+  const unsigned where = node >= 0 ? static_cast<unsigned>(node) : current_node();
+  for (std::size_t done = 0; done + kPageSize <= data.size(); done += kPageSize) {
+    if (batch.count == FileBatch::kPages) flush(batch, result);
+    const PageView page(data.data() + done, kPageSize);
+    if (const auto outcome = store_one(first + done / kPageSize, page, where, &batch, true))
+      count_outcome(result, *outcome);
+  }
+  flush(batch, result);
+  return result;
 }
 
 void PageStore::mark_for_wipe(Slot slot) noexcept {
