@@ -40,6 +40,9 @@ threads_report() {
   for f in /sys/kernel/debug/nbd/nbd*/tasks; do
     [[ -f $f ]] && { echo "--- $f (requests the kernel has sent and waits on) ---"; cat "$f"; }
   done
+  for f in /sys/kernel/debug/block/nbd*/hctx*/{busy,dispatch,state} /sys/kernel/debug/block/nbd*/{state,requeue_list}; do
+    [[ -s $f ]] && { echo "--- $f"; head -n 20 "$f"; }
+  done
   [[ -n ${CG:-} && -f $CG/memory.events ]] && echo "--- $CG/memory.events: $(tr '\n' ' ' < "$CG/memory.events")"
   echo "--- dmesg (last 40 lines) ---"
   dmesg | tail -n 40
@@ -69,7 +72,8 @@ cleanup() {
 trap cleanup EXIT
 
 [[ $(id -u) -eq 0 ]] || skip "needs root"
-modprobe nbd nbds_max=16 2>/dev/null || true
+# max_part=0: no partition scan at connect (operations.md, "NBD as swap").
+modprobe nbd nbds_max=16 max_part=0 2>/dev/null || true
 [[ -e /sys/module/nbd ]] || skip "no nbd module in this kernel ($(uname -r))"
 if [[ -f /sys/fs/cgroup/cgroup.controllers ]] && grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
   CG=/sys/fs/cgroup/uzswap-$NAME
