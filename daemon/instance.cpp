@@ -154,7 +154,7 @@ void Instance::open_store() {
   start_reserve_refill();
   save_settings();
   publish_cgroup_paths();
-  if (const AdoptionReport& a = store_->adoption(); a.adopted) {
+  if (const AdoptionReport& a = store_->restart_side().report(); a.adopted) {
     spdlog::info("adopted the swap area in {:.3f} s (serving process #{}): {} pages in the pool, {} in the "
                  "backing file, {} half-done changes rolled back, {} writebacks back in RAM, {} cgroups{}",
                  a.seconds, header.adoptions + 1, a.pool_objects, a.written_back, a.rolled_back, a.writebacks_reset,
@@ -165,10 +165,10 @@ void Instance::open_store() {
 void Instance::start_writeback() {
   open_backing();
   store_->attach_backing(backing_.get());
-  if (store_->adoption().stale_file_writes > 0) start_stale_writes();
+  if (store_->restart_side().report().stale_file_writes > 0) start_stale_writes();
   start_wipe();
   shrinker_ = std::make_unique<ShrinkWorker>(*writeback_, ShrinkWorkerOptions{});
-  store_->set_pool_full_hook([worker = shrinker_.get()] { worker->wake(); });
+  store_->hooks().pool_full = [worker = shrinker_.get()] { worker->wake(); };
   start_reclaim();
 }
 
@@ -215,7 +215,8 @@ void Instance::start_stale_writes() {
     if (!backing_->wait_for_other_writers(std::chrono::seconds(60)))
       spdlog::warn("could not tell whether the dead process's writes to {} landed; going on",
                    backing_name());
-    spdlog::info("{} slots written by the dead process are writable again", store_->release_stale_file_writes());
+    spdlog::info("{} slots written by the dead process are writable again",
+                 store_->restart_side().release_stale_file_writes());
   });
 }
 
@@ -453,7 +454,7 @@ void Instance::start_reserve_refill() {
   // RAM and never asks for memory (zswap's __GFP_NORETRY); this worker
   // populates the reserve again, woken when a store leaves it below half
   // or finds it empty.
-  store_->refill_pool_reserve();  // before the first request
+  store_->reserve().refill();  // before the first request
   auto refill_failures_seen = std::make_shared<std::uint64_t>(0);
   PeriodicWorker::Options events;
   events.pass_at_start = false;
@@ -461,12 +462,12 @@ void Instance::start_reserve_refill() {
     // It asks the kernel for memory: let that reclaim not wait on our own I/O.
     if (auto flusher = set_io_flusher(); !flusher)
       spdlog::debug("uzswap-reserve: PR_SET_IO_FLUSHER: {}", flusher.error().message());
-    *refill_failures_seen = store_->pool_reserve_refill_failures();
+    *refill_failures_seen = store_->reserve().refill_failures();
   };
-  events.wait = [this] { store_->wait_for_pool_reserve_use(); };
+  events.wait = [this] { store_->reserve().wait_for_use(); };
   events.unblock = [this] {
     reserve_stop_.store(true, std::memory_order_relaxed);
-    store_->wake_pool_reserve_refiller();
+    store_->reserve().wake_refiller();
   };
   reserve_refill_.start("uzswap-reserve", std::move(events), [this, refill_failures_seen] {
     // Again while a pass makes progress: a pass stops at a failed growth
@@ -474,7 +475,7 @@ void Instance::start_reserve_refill() {
     // full again.
     std::size_t refilled = 0, pass;
     do {
-      pass = store_->refill_pool_reserve();
+      pass = store_->reserve().refill();
       refilled += pass;
       liveness::progressed();
     } while (pass > 0 && !reserve_stop_.load(std::memory_order_relaxed));
@@ -482,7 +483,7 @@ void Instance::start_reserve_refill() {
     // not spin on it (stores meanwhile go to the next tier). A reserve
     // that was simply full waits for the next wake-up instead: a store
     // waiting for a span must not find this thread asleep.
-    const std::uint64_t failures = store_->pool_reserve_refill_failures();
+    const std::uint64_t failures = store_->reserve().refill_failures();
     if (refilled == 0 && failures != *refill_failures_seen)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     *refill_failures_seen = failures;
@@ -496,7 +497,7 @@ void Instance::start_wipe() {
   // a stuck thread.
   PeriodicWorker::Options every_second;
   every_second.period = std::chrono::seconds(1);
-  wipe_.start("uzswap-wipe", std::move(every_second), [this] { store_->wipe_freed(16384); });
+  wipe_.start("uzswap-wipe", std::move(every_second), [this] { store_->housekeeping().wipe_freed(16384); });
 }
 
 // The teardown steps, in the order they run (instance.h).

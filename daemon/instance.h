@@ -194,7 +194,7 @@ class Instance {
   TeardownStep remove_link_{[this] { remove_device_link(); }};
   Thread stale_writes_thread_;     // waits out the dead process's writes to backing_
   PeriodicWorker reserve_refill_;  // tops up the pool's reserve of populated spans
-  PeriodicWorker wipe_;            // PageStore::wipe_freed, with a backing store
+  PeriodicWorker wipe_;            // Housekeeping::wipe_freed, with a backing store
   std::unique_ptr<ShrinkWorker> shrinker_;
   std::unique_ptr<Reclaimer> reclaimer_;
   // The front end: FUSE on a loop device ...

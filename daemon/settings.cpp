@@ -117,7 +117,7 @@ void restore_settings(const StateHeader& header, DaemonConfig& config) {
 std::expected<void, std::string> Instance::set_setting(const std::string& key, const std::string& value) {
   MutexLock settings(settings_lock_);
   SettingContext context;
-  context.codec = store_->codec();
+  context.codec = store_->settings().codec();
   context.has_backing = backing_ != nullptr;
   context.has_reclaim = reclaimer_ != nullptr;
   context.ram_bytes = ram_bytes_;
@@ -134,17 +134,17 @@ std::expected<void, std::string> Instance::set_setting(const std::string& key, c
 void Instance::apply_setting(const SettingChange& change) {
   switch (change.kind) {
     case Kind::compressor:
-      store_->set_codec(change.codec, default_level(change.codec));
+      store_->settings().set_codec(change.codec, default_level(change.codec));
       break;
     case Kind::level:
-      store_->set_codec(store_->codec(), static_cast<int>(change.number));
+      store_->settings().set_codec(store_->settings().codec(), static_cast<int>(change.number));
       break;
     case Kind::max_pool_percent:
       config_.max_pool_percent = change.number;
-      store_->set_max_pool_bytes(pool_limit_bytes(ram_bytes_, change.number));
+      store_->settings().set_max_pool_bytes(pool_limit_bytes(ram_bytes_, change.number));
       break;
     case Kind::accept_threshold_percent:
-      store_->set_accept_threshold_percent(change.number);
+      store_->settings().set_accept_threshold_percent(change.number);
       break;
     case Kind::writeback: {
       CgroupPolicy policy = store_->memcg().policy(kRootCgroup);
@@ -178,10 +178,10 @@ void Instance::apply_setting(const SettingChange& change) {
 
 void Instance::save_settings() noexcept {
   StateHeader& h = state_->header();
-  h.codec = static_cast<std::uint32_t>(store_->codec());
-  h.level = store_->level();
+  h.codec = static_cast<std::uint32_t>(store_->settings().codec());
+  h.level = store_->settings().level();
   h.max_pool_percent = config_.max_pool_percent;
-  h.accept_threshold_percent = store_->accept_threshold_percent();
+  h.accept_threshold_percent = store_->settings().accept_threshold_percent();
   h.watermark_scale_factor = config_.watermark_scale_factor;
   h.idle_writeback_seconds = config_.idle_writeback_seconds;
   h.settings_valid = 1;

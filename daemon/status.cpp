@@ -72,7 +72,7 @@ json Instance::status() const {
   j["pid"] = getpid();
   j["supervisor_pid"] = getppid();
   const StateHeader& sh = state_->header();
-  const AdoptionReport& ar = store_->adoption();
+  const AdoptionReport& ar = store_->restart_side().report();
   j["restart"] = {{"serving_process", sh.adoptions + 1},
                   {"adopted", ar.adopted},
                   {"adopt_seconds", ar.seconds},
@@ -96,11 +96,11 @@ json Instance::status() const {
                  {"fuse_io_uring", uring_ != nullptr},
                  {"ring_threads", uring_ ? uring_->threads() : 0},
                  {"ring_buffer_bytes", uring_ ? uring_->buffer_bytes() : 0}};
-  j["compressor"] = std::string(codec_name(store_->codec()));
-  j["level"] = store_->level();
+  j["compressor"] = std::string(codec_name(store_->settings().codec()));
+  j["level"] = store_->settings().level();
   j["max_pool_percent"] = config_.max_pool_percent;
-  j["accept_threshold_percent"] = store_->accept_threshold_percent();
-  j["max_pool_bytes"] = store_->max_pool_bytes();
+  j["accept_threshold_percent"] = store_->settings().accept_threshold_percent();
+  j["max_pool_bytes"] = store_->settings().max_pool_bytes();
   j["pool_full"] = store_->pool_full();
   j["stored_pages"] = s.stored_pages;
   j["same_filled_pages"] = s.same_filled_pages;
@@ -124,7 +124,7 @@ json Instance::status() const {
              {"backing_reads", s.backing_reads},
              {"backing_read_errors", s.backing_read_errors},
              {"wiped_pages", s.wiped_pages},
-             {"wipe_pending", store_->wipe_pending()}};
+             {"wipe_pending", store_->housekeeping().wipe_pending()}};
   if (shrinker_) {
     const ShrinkWorkerStats w = shrinker_->stats();
     wb["worker"] = {{"wakeups", w.wakeups}, {"runs", w.runs}, {"written", w.written},

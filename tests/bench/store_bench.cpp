@@ -140,7 +140,7 @@ void BM_PoolDensity(benchmark::State& state) {
     for (std::size_t n = 0; n < kPages * 4; ++n)
       if (rng.below(3) != 0) (void)store.invalidate(n, 1);
     freed = density();
-    moved = double(store.compact().objects_to_move);
+    moved = double(store.housekeeping().compact().objects_to_move);
     compacted = density();
   }
   state.counters["after_fill"] = fill;

@@ -159,14 +159,14 @@ void run_stress(const Config& cfg) {
   std::thread compactor([&] {
     PageStore::prepare_thread();
     while (!stop.load()) {
-      store.compact();
+      store.housekeeping().compact();
       std::this_thread::yield();
     }
   });
   std::thread switcher([&] {
     for (unsigned i = 0; !stop.load(); ++i) {
-      if (i % 2) store.set_codec(Codec::zstd, 1 + i % 5);
-      else store.set_codec(Codec::lz4, 1);
+      if (i % 2) store.settings().set_codec(Codec::zstd, 1 + i % 5);
+      else store.settings().set_codec(Codec::lz4, 1);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });

@@ -60,7 +60,7 @@ bool holds(PageStore& store, Slot slot, const Page& want) {
 TEST(Adoption, AFreshStateIsNotAdopted) {
   SharedState state = new_state();
   PageStore store(options(), state);
-  EXPECT_FALSE(store.adoption().adopted);
+  EXPECT_FALSE(store.restart_side().report().adopted);
   EXPECT_EQ(state.header().serving, 1u);
 }
 
@@ -76,8 +76,8 @@ TEST(Adoption, TheNextStoreServesEveryPageAndTheSameCounters) {
   SharedState again = reopen(state);
   PageStore second(options(), again);
   Writeback second_writeback(second);
-  EXPECT_TRUE(second.adoption().adopted);
-  EXPECT_EQ(second.adoption().rolled_back, 0u);
+  EXPECT_TRUE(second.restart_side().report().adopted);
+  EXPECT_EQ(second.restart_side().report().rolled_back, 0u);
   for (Slot s = 0; s < kSlots; ++s) {
     if (s >= 100 && s < 150) {
       Page got;
@@ -119,7 +119,7 @@ TEST(Adoption, AHalfDoneChangeIsRolledBack) {
   state.slots()[7].length = 77;
   SharedState again = reopen(state);
   PageStore second(options(), again);
-  EXPECT_EQ(second.adoption().rolled_back, 1u);
+  EXPECT_EQ(second.restart_side().report().rolled_back, 1u);
   EXPECT_TRUE(holds(second, 7, page_of(7, 1)));
   EXPECT_EQ(record.armed_slot, 0u);
 }
@@ -136,7 +136,7 @@ TEST(Adoption, ADamagedEntryReadsAsAnErrorNeverAsWrongBytes) {
       state.slots()[s].value ^= 0x7;  // an offset no size class has
       SharedState again = reopen(state);
       PageStore second(options(), again);
-      EXPECT_EQ(second.adoption().lost, 1u);
+      EXPECT_EQ(second.restart_side().report().lost, 1u);
       Page got;
       const auto loaded = second.load(s, got);
       ASSERT_FALSE(loaded.has_value());
@@ -169,12 +169,12 @@ TEST(Adoption, CgroupsAndTheirPolicyComeBack) {
     first.memcg().set_policy(2, {false, 1u << 20});
     first.memcg().set_next_id(4);
     for (Slot s = 0; s < 10; ++s) ASSERT_TRUE(first.store(s, page_of(s, 1)));
-    for (Slot s = 0; s < 10; ++s) ASSERT_TRUE(first.set_slot_cgroup(s, s < 5 ? 2 : 3));
+    for (Slot s = 0; s < 10; ++s) ASSERT_TRUE(first.attribution_side().set_slot_cgroup(s, s < 5 ? 2 : 3));
     ASSERT_TRUE(first.memcg().remove(3));  // its pages are the root's now
   }
   SharedState again = reopen(state);
   PageStore second(options(), again);
-  EXPECT_EQ(second.adoption().cgroups, 2u);
+  EXPECT_EQ(second.restart_side().report().cgroups, 2u);
   EXPECT_EQ(second.memcg().next_id(), 4u);
   const CgroupPolicy p = second.memcg().policy(2);
   EXPECT_FALSE(p.writeback);
@@ -198,15 +198,15 @@ TEST(Adoption, AReusedIdBelowItsParentsComesBackUnderThatParent) {
     ASSERT_TRUE(first.memcg().add(2, kRootCgroup));
     first.memcg().set_next_id(3);
     ASSERT_TRUE(first.memcg().remove(1));
-    ASSERT_EQ(first.release_cgroups({1}), std::vector<CgroupId>{1});
+    ASSERT_EQ(first.attribution_side().release_cgroups({1}), std::vector<CgroupId>{1});
     ASSERT_TRUE(first.memcg().add(1, 2));  // reused, as a child of 2
     first.memcg().set_policy(1, {false, 0});
     for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(first.store(s, page_of(s, 1)));
-    for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(first.set_slot_cgroup(s, 1));
+    for (Slot s = 0; s < 4; ++s) ASSERT_TRUE(first.attribution_side().set_slot_cgroup(s, 1));
   }
   SharedState again = reopen(state);
   PageStore second(options(), again);
-  EXPECT_EQ(second.adoption().cgroups, 2u);
+  EXPECT_EQ(second.restart_side().report().cgroups, 2u);
   EXPECT_FALSE(second.memcg().policy(1).writeback);
   EXPECT_EQ(second.memcg().stats(1).stored_pages, 4u);
   ASSERT_TRUE(second.memcg().remove(1));
@@ -243,7 +243,7 @@ struct Model {
   std::unique_ptr<BackingFile> backing;
   if (!backing_path.empty()) {
     backing = std::make_unique<BackingFile>(backing_path, kSlots * kPageSize);
-    store.release_stale_file_writes();  // the parent waited for the last child's writes
+    store.restart_side().release_stale_file_writes();  // the parent waited for the last child's writes
     store.attach_backing(backing.get());
   }
   testing::Rng rng(seed);
@@ -265,7 +265,7 @@ struct Model {
         for (Slot s = slot; s < slot + n; ++s) model.acked[s] = 0;
       model.inflight_count = 0;
     } else if (op < 90) {
-      store.compact();
+      store.housekeeping().compact();
     } else if (backing != nullptr) {
       writeback.shrink_memcg(kRootCgroup, 1 + rng.below(64));
     }
@@ -302,15 +302,15 @@ TEST_P(AdoptionKill, EveryAcknowledgedPageSurvivesASigkillAtARandomInstruction) 
 
     PageStore store(options(), state);
     if (backing) store.attach_backing(backing.get());
-    ASSERT_TRUE(store.adoption().adopted);
+    ASSERT_TRUE(store.restart_side().report().adopted);
     // Reads of written-back pages must wait for the dead child's writes too.
     if (backing) {
       ASSERT_TRUE(backing->wait_for_other_writers(std::chrono::seconds(10)));
-      store.release_stale_file_writes();
+      store.restart_side().release_stale_file_writes();
     }
-    EXPECT_EQ(store.adoption().lost, 0u);
-    rolled += store.adoption().rolled_back;
-    reset += store.adoption().writebacks_reset;
+    EXPECT_EQ(store.restart_side().report().lost, 0u);
+    rolled += store.restart_side().report().rolled_back;
+    reset += store.restart_side().report().writebacks_reset;
     const std::uint64_t in_slot = model->inflight_slot.load();
     const std::uint64_t first = model->inflight_first.load(), count = model->inflight_count.load();
     for (Slot s = 0; s < kSlots; ++s) {

@@ -75,7 +75,7 @@ TEST_F(AttributionTest, AGoneCgroupIsRemovedAndItsPagesGoToTheParent) {
   std::array<std::byte, kPageSize> page{};
   page[100] = std::byte{1};
   ASSERT_TRUE(store_.store(5, page).has_value());
-  ASSERT_TRUE(store_.set_slot_cgroup(5, b));
+  ASSERT_TRUE(store_.attribution_side().set_slot_cgroup(5, b));
   EXPECT_EQ(store_.memcg().stats(b).stored_pages, 1u);
   fs::remove_all(root_ + "/a/b");
   const AttributionPass pass = attribution.scan();
@@ -99,7 +99,7 @@ TEST_F(AttributionTest, TheIdOfARemovedCgroupIsHandedOutAgainFromTheNextPass) {
   std::array<std::byte, kPageSize> page{};
   page[7] = std::byte{3};
   ASSERT_TRUE(store_.store(9, page).has_value());
-  ASSERT_TRUE(store_.set_slot_cgroup(9, a));
+  ASSERT_TRUE(store_.attribution_side().set_slot_cgroup(9, a));
   store_.memcg().set_policy(a, {false, 4096});
   make("/b");  // in the same pass as the removal: gets another id
   fs::remove_all(root_ + "/a");  // (after: a plain filesystem would give /b a's inode)

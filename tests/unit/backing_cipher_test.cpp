@@ -408,8 +408,8 @@ TEST(BackingCipherAdoption, TheNextProcessReadsThePagesWithTheSameKey) {
   EncryptedBacking cipher(file, *adopted);
   PageStore second(options(), *adopted);
   second.attach_backing(&cipher);
-  ASSERT_TRUE(second.adoption().adopted);
-  EXPECT_EQ(second.adoption().written_back, 200u);
+  ASSERT_TRUE(second.restart_side().report().adopted);
+  EXPECT_EQ(second.restart_side().report().written_back, 200u);
   for (Slot s = 0; s < 200; ++s) {
     Page out;
     const auto r = second.load(s, out);

@@ -457,7 +457,7 @@ namespace {
 TEST_F(FuseServerTest, ADamagedPageEndsTheReadThereAndTheGoodOnesBeforeItAreAnswered) {
   const auto data = pages(4, 500);
   ASSERT_EQ(write_pages(0, data), 0);
-  store_.shared_state().checksums()[2] ^= 1;  // slot 2's bytes no longer match
+  store_.restart_side().state().checksums()[2] ^= 1;  // slot 2's bytes no longer match
   ASSERT_EQ(read_pages(0, 4 * kPageSize), 0);
   ASSERT_EQ(body_.size(), 2 * kPageSize) << "a short read: pages 0 and 1";
   EXPECT_EQ(0, std::memcmp(body_.data(), data.data(), 2 * kPageSize));

@@ -61,7 +61,7 @@ class KswapdTest : public ::testing::Test {
 
   // Stores pages on `node` until the node's pool is past `bytes`.
   Slot fill(PageStore& store, unsigned node, std::uint64_t bytes) {
-    while (store.node_pool_bytes(node) <= bytes) {
+    while (store.node(node).pool_bytes() <= bytes) {
       EXPECT_LT(next_, kSlots);
       if (next_ >= kSlots) break;
       EXPECT_TRUE(store.store(next_, page_of(next_), node).has_value());
@@ -104,7 +104,7 @@ TEST_F(KswapdTest, WatermarksAreSpreadOverTheNodesShareOfThePoolLimit) {
   EXPECT_EQ(w.high, w.min + 2 * gap);
   EXPECT_TRUE(k.balanced());
 
-  store.set_max_pool_bytes(0);
+  store.settings().set_max_pool_bytes(0);
   EXPECT_EQ(k.watermarks().share, 0u) << "no limit, no watermarks";
   EXPECT_TRUE(k.balanced());
 }
@@ -130,9 +130,9 @@ TEST_F(KswapdTest, AStoreBelowTheLowMarkWakesItsNodeWhichReclaimsToTheHighMark) 
   EXPECT_GE(s0.balance_runs, 1u);
   EXPECT_GT(s0.written, 0u);
   EXPECT_GE(s0.scanned, s0.written);
-  EXPECT_TRUE(k0.balanced()) << "pool " << store.node_pool_bytes(0) << " share " << w.share;
+  EXPECT_TRUE(k0.balanced()) << "pool " << store.node(0).pool_bytes() << " share " << w.share;
   // It stops near the high mark rather than emptying the node (nr_to_reclaim).
-  EXPECT_GE(store.node_pool_bytes(0), (w.share - w.high) * 3 / 4);
+  EXPECT_GE(store.node(0).pool_bytes(), (w.share - w.high) * 3 / 4);
   EXPECT_EQ(s1.balance_runs, 0u) << "the other node was never low";
   EXPECT_EQ(s1.written, 0u);
   EXPECT_EQ(writeback.node_stats(1).writebacks, 0u);
@@ -155,9 +155,9 @@ TEST_F(KswapdTest, AFragmentedPoolIsCompactedBeforeAnythingIsWritten) {
       ASSERT_TRUE(store.invalidate(s, 1).has_value());
     }
   }
-  const std::uint64_t before = store.node_pool_bytes(0);
+  const std::uint64_t before = store.node(0).pool_bytes();
   // A limit that puts the node just below its low mark.
-  store.set_max_pool_bytes(before + before / 20);
+  store.settings().set_max_pool_bytes(before + before / 20);
   ASSERT_FALSE(k.balanced());
   k.step(t0_);
   const KswapdStats st = k.stats();
@@ -165,7 +165,7 @@ TEST_F(KswapdTest, AFragmentedPoolIsCompactedBeforeAnythingIsWritten) {
   EXPECT_EQ(st.written, 0u) << "compaction alone balanced the node";
   EXPECT_EQ(st.balance_runs, 0u);
   EXPECT_TRUE(k.balanced());
-  EXPECT_LT(store.node_pool_bytes(0), before / 2);
+  EXPECT_LT(store.node(0).pool_bytes(), before / 2);
   // Pages that were invalidated read as zeros; the rest as stored.
   rng = testing::Rng(7);
   Page out, zero{};
@@ -213,8 +213,8 @@ TEST_F(KswapdTest, WakesDuringTheNapAndUnbalancedNodesAfterItAreCountedAsPrematu
 
   // The limit drops during the next nap, with no store to wake the thread:
   // the end of the nap finds the node unbalanced (high_wmark_hit_quickly).
-  store.set_max_pool_bytes(store.node_pool_bytes(0) + w.min);
-  EXPECT_FALSE(k.balanced()) << store.node_pool_bytes(0) << " " << k.watermarks().share << " "
+  store.settings().set_max_pool_bytes(store.node(0).pool_bytes() + w.min);
+  EXPECT_FALSE(k.balanced()) << store.node(0).pool_bytes() << " " << k.watermarks().share << " "
                              << k.watermarks().high;
   EXPECT_EQ(k.step(t0_ + 2s), t0_ + 2s + 100ms) << "balanced again, napping";
   EXPECT_EQ(k.stats().high_wmark_hit_quickly, 1u);
@@ -300,7 +300,7 @@ TEST_F(KswapdTest, AMemoryEventsIncrementShrinksThatCgroupOnly) {
   ASSERT_TRUE(store.memcg().add(2, kRootCgroup));
   for (Slot s = 0; s < 400; ++s) {
     ASSERT_TRUE(store.store(s, page_of(s), s % 2).has_value());
-    ASSERT_TRUE(store.set_slot_cgroup(s, s < 200 ? 1 : 2));
+    ASSERT_TRUE(store.attribution_side().set_slot_cgroup(s, s < 200 ? 1 : 2));
   }
   next_ = 400;
   reclaimer.handle({PressureEvent::Kind::memory_events, CgroupId{1}, 3});  // 30 pages
@@ -399,7 +399,7 @@ TEST_F(KswapdTest, HeldRootPagesGoOnlyWhenARequestNamesTheRoot) {
   Reclaimer reclaimer(writeback, manual(1000, 10));
   ASSERT_TRUE(store.memcg().add(1, kRootCgroup));
   for (Slot s = 0; s < 200; ++s) ASSERT_TRUE(store.store(s, page_of(s), 0).has_value());
-  for (Slot s = 100; s < 200; ++s) ASSERT_TRUE(store.set_slot_cgroup(s, 1));
+  for (Slot s = 100; s < 200; ++s) ASSERT_TRUE(store.attribution_side().set_slot_cgroup(s, 1));
   next_ = 200;
   reclaimer.set_hold_root(true);
   Kswapd& k = reclaimer.kswapd(0);

@@ -119,9 +119,9 @@ TEST(RequestPath, StoreLoadInvalidateAllocateNothingOncePrepared) {
   RequestMeter request;
   const auto cycle = [&](std::uint64_t seed, Slot slots) {
     for (int round = 0; round < 3; ++round) {
-      store.set_codec(round == 1 ? Codec::zstd : Codec::lz4, round == 1 ? 19 : 1);
+      store.settings().set_codec(round == 1 ? Codec::zstd : Codec::lz4, round == 1 ? 19 : 1);
       for (Slot s = 0; s < slots; ++s) {
-        if (s % 16 == 0) store.refill_pool_reserve();
+        if (s % 16 == 0) store.reserve().refill();
         testing::make_mixed_page(s * 31 + round + seed, page);
         ASSERT_TRUE(request([&] { return store.store(s, page).has_value(); }));
       }
@@ -171,7 +171,7 @@ TEST(RequestPath, PoolFullAndBackingFilePathsAllocateAndFaultNothing) {
   const auto cycle = [&](std::uint64_t seed) {
     for (int round = 0; round < 2; ++round) {
       for (Slot s = 1; s < kSlots; ++s) {
-        if (s % 16 == 0) store.refill_pool_reserve();
+        if (s % 16 == 0) store.reserve().refill();
         testing::make_mixed_page(s * 7 + round + seed, page);
         ASSERT_TRUE(request([&] { return store.store(s, page).has_value(); })) << s;
       }
@@ -226,15 +226,15 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   store.attach_backing(file.get());
   Writeback writeback(store);
   ShrinkWorker shrinker(writeback, ShrinkWorkerOptions{});
-  store.set_pool_full_hook([worker = &shrinker] { worker->wake(); });
+  store.hooks().pool_full = [worker = &shrinker] { worker->wake(); };
   ReclaimOptions reclaim;
   reclaim.watch_pressure = false;
   Reclaimer reclaimer(writeback, reclaim);
   std::atomic<bool> stop{false};
   std::thread refiller([&] {
     while (!stop.load()) {
-      store.refill_pool_reserve();
-      store.wait_for_pool_reserve_use();
+      store.reserve().refill();
+      store.reserve().wait_for_use();
     }
   });
   store.prepare_thread_with_backing();
@@ -270,7 +270,7 @@ TEST(RequestPath, TheDaemonsHooksAndWrittenBackPagesAllocateAndFaultNothing) {
   request.counting = false;
   const PageStoreStats after = store.stats();
   stop = true;
-  store.wake_pool_reserve_refiller();
+  store.reserve().wake_refiller();
   refiller.join();
 
   EXPECT_GT(after.pool_limit_hits, before.pool_limit_hits) << "the pool-full hook was not called";
@@ -340,7 +340,7 @@ TEST(RequestPath, FuseReadWriteDiscardAllocateNothing) {
     }
     for (std::uint64_t chunk = 0; chunk < 1024 / 32; ++chunk) {
       t_counting = false;
-      store.refill_pool_reserve();  // uzswap-reserve's work, between requests
+      store.reserve().refill();  // uzswap-reserve's work, between requests
       t_counting = true;
       fuse_write_in wr{};
       wr.offset = chunk * 32 * kPageSize;

@@ -163,16 +163,16 @@ TEST(PageStore, PoolLimitRejectsNewPagesAndKeepsOldOnes) {
   for (Slot s = 0; s < slot; ++s) ASSERT_EQ(load_ok(store, s), page_of(PageKind::binary, s));
   // Same-filled pages need no pool memory and are still accepted.
   EXPECT_TRUE(store.store(slot, page_of(PageKind::zero, 0)).has_value());
-  store.set_max_pool_bytes(0);
+  store.settings().set_max_pool_bytes(0);
   EXPECT_TRUE(store.store(slot + 1, page_of(PageKind::binary, 1)).has_value());
 }
 
 TEST(PageStore, SwitchingCodecKeepsOlderPagesReadable) {
   PageStore store(options());
   ASSERT_TRUE(store.store(0, page_of(PageKind::text, 1)).has_value());
-  store.set_codec(Codec::zstd, 3);
+  store.settings().set_codec(Codec::zstd, 3);
   ASSERT_TRUE(store.store(1, page_of(PageKind::text, 2)).has_value());
-  store.set_codec(Codec::lz4, 1);
+  store.settings().set_codec(Codec::lz4, 1);
   ASSERT_TRUE(store.store(2, page_of(PageKind::text, 3)).has_value());
   EXPECT_EQ(load_ok(store, 0), page_of(PageKind::text, 1));
   EXPECT_EQ(load_ok(store, 1), page_of(PageKind::text, 2));
@@ -226,7 +226,7 @@ TEST(PageStore, CompactionAfterRandomFreesKeepsDataAndReachesDensityTarget) {
     }
   }
   const PageStoreStats before = store.stats();
-  const CompactionStats c = store.compact();
+  const CompactionStats c = store.housekeeping().compact();
   const PageStoreStats after = store.stats();
   EXPECT_GT(c.objects_to_move, 0u);
   EXPECT_LT(after.pool_bytes, before.pool_bytes);
@@ -250,10 +250,10 @@ TEST(PageStore, TheReserveOfPopulatedSpansIsNotFragmentation) {
   o.pool.empty_span_cache_bytes = 8u << 20;
   PageStore store(o);
   for (Slot slot = 0; slot < 8; ++slot) ASSERT_TRUE(store.store(slot, page_of(PageKind::text, slot)).has_value());
-  store.refill_pool_reserve();
+  store.reserve().refill();
   const PageStoreStats before = store.stats();
   ASSERT_GT(before.pool.reserve_bytes, 2u << 20);
-  EXPECT_FALSE(store.compact_if_fragmented());
+  EXPECT_FALSE(store.housekeeping().compact_if_fragmented());
   EXPECT_EQ(store.stats().compactions, 0u);
   EXPECT_EQ(store.stats().pool.reserve_bytes, before.pool.reserve_bytes);
 }

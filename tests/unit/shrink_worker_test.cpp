@@ -66,10 +66,10 @@ TEST_F(ShrinkWorkerTest, APoolAtItsLimitIsBroughtUnderTheAcceptThreshold) {
   Writeback writeback(store);
   store.attach_backing(&file_);
   ShrinkWorker worker(writeback, fast());
-  store.set_pool_full_hook([&] { worker.wake(); });
+  store.hooks().pool_full = [&] { worker.wake(); };
   for (Slot s = 0; s < 2000; ++s) ASSERT_TRUE(store.store(s, page_of(s)).has_value());
   ASSERT_GT(store.stats().pool_limit_hits, 0u);
-  EXPECT_TRUE(eventually([&] { return !store.above_accept_threshold(); }));
+  EXPECT_TRUE(eventually([&] { return !store.writeback_side().above_accept_threshold(); }));
   EXPECT_GT(worker.stats().written, 0u);
   EXPECT_GT(worker.stats().wakeups + worker.stats().runs, 0u);
   for (Slot s = 0; s < 2000; ++s) {
@@ -87,7 +87,7 @@ TEST_F(ShrinkWorkerTest, ACgroupOverItsMaximumIsShrunkFirst) {
   ASSERT_TRUE(store.memcg().add(2, kRootCgroup));
   for (Slot s = 0; s < 400; ++s) {
     ASSERT_TRUE(store.store(s, page_of(s)).has_value());
-    ASSERT_TRUE(store.set_slot_cgroup(s, s < 200 ? 1 : 2));
+    ASSERT_TRUE(store.attribution_side().set_slot_cgroup(s, s < 200 ? 1 : 2));
   }
   const std::uint64_t max = store.memcg().stats(1).compressed_bytes / 4;
   store.memcg().set_policy(1, {.writeback = true, .max_bytes = max});
@@ -105,10 +105,10 @@ TEST_F(ShrinkWorkerTest, ACgroupWithWritebackOffKeepsItsPagesUnderPressure) {
   store.memcg().set_policy(1, {.writeback = false, .max_bytes = 0});
   store.memcg().set_policy(kRootCgroup, {.writeback = false, .max_bytes = 0});
   ShrinkWorker worker(writeback, fast());
-  store.set_pool_full_hook([&] { worker.wake(); });
+  store.hooks().pool_full = [&] { worker.wake(); };
   for (Slot s = 0; s < 1000; ++s) {
     if (!store.store(s, page_of(s)).has_value()) continue;
-    store.set_slot_cgroup(s, 1);
+    store.attribution_side().set_slot_cgroup(s, 1);
   }
   EXPECT_TRUE(eventually([&] { return worker.stats().backoffs > 0; })) << "nothing to take: it backs off";
   EXPECT_EQ(store.memcg().stats(1).written_back_pages, 0u);

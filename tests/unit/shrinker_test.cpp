@@ -155,7 +155,7 @@ TEST(ShrinkerRegistry, ThePageStoreIsAShrinkerOfItsLists) {
   ASSERT_TRUE(store.memcg().add(9, kRootCgroup));
   testing::make_page(testing::PageKind::text, 9999, page);
   ASSERT_TRUE(store.store(700, page, 0).has_value());
-  ASSERT_TRUE(store.set_slot_cgroup(700, 9));
+  ASSERT_TRUE(store.attribution_side().set_slot_cgroup(700, 9));
   EXPECT_TRUE(registry.bit(9, 0, id));
   ASSERT_TRUE(store.memcg().remove(9));
   EXPECT_TRUE(registry.bit(kRootCgroup, 0, id));

@@ -347,7 +347,7 @@ TEST_F(WritebackTest, AFullPoolSendsStoresStraightToTheBackingFile) {
   PageStore store(o);
   store.attach_backing(&faulty_);
   bool hook_ran = false;
-  store.set_pool_full_hook([&] { hook_ran = true; });
+  store.hooks().pool_full = [&] { hook_ran = true; };
   std::uint64_t direct = 0;
   for (Slot s = 0; s < 200; ++s) {
     auto r = store.store(s, page_of(s));
@@ -380,7 +380,7 @@ TEST_F(WritebackTest, ACgroupWithWritebackOffIsNeverWrittenBack) {
   ASSERT_TRUE(store_.memcg().add(5, kRootCgroup));
   for (Slot s = 0; s < 10; ++s) {
     ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
-    ASSERT_TRUE(store_.set_slot_cgroup(s, 5));
+    ASSERT_TRUE(store_.attribution_side().set_slot_cgroup(s, 5));
   }
   EXPECT_EQ(store_.memcg().stats(5).stored_pages, 10u);
   EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 0u);
@@ -396,7 +396,7 @@ TEST_F(WritebackTest, RemovingACgroupHandsItsPagesToTheParent) {
   ASSERT_TRUE(store_.memcg().add(5, kRootCgroup));
   for (Slot s = 0; s < 10; ++s) {
     ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
-    ASSERT_TRUE(store_.set_slot_cgroup(s, 5));
+    ASSERT_TRUE(store_.attribution_side().set_slot_cgroup(s, 5));
   }
   ASSERT_TRUE(store_.memcg().remove(5));
   EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 10u);
@@ -435,7 +435,7 @@ TEST_F(WritebackTest, ABlockDamagedInTheBackingFileIsAnErrorNeverWrongBytes) {
 
 TEST_F(WritebackTest, APageDamagedInThePoolIsNeitherReadNorWrittenBack) {
   for (Slot s = 0; s < 8; ++s) ASSERT_TRUE(store_.store(s, page_of(s)));
-  store_.shared_state().checksums()[5] ^= 1;  // as if its bytes had changed
+  store_.restart_side().state().checksums()[5] ^= 1;  // as if its bytes had changed
   Page p;
   const auto r = store_.load(5, p);
   ASSERT_FALSE(r.has_value());
@@ -523,9 +523,9 @@ TEST_F(WritebackTest, FreedWrittenBackPagesAreWipedFromTheFile) {
   ASSERT_TRUE(store_.store(5, page_of(50)));
   ASSERT_EQ(shrink_all(1).written, 1u);          // its block is live again
   ASSERT_TRUE(store_.store(4, page_of(40)));     // replaced by a page in the pool
-  EXPECT_EQ(store_.wipe_pending(), 6u);
-  EXPECT_EQ(store_.wipe_freed(1000), 5u);
-  EXPECT_EQ(store_.wipe_pending(), 0u);
+  EXPECT_EQ(store_.housekeeping().wipe_pending(), 6u);
+  EXPECT_EQ(store_.housekeeping().wipe_freed(1000), 5u);
+  EXPECT_EQ(store_.housekeeping().wipe_pending(), 0u);
   EXPECT_EQ(store_.stats().wiped_pages, 5u);
   const Page zero{};
   for (Slot s = 0; s < 5; ++s) {
@@ -536,7 +536,7 @@ TEST_F(WritebackTest, FreedWrittenBackPagesAreWipedFromTheFile) {
   EXPECT_EQ(load(4), page_of(40));
   EXPECT_EQ(load(5), page_of(50));
   for (Slot s = 6; s < 12; ++s) EXPECT_EQ(load(s), page_of(s));
-  EXPECT_EQ(store_.wipe_freed(1000), 0u);
+  EXPECT_EQ(store_.housekeeping().wipe_freed(1000), 0u);
 }
 
 TEST_F(WritebackTest, AFailedWriteOverAWrittenBackPageNeverReadsAsWrongBytes) {
@@ -581,9 +581,9 @@ TEST_F(WritebackTest, NearThePoolLimitPagesThatSaveLittleGoToTheBackingFile) {
   // Below the mark, the pool takes anything, incompressible pages too.
   ASSERT_EQ(store.store(0, poor_page(0)), StoredAs::incompressible);
   Slot s = 1;
-  for (; !store.above_accept_threshold() && s < 900; ++s)
+  for (; !store.writeback_side().above_accept_threshold() && s < 900; ++s)
     ASSERT_EQ(store.store(s, good_page(s)), StoredAs::compressed);
-  ASSERT_TRUE(store.above_accept_threshold()) << "the pool never got near its limit";
+  ASSERT_TRUE(store.writeback_side().above_accept_threshold()) << "the pool never got near its limit";
   ASSERT_FALSE(store.pool_full());
   const auto before = store.stats();
   // Near it: an incompressible page goes to the file, a good one to the pool.
@@ -626,11 +626,11 @@ TEST_F(WritebackTest, SpillingEndsOnceThePoolIsBackUnderItsLimit) {
   const std::uint64_t spilled = store.stats().spilled_pages;
   // A higher limit: the pool is far from it, although no store has cleared
   // the full flag yet (a spilled page does not pass the pool's admission).
-  store.set_max_pool_bytes(64u << 20);
+  store.settings().set_max_pool_bytes(64u << 20);
   EXPECT_EQ(store.store(s, poor_page(s)), StoredAs::incompressible);
   ++s;
   // No limit at all: never a spill.
-  store.set_max_pool_bytes(0);
+  store.settings().set_max_pool_bytes(0);
   EXPECT_EQ(store.store(s, poor_page(s)), StoredAs::incompressible);
   EXPECT_EQ(store.stats().spilled_pages, spilled);
 }
@@ -751,7 +751,7 @@ TEST_F(WritebackTest, NoSpillWithoutAPreference) {
   PageStore store(o);
   store.attach_backing(&faulty_);
   Slot s = 0;
-  for (; !store.above_accept_threshold() && s < 900; ++s)
+  for (; !store.writeback_side().above_accept_threshold() && s < 900; ++s)
     ASSERT_TRUE(store.store(s, good_page(s)).has_value());
   ASSERT_FALSE(store.pool_full());
   EXPECT_EQ(store.store(s, poor_page(s)), StoredAs::incompressible);

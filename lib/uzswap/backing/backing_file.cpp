@@ -124,8 +124,9 @@ void BackingFile::write_once(const SetupProgress& progress) {
   // Blocks a dead serving process was writing may still be in flight here
   // (a restart that adopts its state): zeros over such a block can land
   // before or after its write, which is harmless, as the new process trusts
-  // no block whose write was in flight (PageStore::release_stale_file_writes)
-  // and writes nothing before this returns.
+  // no block whose write was in flight
+  // (RestartSide::release_stale_file_writes) and writes nothing before this
+  // returns.
   const auto extents = map_extents(fd_, bytes_);
   if (!extents) {
     setup_.map_error = extents.error();

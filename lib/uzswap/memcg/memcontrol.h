@@ -12,7 +12,7 @@
 // are rebuilt from the entries at adoption (PageStore::adopt).
 //
 // Ids are handed out by the attribution (reclaim/attribution.h), one
-// caller; they are reused once released (PageStore::release_cgroups).
+// caller; they are reused once released (AttributionSide::release_cgroups).
 #pragma once
 
 #include <atomic>
@@ -87,9 +87,9 @@ class MemCgroups {
   MemcgCounters& counters_of(CgroupId cgroup) noexcept { return counters_[lru_.resolve(cgroup)]; }
   const MemcgCounters& counters_of(CgroupId cgroup) const noexcept { return counters_[lru_.resolve(cgroup)]; }
 
-  // Releasing removed ids (PageStore::release_cgroups, which re-labels the
-  // entries in between): the removed, not yet released ids of `removed`,
-  // each with the live cgroup its pages went to ...
+  // Releasing removed ids (AttributionSide::release_cgroups, which
+  // re-labels the entries in between): the removed, not yet released ids
+  // of `removed`, each with the live cgroup its pages went to ...
   struct Release {
     std::vector<CgroupId> ids;
     std::vector<CgroupId> target;  // by id: where a released id's entries go

@@ -235,4 +235,21 @@ class ZPool {
   std::vector<std::unique_ptr<Arena>> arenas_;
 };
 
+// The reserve of a pool, as its refiller sees it: the daemon's
+// uzswap-reserve thread loops on refill() + wait_for_use(), and stops it
+// with wake_refiller(). A view (PageStore::reserve()), never on the request
+// path.
+class PoolReserve {
+ public:
+  explicit PoolReserve(ZPool& pool) noexcept : pool_(pool) {}
+  std::size_t refill() noexcept { return pool_.refill_reserve(); }
+  // Growths of the pool the kernel refused to the refiller, so far.
+  std::uint64_t refill_failures() const noexcept { return pool_.reserve_refill_failures(); }
+  void wait_for_use() noexcept { pool_.wait_for_reserve_use(); }
+  void wake_refiller() noexcept { pool_.wake_reserve_refiller(); }
+
+ private:
+  ZPool& pool_;
+};
+
 }  // namespace uzswap

@@ -27,7 +27,7 @@ Attribution::Attribution(PageStore& store, AttributionOptions options)
   for (const CgroupId id : store_.memcg().free_ids())
     if (id < options_.max_cgroups) free_ids_.push_back(id);
   // Removed by a process that died before it released them.
-  released_ = store_.release_cgroups(store_.memcg().removed_ids());
+  released_ = store_.attribution_side().release_cgroups(store_.memcg().removed_ids());
 }
 
 std::optional<CgroupId> Attribution::take_id() {
@@ -124,7 +124,7 @@ void Attribution::sync_tree(AttributionPass& pass) {
     known_.erase(ino);
     ++pass.removed_cgroups;
   }
-  released_ = store_.release_cgroups(removed);
+  released_ = store_.attribution_side().release_cgroups(removed);
   pass.released_ids = released_.size();
 }
 
@@ -162,7 +162,7 @@ void Attribution::attribute_process(pid_t pid, CgroupId id, AttributionPass& pas
         if (!e.swapped) continue;
         if (left > 0) --left;
         if (e.swap_type == options_.swap_type && e.swap_offset < store_.slots() &&
-            store_.set_slot_cgroup(e.swap_offset, id))
+            store_.attribution_side().set_slot_cgroup(e.swap_offset, id))
           ++pass.attributed;
       }
       page += count;

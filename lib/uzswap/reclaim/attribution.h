@@ -6,11 +6,12 @@
 //
 // Cgroups are known by inode, not path: each new directory inode gets an
 // id. A cgroup whose inode is gone is removed from the page store, which
-// reparents its lists, and its id is released (PageStore::release_cgroups
-// re-labels the entries that still carry it); a released id is handed out
-// again from the next pass on, so a lagging user of the old id has a whole
-// pass to finish. When every id is live, new cgroups stay untracked: their
-// pages remain the root cgroup's, the pass counts them, and untracked()
+// reparents its lists, and its id is released
+// (AttributionSide::release_cgroups re-labels the entries that still carry
+// it); a released id is handed out again from the next pass on, so a
+// lagging user of the old id has a whole pass to finish. When every id is
+// live, new cgroups stay untracked: their pages remain the root cgroup's,
+// the pass counts them, and untracked()
 // says how many have writeback off or a maximum, so that the daemon holds
 // the root's pages back rather than write back a cgroup that said no.
 // A process or cgroup that vanishes mid-scan is skipped; an empty or failed

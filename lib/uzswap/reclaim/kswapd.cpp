@@ -122,7 +122,7 @@ void Kswapd::post(const ReclaimWork& work) {
 
 Watermarks Kswapd::watermarks() const noexcept {
   Watermarks w;
-  const std::uint64_t limit = store_.max_pool_bytes();
+  const std::uint64_t limit = store_.settings().max_pool_bytes();
   if (limit == 0) return w;
   w.share = limit / store_.nodes();
   const std::uint64_t gap = w.share / 10'000 * scale_factor_.load(std::memory_order_relaxed);
@@ -133,7 +133,7 @@ Watermarks Kswapd::watermarks() const noexcept {
 }
 
 std::uint64_t Kswapd::free_bytes(const Watermarks& w) const noexcept {
-  const std::uint64_t used = store_.node_pool_bytes(node_);
+  const std::uint64_t used = store_.node(node_).pool_bytes();
   return w.share > used ? w.share - used : 0;
 }
 
@@ -250,7 +250,7 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
   }
   // The store wakes us once the node's pool grows past share - low.
   const bool watch = w.share != 0 && w.low < w.share && !given_up_.load();
-  store_.set_node_wake_bytes(node_, watch ? w.share - w.low : 0);
+  store_.node(node_).set_wake_bytes(watch ? w.share - w.low : 0);
 
   std::vector<ReclaimWork> work;
   bool watermark;
@@ -302,7 +302,7 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
   if (given_up_.load()) run = false;
 
   bool compacted = false;
-  if (run && store_.compact_if_fragmented()) {
+  if (run && store_.housekeeping().compact_if_fragmented()) {
     compactions_.fetch_add(1, std::memory_order_relaxed);
     if (balanced()) {
       compacted = true;
@@ -316,7 +316,7 @@ ReclaimClock::time_point Kswapd::step(ReclaimClock::time_point now) {
     if (free < w.min) min_wmark_hits_.fetch_add(1, std::memory_order_relaxed);
     // Pages to free to reach the high mark, at the node's average object size.
     const std::uint64_t lru = std::max<std::uint64_t>(writeback_.node_stats(node_).lru_pages, 1);
-    const std::uint64_t per_page = std::max<std::uint64_t>(store_.node_pool_bytes(node_) / lru, 1);
+    const std::uint64_t per_page = std::max<std::uint64_t>(store_.node(node_).pool_bytes() / lru, 1);
     const std::uint64_t needed = w.high > free ? w.high - free : 0;
     sc.nr_to_reclaim = std::max(kSwapClusterMax, (needed + per_page - 1) / per_page);
     balance(sc);
@@ -371,7 +371,7 @@ KswapdStats Kswapd::stats() const noexcept {
   s.giveups = giveups_.load(std::memory_order_relaxed);
   s.compactions = compactions_.load(std::memory_order_relaxed);
   s.given_up = given_up_.load(std::memory_order_relaxed);
-  s.pool_bytes = store_.node_pool_bytes(node_);
+  s.pool_bytes = store_.node(node_).pool_bytes();
   s.watermarks = watermarks();
   return s;
 }

@@ -20,7 +20,7 @@ Reclaimer::Reclaimer(Writeback& writeback, ReclaimOptions options, std::function
     throw std::system_error(std::make_error_code(std::errc::no_space_on_device), "shrinker registry full");
   for (unsigned node = 0; node < store_.nodes(); ++node)
     kswapds_.push_back(std::make_unique<Kswapd>(writeback_, registry_, node, options_.kswapd));
-  store_.set_node_hook([this](unsigned node) { kswapds_[node]->wake_watermark(); });
+  store_.hooks().node_grown = [this](unsigned node) { kswapds_[node]->wake_watermark(); };
   if (options_.start_threads)
     for (auto& k : kswapds_) k->start();
   if (options_.watch_pressure) {
@@ -38,8 +38,8 @@ Reclaimer::~Reclaimer() {
     watcher_->interrupt();
     watcher_thread_.join();
   }
-  store_.set_node_hook({});
-  for (unsigned node = 0; node < store_.nodes(); ++node) store_.set_node_wake_bytes(node, 0);
+  store_.hooks().node_grown = nullptr;
+  for (unsigned node = 0; node < store_.nodes(); ++node) store_.node(node).set_wake_bytes(0);
   for (auto& k : kswapds_) k->stop();
 }
 

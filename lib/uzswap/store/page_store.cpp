@@ -89,15 +89,7 @@ PageStore::PageStore(const PageStoreOptions& options, SharedState& state, std::u
       node_wake_bytes_(std::make_unique<std::atomic<std::uint64_t>[]>(state.geometry().pool_nodes)),
       threshold_(resolve_threshold(options, pool_)),
       spill_length_(options.spill_length == 0 ? kPageSize / 2 : std::min(options.spill_length, kPageSize)),
-      codec_(options.codec),
-      level_(options.level),
-      max_pool_bytes_(options.max_pool_bytes),
-      accept_threshold_percent_(options.accept_threshold_percent) {
-  if (options.accept_threshold_percent == 0 || options.accept_threshold_percent > 100)
-    throw std::invalid_argument("accept threshold must be 1..100 percent");
-  if (!valid_level(options.codec, options.level))
-    throw std::invalid_argument("invalid " + std::string(codec_name(options.codec)) +
-                                " level " + std::to_string(options.level));
+      settings_(options.codec, options.level, options.max_pool_bytes, options.accept_threshold_percent) {
   const std::uint64_t words = (table_.size() + 63) / 64;
   wipe_bits_ = std::make_unique<std::atomic<std::uint64_t>[]>(words);
   if (state.fresh()) {
@@ -105,13 +97,6 @@ PageStore::PageStore(const PageStoreOptions& options, SharedState& state, std::u
   } else {
     adopt();
   }
-}
-
-void PageStore::set_codec(Codec codec, int level) noexcept {
-  // Two stores: a page stored in between may pair the new codec with the old
-  // level, which is harmless (any level decodes the same way).
-  codec_.store(codec, std::memory_order_relaxed);
-  level_.store(level, std::memory_order_relaxed);
 }
 
 unsigned PageStore::current_node() const noexcept {
@@ -147,11 +132,11 @@ std::optional<Result<StoredAs>> PageStore::store_one(Slot slot, PageView page, u
   ThreadContext& ctx = thread_context();
   // Of the page as the kernel wrote it: every load checks what it returns.
   const std::uint32_t checksum = page_checksum(page);
-  const Codec codec = codec_.load(std::memory_order_relaxed);
+  const Codec codec = settings_.codec();
   // A buffer of the worst-case size lets lz4 run its unchecked fast path;
   // bounding the output by the threshold instead is slower on every page.
   const std::size_t compressed = ctx.compressors.get(codec).compress(
-      page, ctx.buffer, level_.load(std::memory_order_relaxed));
+      page, ctx.buffer, settings_.level());
   const bool raw = compressed == 0 || compressed > threshold_;
   const std::size_t length = raw ? kPageSize : compressed;
 
@@ -195,19 +180,19 @@ std::optional<Result<StoredAs>> PageStore::store_one(Slot slot, PageView page, u
   fresh.node = node;
   install(slot, fresh, checksum);
   const std::uint64_t wake = node_wake_bytes_[node].load(std::memory_order_relaxed);
-  if (wake != 0 && pool_.span_bytes(node) > wake && node_hook_) node_hook_(node);
+  if (wake != 0 && pool_.span_bytes(node) > wake && hooks_.node_grown) hooks_.node_grown(node);
   return raw ? StoredAs::incompressible : StoredAs::compressed;
 }
 
 bool PageStore::admit_to_pool() noexcept {
-  const std::uint64_t limit = max_pool_bytes_.load(std::memory_order_relaxed);
+  const std::uint64_t limit = settings_.max_pool_bytes();
   if (limit == 0) {
     pool_full_.store(false, std::memory_order_relaxed);
     return true;
   }
   const std::uint64_t used = pool_.span_bytes();
   if (pool_full_.load(std::memory_order_relaxed)) {
-    const unsigned accept = accept_threshold_percent_.load(std::memory_order_relaxed);
+    const unsigned accept = settings_.accept_threshold_percent();
     if (used * 100 >= limit * accept) return false;
     pool_full_.store(false, std::memory_order_relaxed);
     return true;
@@ -215,19 +200,18 @@ bool PageStore::admit_to_pool() noexcept {
   if (used < limit) return true;
   pool_full_.store(true, std::memory_order_relaxed);
   counters_.add(Counter::pool_limit_hits);
-  if (pool_full_hook_) pool_full_hook_();
+  if (hooks_.pool_full) hooks_.pool_full();
   return false;
 }
 
 bool PageStore::saves_little(const SlotEntry& entry) const noexcept {
-  return entry.length > spill_length_ && max_pool_bytes_.load(std::memory_order_relaxed) != 0;
+  return entry.length > spill_length_ && settings_.max_pool_bytes() != 0;
 }
 
 bool PageStore::above_accept_threshold() const noexcept {
-  const std::uint64_t limit = max_pool_bytes_.load(std::memory_order_relaxed);
+  const std::uint64_t limit = settings_.max_pool_bytes();
   if (limit == 0) return false;
-  return pool_.span_bytes() * 100 >=
-         limit * accept_threshold_percent_.load(std::memory_order_relaxed);
+  return pool_.span_bytes() * 100 >= limit * settings_.accept_threshold_percent();
 }
 
 PageStore::Removed PageStore::detachLocked(Slot slot, const SlotEntry& entry) noexcept {

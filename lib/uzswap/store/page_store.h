@@ -15,7 +15,7 @@
 // on the ListLru of their (cgroup, node), added referenced on store, marked
 // referenced again on load. The writeback engine walks the lists and moves
 // cold entries to the backing store through two transitions of this store,
-// claim_for_writeback() and finish_writeback() (check-lock-check). An
+// WritebackSide::claim() and finish() (check-lock-check). An
 // entry's file_write bit stays set while any write of that slot to the
 // backing file is in flight, across re-stores, so two writes of one slot are
 // never in flight at once and a read of a written-back slot never races a
@@ -26,6 +26,10 @@
 //
 // Cgroups (memcg/memcontrol.h): every entry carries the id of the cgroup it
 // is charged to; memcg() holds the registry, policy and counters.
+//
+// Interface: the request path, the backing store and a few gauges are
+// members; everything else is one of a few facets, each for the callers
+// named at its accessor ("The facets" in the class).
 //
 // Lock order: compaction_lock_ -> slot stripe -> LRU list -> pool class ->
 // pool region. Reads of written-back slots run without the slot lock and
@@ -65,6 +69,7 @@
 #include "uzswap/state/shared_state.h"
 #include "uzswap/store/slot_table.h"
 #include "uzswap/store/store_errors.h"
+#include "uzswap/store/store_settings.h"
 #include "uzswap/store/store_stats.h"
 
 namespace uzswap {
@@ -95,7 +100,7 @@ struct PageStoreOptions {
 enum class StoredAs : std::uint8_t { same_filled, compressed, incompressible, written_back };
 enum class LoadedFrom : std::uint8_t { empty, same_filled, pool, backing };
 
-// What adopting a shared state found (PageStore::adopted()).
+// What adopting a shared state found (RestartSide::report()).
 struct AdoptionReport {
   bool adopted = false;              // false: the state was fresh
   std::uint64_t rolled_back = 0;     // half-done entry changes put back
@@ -106,6 +111,25 @@ struct AdoptionReport {
   std::uint64_t written_back = 0;    // entries in the backing file
   std::uint64_t cgroups = 0;         // live cgroups restored
   double seconds = 0;                // time to adopt
+};
+
+class StoreNode;
+class WritebackSide;
+class AttributionSide;
+class RestartSide;
+class Housekeeping;
+
+// What a store calls out to (PageStore::hooks()). Both are called from a
+// store, on the request path, so they must be cheap and noexcept (a
+// wake-up). Set them before serving; clear them once nothing stores.
+struct StoreHooks {
+  // The pool hit its limit: wakes the pool-limit worker
+  // (writeback/shrink_worker.h; the daemon sets it).
+  std::function<void()> pool_full;
+  // The pool on `node` grew past that node's wake mark
+  // (StoreNode::set_wake_bytes): wakes the node's kswapd (the Reclaimer
+  // sets it).
+  std::function<void(unsigned node)> node_grown;
 };
 
 class PageStore {
@@ -151,130 +175,89 @@ class PageStore {
   // Forgets slots [first, first + count). Returns how many held a page.
   Result<std::uint64_t> invalidate(Slot first, std::uint64_t count) noexcept;
 
-  // Moves objects out of sparse pool spans and returns empty spans to the
-  // system. Runs alongside the request path; not itself a request-path call.
-  CompactionStats compact();
-  // The pool's reserve of populated spans (ZPool::refill_reserve and co.),
-  // for the daemon's refill thread: never on the request path.
-  std::size_t refill_pool_reserve() noexcept { return pool_.refill_reserve(); }
-  // Growths of the pool the kernel refused to the refiller, so far.
-  std::uint64_t pool_reserve_refill_failures() const noexcept { return pool_.reserve_refill_failures(); }
-  void wait_for_pool_reserve_use() noexcept { pool_.wait_for_reserve_use(); }
-  void wake_pool_reserve_refiller() noexcept { pool_.wake_reserve_refiller(); }
-  // Compacts when the pool's spans hold more than its objects need by over
-  // 10% and 1 MiB: RAM back without I/O, which reclaim tries before
-  // writeback (zsmalloc's shrinker does the same). True if it compacted.
-  bool compact_if_fragmented();
-
-  // Users' swapped memory does not stay on disk once it is freed: a slot
-  // whose written-back page is discarded or replaced is marked, and this
-  // overwrites the marked blocks of the backing file with zeros, up to
-  // `max_pages` of them (a write, not a hole punch: the file's blocks stay
-  // allocated, so no later write of the swap-out path needs the
-  // filesystem's journal). Off the request path (a housekeeping thread);
-  // one caller at a time. Returns how many blocks were wiped.
-  std::uint64_t wipe_freed(std::uint64_t max_pages) noexcept;
-  std::uint64_t wipe_pending() const noexcept { return wipe_pending_count_.load(std::memory_order_relaxed); }
+  // Creates the calling thread's compressors and buffers (allocates), and
+  // its ring on the backing store if one is attached.
+  void prepare_thread_with_backing();
+  static void prepare_thread();
 
   // Where written-back pages go. Attach before serving; without one, a full
   // pool refuses stores and nothing is written back.
   void attach_backing(BackingStore* backing) noexcept { backing_ = backing; }
-  bool has_backing() const noexcept { return backing_ != nullptr; }
   BackingStore* backing() const noexcept { return backing_; }
-  // Called (from a store) when the pool hits its limit: wakes the shrinker.
-  void set_pool_full_hook(std::function<void()> hook) { pool_full_hook_ = std::move(hook); }
-  // Called (from a store, so it must be cheap and noexcept) when the pool on
-  // a node has grown past that node's wake mark: kswapd's low watermark.
-  void set_node_hook(std::function<void(unsigned node)> hook) { node_hook_ = std::move(hook); }
-  // The node's wake mark in pool bytes; 0 = never wake.
-  void set_node_wake_bytes(unsigned node, std::uint64_t bytes) noexcept {
-    node_wake_bytes_[node].store(bytes, std::memory_order_relaxed);
-  }
-  // Pool RAM in spans on one node.
-  std::uint64_t node_pool_bytes(unsigned node) const noexcept { return pool_.span_bytes(node); }
-
-  // Cgroups (ids from the attribution; 0 is the root and always exists).
-  MemCgroups& memcg() noexcept { return memcg_; }
-  const MemCgroups& memcg() const noexcept { return memcg_; }
-  // Makes removed ids free to be handed out again: every entry still
-  // carrying one of them is re-labelled with the live cgroup it resolves to
-  // (one pass over the slot table, a stripe lock at a time), then the ids
-  // are forgotten by the lists and the shared registry. Ids that are live
-  // or unknown are left alone. Returns the ids released. One caller at a
-  // time, and the only one that hands out ids (the attribution).
-  std::vector<CgroupId> release_cgroups(const std::vector<CgroupId>& removed);
-  // Moves a stored slot to `cgroup`'s accounting and lists (attribution).
-  bool set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept;
-
-  // The LRU lists of entries in the pool (for the writeback engine's walk).
-  ListLru& lru() noexcept { return lru_; }
-  const ListLru& lru() const noexcept { return lru_; }
-  // Writeback's entry transitions (writeback/shrink_memcg.h), for an entry
-  // isolated from its list. Claim: under the slot lock, an entry still in
-  // the pool, on no list and with no write of its slot in flight is marked
-  // writeback and its page decompressed into `page` (checked against its
-  // checksum); its version is returned in `version`. An entry that cannot
-  // be claimed goes back on its list where it belongs.
-  enum class Claim { claimed, raced, failed };
-  Claim claim_for_writeback(Slot slot, PageBuffer page, CompressorSet& compressors,
-                            std::uint64_t& version) noexcept;
-  // Finish, once the write is over (`write_result` 0 or -errno): an
-  // untouched entry becomes written back and its pool object is freed; one
-  // a store or invalidate changed meanwhile is left to them; a failed write
-  // puts the entry back in RAM and on its list. Nothing is ever dropped.
-  enum class Finish { written, raced, failed };
-  Finish finish_writeback(Slot slot, std::uint64_t version, int write_result) noexcept;
-  // Pages written back from `node`'s pool.
-  std::uint64_t node_writebacks(unsigned node) const noexcept {
-    return node_writebacks_[node].load(std::memory_order_relaxed);
-  }
-  // Pool RAM above the accept threshold of the limit: the shrinker's target.
-  bool above_accept_threshold() const noexcept;
-
-  // Live settings; they apply to pages stored from now on.
-  void set_codec(Codec codec, int level) noexcept;
-  Codec codec() const noexcept { return codec_.load(std::memory_order_relaxed); }
-  int level() const noexcept { return level_.load(std::memory_order_relaxed); }
-  void set_max_pool_bytes(std::uint64_t bytes) noexcept {
-    max_pool_bytes_.store(bytes, std::memory_order_relaxed);
-  }
-  void set_accept_threshold_percent(unsigned percent) noexcept {
-    accept_threshold_percent_.store(percent, std::memory_order_relaxed);
-  }
-  std::uint64_t max_pool_bytes() const noexcept {
-    return max_pool_bytes_.load(std::memory_order_relaxed);
-  }
-  unsigned accept_threshold_percent() const noexcept {
-    return accept_threshold_percent_.load(std::memory_order_relaxed);
-  }
-  // True from the moment the pool hit its limit until it is back under the
-  // accept threshold.
-  bool pool_full() const noexcept { return pool_full_.load(std::memory_order_relaxed); }
-  std::size_t incompressible_threshold() const noexcept { return threshold_; }
-
-  SharedState& shared_state() noexcept { return *state_; }
-  // Slots whose write to the backing file was in flight when the last
-  // process died keep their file_write bit, so nothing writes them again
-  // while that write may still land. Once the backing store says the old
-  // writes are over (BackingStore::wait_for_other_writers), this lets them
-  // go. Returns how many were held.
-  std::uint64_t release_stale_file_writes() noexcept;
-  const AdoptionReport& adoption() const noexcept { return adoption_; }
 
   std::uint64_t slots() const noexcept { return table_.size(); }
   unsigned nodes() const noexcept { return pool_.nodes(); }
   PageStoreStats stats() const noexcept;
   // The slots whose pages came back damaged (load answered an error).
   const IntegrityLog& integrity_log() const noexcept { return integrity_log_; }
+  // True from the moment the pool hit its limit until it is back under the
+  // accept threshold.
+  bool pool_full() const noexcept { return pool_full_.load(std::memory_order_relaxed); }
+  std::size_t incompressible_threshold() const noexcept { return threshold_; }
 
-  // Creates the calling thread's compressors and buffers (allocates), and
-  // its ring on the backing store if one is attached.
-  void prepare_thread_with_backing();
-  static void prepare_thread();
+  // The facets: everything else the store offers, each for the callers
+  // named. A facet is a member (settings, hooks, memcg) or a view of a
+  // word or two made inline: no allocation, no virtual call, and the
+  // request path reads the members directly.
+
+  // The live settings (store_settings.h): the daemon's `set` and status,
+  // and tests.
+  StoreSettings& settings() noexcept { return settings_; }
+  const StoreSettings& settings() const noexcept { return settings_; }
+  // The pool's reserve of populated spans (pool/zpool.h), for the daemon's
+  // refill thread (uzswap-reserve).
+  PoolReserve reserve() noexcept { return PoolReserve(pool_); }
+  // The hooks a store calls: the daemon sets pool_full, the Reclaimer
+  // node_grown.
+  StoreHooks& hooks() noexcept { return hooks_; }
+  // One NUMA node of the pool (`node` < nodes()): its RAM, its writebacks
+  // and the wake mark its kswapd sets (reclaim/kswapd.h).
+  StoreNode node(unsigned node) noexcept;
+  // Cgroups (memcg/memcontrol.h; ids from the attribution, 0 is the root
+  // and always exists): the registry, policy and counters, for the daemon,
+  // the attribution and the writeback engine.
+  MemCgroups& memcg() noexcept { return memcg_; }
+  const MemCgroups& memcg() const noexcept { return memcg_; }
+  // The attribution's (reclaim/attribution.h) changes of entries' cgroups.
+  AttributionSide attribution_side() noexcept;
+  // The writeback engine's (writeback/shrink_memcg.h, shrink_worker.h) view:
+  // the LRU lists, the two entry transitions and the shrinker's target.
+  // A facet rather than private members and friend classes: the engine
+  // sees these and not the store's insides, no list of friends grows with
+  // it, and its tests reach them as it does, with no peer class.
+  WritebackSide writeback_side() noexcept;
+  // Life across processes ("Surviving the process"): the shared state, what
+  // adopting it found, the file writes a dead process left in flight. The
+  // daemon's start-up and status, and tests.
+  RestartSide restart_side() noexcept;
+  // Work off the request path that gives RAM and disk back: compaction
+  // (kswapd, the pool-limit worker) and wiping freed blocks of the backing
+  // file (the daemon's uzswap-wipe thread).
+  Housekeeping housekeeping() noexcept;
 
  private:
+  friend class StoreNode;
+  friend class WritebackSide;
+  friend class AttributionSide;
+  friend class RestartSide;
+  friend class Housekeeping;
+
   PageStore(const PageStoreOptions& options, std::unique_ptr<SharedState>&& own);
   PageStore(const PageStoreOptions& options, SharedState& state, std::unique_ptr<SharedState>&& own);
+
+  // The facets' work, documented where they offer it (below).
+  CompactionStats compact();
+  bool compact_if_fragmented();
+  std::uint64_t wipe_freed(std::uint64_t max_pages) noexcept;
+  std::vector<CgroupId> release_cgroups(const std::vector<CgroupId>& removed);
+  bool set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept;
+  enum class Claim { claimed, raced, failed };
+  Claim claim_for_writeback(Slot slot, PageBuffer page, CompressorSet& compressors,
+                            std::uint64_t& version) noexcept;
+  enum class Finish { written, raced, failed };
+  Finish finish_writeback(Slot slot, std::uint64_t version, int write_result) noexcept;
+  bool above_accept_threshold() const noexcept;
+  std::uint64_t release_stale_file_writes() noexcept;
 
   struct Removed {
     SlotState state;
@@ -347,17 +330,13 @@ class PageStore {
   ListLru lru_;
   MemCgroups memcg_;
   BackingStore* backing_ = nullptr;
-  std::function<void()> pool_full_hook_;
-  std::function<void(unsigned)> node_hook_;
+  StoreHooks hooks_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> node_writebacks_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> node_wake_bytes_;
 
   std::size_t threshold_;
   std::size_t spill_length_;
-  std::atomic<Codec> codec_;
-  std::atomic<int> level_;
-  std::atomic<std::uint64_t> max_pool_bytes_;
-  std::atomic<unsigned> accept_threshold_percent_;
+  StoreSettings settings_;
   std::atomic<bool> pool_full_{false};
   Mutex compaction_lock_;
   mutable StoreCounters counters_;
@@ -371,5 +350,134 @@ class PageStore {
   AdoptionReport adoption_;
   std::vector<Slot> stale_file_writes_ GUARDED_BY(compaction_lock_);
 };
+
+// The facets. Each view holds the store it was made from and must not
+// outlive it; making one costs nothing once inlined.
+
+class StoreNode {
+ public:
+  // Pool RAM in spans on the node.
+  std::uint64_t pool_bytes() const noexcept { return store_.pool_.span_bytes(node_); }
+  // Pages written back from the node's pool.
+  std::uint64_t writebacks() const noexcept {
+    return store_.node_writebacks_[node_].load(std::memory_order_relaxed);
+  }
+  // The node's wake mark in pool bytes (kswapd's low watermark): a store
+  // that finds the node's pool past it calls StoreHooks::node_grown. 0 =
+  // never wake.
+  void set_wake_bytes(std::uint64_t bytes) noexcept {
+    store_.node_wake_bytes_[node_].store(bytes, std::memory_order_relaxed);
+  }
+
+ private:
+  friend class PageStore;
+  StoreNode(PageStore& store, unsigned node) noexcept : store_(store), node_(node) {}
+  PageStore& store_;
+  unsigned node_;
+};
+
+class AttributionSide {
+ public:
+  // Moves a stored slot to `cgroup`'s accounting and lists.
+  bool set_slot_cgroup(Slot slot, CgroupId cgroup) noexcept { return store_.set_slot_cgroup(slot, cgroup); }
+  // Makes removed ids free to be handed out again: every entry still
+  // carrying one of them is re-labelled with the live cgroup it resolves to
+  // (one pass over the slot table, a stripe lock at a time), then the ids
+  // are forgotten by the lists and the shared registry. Ids that are live
+  // or unknown are left alone. Returns the ids released. One caller at a
+  // time, and the only one that hands out ids (the attribution).
+  std::vector<CgroupId> release_cgroups(const std::vector<CgroupId>& removed) {
+    return store_.release_cgroups(removed);
+  }
+
+ private:
+  friend class PageStore;
+  explicit AttributionSide(PageStore& store) noexcept : store_(store) {}
+  PageStore& store_;
+};
+
+class WritebackSide {
+ public:
+  // The LRU lists of entries in the pool, for the engine's walk.
+  ListLru& lru() noexcept { return store_.lru_; }
+  // The entry transitions, for an entry isolated from its list. Claim:
+  // under the slot lock, an entry still in the pool, on no list and with no
+  // write of its slot in flight is marked writeback and its page
+  // decompressed into `page` (checked against its checksum); its version
+  // is returned in `version`. An entry that cannot be claimed goes back on
+  // its list where it belongs.
+  using Claim = PageStore::Claim;
+  Claim claim(Slot slot, PageBuffer page, CompressorSet& compressors, std::uint64_t& version) noexcept {
+    return store_.claim_for_writeback(slot, page, compressors, version);
+  }
+  // Finish, once the write is over (`write_result` 0 or -errno): an
+  // untouched entry becomes written back and its pool object is freed; one
+  // a store or invalidate changed meanwhile is left to them; a failed write
+  // puts the entry back in RAM and on its list. Nothing is ever dropped.
+  using Finish = PageStore::Finish;
+  Finish finish(Slot slot, std::uint64_t version, int write_result) noexcept {
+    return store_.finish_writeback(slot, version, write_result);
+  }
+  // Pool RAM above the accept threshold of the limit: the pool-limit
+  // worker's target.
+  bool above_accept_threshold() const noexcept { return store_.above_accept_threshold(); }
+
+ private:
+  friend class PageStore;
+  explicit WritebackSide(PageStore& store) noexcept : store_(store) {}
+  PageStore& store_;
+};
+
+class RestartSide {
+ public:
+  // The state the store lives on (tests damage pages through it).
+  SharedState& state() noexcept { return *store_.state_; }
+  // What adopting the state found (nothing, if it was fresh).
+  const AdoptionReport& report() const noexcept { return store_.adoption_; }
+  // Slots whose write to the backing file was in flight when the last
+  // process died keep their file_write bit, so nothing writes them again
+  // while that write may still land. Once the backing store says the old
+  // writes are over (BackingStore::wait_for_other_writers), this lets them
+  // go. Returns how many were held.
+  std::uint64_t release_stale_file_writes() noexcept { return store_.release_stale_file_writes(); }
+
+ private:
+  friend class PageStore;
+  explicit RestartSide(PageStore& store) noexcept : store_(store) {}
+  PageStore& store_;
+};
+
+class Housekeeping {
+ public:
+  // Moves objects out of sparse pool spans and returns empty spans to the
+  // system. Runs alongside the request path.
+  CompactionStats compact() { return store_.compact(); }
+  // Compacts when the pool's spans hold more than its objects need by over
+  // 10% and 1 MiB: RAM back without I/O, which reclaim tries before
+  // writeback (zsmalloc's shrinker does the same). True if it compacted.
+  bool compact_if_fragmented() { return store_.compact_if_fragmented(); }
+  // Users' swapped memory does not stay on disk once it is freed: a slot
+  // whose written-back page is discarded or replaced is marked, and this
+  // overwrites the marked blocks of the backing file with zeros, up to
+  // `max_pages` of them (a write, not a hole punch: the file's blocks stay
+  // allocated, so no later write of the swap-out path needs the
+  // filesystem's journal). One caller at a time. Returns how many blocks
+  // were wiped.
+  std::uint64_t wipe_freed(std::uint64_t max_pages) noexcept { return store_.wipe_freed(max_pages); }
+  std::uint64_t wipe_pending() const noexcept {
+    return store_.wipe_pending_count_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  friend class PageStore;
+  explicit Housekeeping(PageStore& store) noexcept : store_(store) {}
+  PageStore& store_;
+};
+
+inline StoreNode PageStore::node(unsigned node) noexcept { return StoreNode(*this, node); }
+inline AttributionSide PageStore::attribution_side() noexcept { return AttributionSide(*this); }
+inline WritebackSide PageStore::writeback_side() noexcept { return WritebackSide(*this); }
+inline RestartSide PageStore::restart_side() noexcept { return RestartSide(*this); }
+inline Housekeeping PageStore::housekeeping() noexcept { return Housekeeping(*this); }
 
 }  // namespace uzswap

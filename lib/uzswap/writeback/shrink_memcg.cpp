@@ -37,7 +37,7 @@ class StoreShrinker final : public Shrinker {
     const std::uint64_t on_list = writeback_.lru_count(cgroup, node);
     if (on_list == 0) return kShrinkEmpty;
     const PageStore& store = writeback_.store();
-    if (!store.has_backing() || !store.memcg().writeback_allowed(cgroup)) return 0;
+    if (store.backing() == nullptr || !store.memcg().writeback_allowed(cgroup)) return 0;
     return on_list;
   }
   std::uint64_t scan(ShrinkControl& control) override {
@@ -56,7 +56,7 @@ Writeback::Writeback(PageStore& store) : store_(store) {}
 
 Writeback::~Writeback() {
   if (registry_ != nullptr) {
-    store_.lru().set_populated_hook({});
+    store_.writeback_side().lru().set_populated_hook({});
     store_.memcg().attach_shrinker_registry(nullptr);
   }
 }
@@ -69,7 +69,7 @@ int Writeback::register_shrinker(ShrinkerRegistry& registry) {
   const std::vector<CgroupId> cgroups = store_.memcg().cgroups();
   for (const CgroupId cg : cgroups) registry.add_cgroup(cg);
   store_.memcg().attach_shrinker_registry(&registry);
-  store_.lru().set_populated_hook([this](CgroupId cgroup, unsigned node) {
+  store_.writeback_side().lru().set_populated_hook([this](CgroupId cgroup, unsigned node) {
     registry_->set_bit(cgroup, node, shrinker_id_);
   });
   // Lists that already hold pages.
@@ -89,7 +89,7 @@ Writeback::NodeStats Writeback::node_stats(unsigned node) const {
   NodeStats s;
   if (node >= store_.nodes()) return s;
   for (const CgroupId cg : store_.memcg().cgroups()) s.lru_pages += lru_count(cg, node);
-  s.writebacks = store_.node_writebacks(node);
+  s.writebacks = store_.node(node).writebacks();
   return s;
 }
 
@@ -120,7 +120,7 @@ WritebackResult Writeback::shrink_list(CgroupId cgroup, unsigned node, std::uint
   // A referenced entry gets its second chance (rotate), so walk up to twice
   // the batch.
   std::uint64_t budget = max_walk != 0 ? max_walk : 2 * batch;
-  store_.lru().walk(cgroup, node, budget, [&](std::uint32_t item, ListLru::WalkedList& list) {
+  store_.writeback_side().lru().walk(cgroup, node, budget, [&](std::uint32_t item, ListLru::WalkedList& list) {
     if (count >= batch) return LruStatus::stop;
     if (list.referenced(item)) {
       list.clear_referenced(item);
@@ -140,6 +140,7 @@ WritebackResult Writeback::writeback_isolated(std::span<const Slot> slots) {
   WritebackResult result;
   BackingStore* backing = store_.backing();
   if (backing == nullptr || slots.empty()) return result;
+  WritebackSide side = store_.writeback_side();
   thread_local std::unique_ptr<WritebackBuffers> t_buffers;
   const std::size_t batch = backing->max_batch();
   if (!t_buffers || t_buffers->capacity() < batch) t_buffers = std::make_unique<WritebackBuffers>(batch);
@@ -152,14 +153,14 @@ WritebackResult Writeback::writeback_isolated(std::span<const Slot> slots) {
     for (const Slot slot : chunk) {
       std::byte* page = out.pages.data() + out.count * kPageSize;
       std::uint64_t version = 0;
-      switch (store_.claim_for_writeback(slot, PageBuffer(page, kPageSize), b.compressors, version)) {
-        case PageStore::Claim::raced:
+      switch (side.claim(slot, PageBuffer(page, kPageSize), b.compressors, version)) {
+        case WritebackSide::Claim::raced:
           ++result.raced;
           continue;
-        case PageStore::Claim::failed:
+        case WritebackSide::Claim::failed:
           ++result.failed;
           continue;
-        case PageStore::Claim::claimed:
+        case WritebackSide::Claim::claimed:
           break;
       }
       out.slots[out.count] = slot;
@@ -175,14 +176,14 @@ WritebackResult Writeback::writeback_isolated(std::span<const Slot> slots) {
       const PageWrite& w = done.writes[i];  // sorted by the store: find its version
       const std::size_t at = static_cast<std::size_t>(
           std::find(done.slots.begin(), done.slots.begin() + done.count, w.slot) - done.slots.begin());
-      switch (store_.finish_writeback(w.slot, done.versions[at], w.result)) {
-        case PageStore::Finish::written:
+      switch (side.finish(w.slot, done.versions[at], w.result)) {
+        case WritebackSide::Finish::written:
           ++result.written;
           break;
-        case PageStore::Finish::raced:
+        case WritebackSide::Finish::raced:
           ++result.raced;
           break;
-        case PageStore::Finish::failed:
+        case WritebackSide::Finish::failed:
           ++result.failed;
           break;
       }

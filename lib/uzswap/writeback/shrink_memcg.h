@@ -5,12 +5,12 @@
 // shrink_list() walks one (cgroup, node) LRU list with second chance: a
 // referenced entry loses its bit and rotates, a cold one is isolated (taken
 // off the list). writeback_isolated() then writes the isolated entries with
-// check-lock-check, through the page store's two entry transitions:
-// claim_for_writeback() records the entry's version and marks it writeback
-// under the slot lock (and decompresses it for the file), the write runs
-// without any lock, and finish_writeback() re-checks the version under the
-// lock: a store or invalidate that happened meanwhile wins and the written
-// copy is ignored. Writes are pipelined two batches deep: one batch is
+// check-lock-check, through the page store's two entry transitions
+// (PageStore::writeback_side()): claim() records the entry's version and
+// marks it writeback under the slot lock (and decompresses it for the
+// file), the write runs without any lock, and finish() re-checks the
+// version under the lock: a store or invalidate that happened meanwhile
+// wins and the written copy is ignored. Writes are pipelined two batches deep: one batch is
 // claimed while the previous one is in flight.
 //
 // Who calls it: the reclaim threads (reclaim/kswapd.h, one per node), the
@@ -67,7 +67,7 @@ class Writeback {
 
   // Pages on `cgroup`'s lists on one node, on all nodes (the candidates).
   std::uint64_t lru_count(CgroupId cgroup, unsigned node) const noexcept {
-    return store_.lru().count(cgroup, node);
+    return store_.writeback_side().lru().count(cgroup, node);
   }
   std::uint64_t lru_pages(CgroupId cgroup) const noexcept;
   // Per NUMA node: pages on the LRU lists (all cgroups) and pages written back.

@@ -54,12 +54,13 @@ void ShrinkWorker::shrink_over_max() {
 }
 
 void ShrinkWorker::shrink_to_threshold() {
-  if (!store_.above_accept_threshold()) return;
+  const WritebackSide side = store_.writeback_side();
+  if (!side.above_accept_threshold()) return;
   // A fragmented pool gives RAM back without any writes.
-  if (store_.compact_if_fragmented() && !store_.above_accept_threshold()) return;
+  if (store_.housekeeping().compact_if_fragmented() && !side.above_accept_threshold()) return;
   runs_.fetch_add(1, std::memory_order_relaxed);
   unsigned failures = 0;
-  while (store_.above_accept_threshold()) {
+  while (side.above_accept_threshold()) {
     {
       MutexLock guard(lock_);
       if (stop_) return;
