@@ -695,7 +695,7 @@ TEST_F(WritebackTest, StoreManyNearTheLimitSpillsOnlyThePoorPagesAndThePoolTakes
   PageStore store(o);
   store.attach_backing(&faulty_);
   Slot s = 0;
-  for (; !store.above_accept_threshold() && s < 900; ++s)
+  for (; !store.writeback_side().above_accept_threshold() && s < 900; ++s)
     ASSERT_EQ(store.store(s, good_page(s)), StoredAs::compressed);
   ASSERT_FALSE(store.pool_full());
   const auto request = request_of(s, 8);
