@@ -37,6 +37,9 @@ namespace {
 // is being served.
 constexpr unsigned kFuseRingDepth = 8;
 
+// The kernel's NBD client as swap gets one connection (nbd_kernel.h says why).
+constexpr unsigned kKernelNbdConnections = 1;
+
 // Before swapon: the block layer's writeback throttling holds reclaim's
 // writes to a RAM-backed device back for nothing (device/swap.h).
 void no_writeback_throttling(const std::string& device) {
@@ -244,7 +247,7 @@ void Instance::start_frontend() {
                      flusher.error().message());
       });
   };
-  if (config_.nbd_frontend()) start_nbd(workers, worker_init);
+  if (config_.nbd_frontend()) start_nbd(worker_init);
   else start_fuse(workers, worker_init);
 }
 
@@ -254,7 +257,7 @@ void Instance::start_control(std::optional<gid_t> readers) {
       [this](std::string_view request, Access access) { return handle_control(request, access); });
 }
 
-void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_init) {
+void Instance::start_nbd(const std::function<void()>& worker_init) {
   const std::uint64_t slots = state_->header().slots;
   NbdConfig nbd;
   nbd.size_bytes = slots * kPageSize;
@@ -278,7 +281,7 @@ void Instance::start_nbd(unsigned workers, const std::function<void()>& worker_i
                    "was seen never to reach the daemon, and swapon waited for it for good; load the module "
                    "with max_part=0 (operations.md)", std::atoi(parts->c_str()));
     try {
-      kernel_nbd_ = std::make_unique<KernelNbd>(*nbd_server_, workers, worker_init);
+      kernel_nbd_ = std::make_unique<KernelNbd>(*nbd_server_, kKernelNbdConnections, worker_init);
     } catch (const std::exception& e) {
       throw StartError(std::string("connecting the kernel's NBD client: ") + e.what());
     }

@@ -89,7 +89,7 @@ class Instance {
   void start_reclaim();
   void write_swap_header();
   void start_frontend();
-  void start_nbd(unsigned workers, const std::function<void()>& worker_init);
+  void start_nbd(const std::function<void()>& worker_init);
   void start_fuse(unsigned workers, const std::function<void()>& worker_init);
   void start_control(std::optional<gid_t> readers);
   void swap_type_probe();

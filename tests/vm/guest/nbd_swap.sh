@@ -43,6 +43,10 @@ threads_report() {
   for f in /sys/kernel/debug/block/nbd*/hctx*/{busy,dispatch,state} /sys/kernel/debug/block/nbd*/{state,requeue_list}; do
     [[ -s $f ]] && { echo "--- $f"; head -n 20 "$f"; }
   done
+  # Bytes waiting in each of the daemon's sockets: Recv-Q requests it has
+  # not read, Send-Q replies the kernel has not read.
+  echo "--- unix sockets of uzswapd (ss -xp) ---"
+  ss -xpn 2>/dev/null | grep -E "uzswapd|^Netid" | head -n 20
   [[ -n ${CG:-} && -f $CG/memory.events ]] && echo "--- $CG/memory.events: $(tr '\n' ' ' < "$CG/memory.events")"
   echo "--- dmesg (last 40 lines) ---"
   dmesg | tail -n 40
