@@ -22,7 +22,6 @@
 
 #include "uzswap/backing/backing_cipher.h"
 #include "uzswap/control/format.h"
-#include "uzswap/common/text_file.h"
 #include "uzswap/device/swap.h"
 #include "uzswap/device/swap_header.h"
 #include "uzswap/reclaim/swap_type.h"
@@ -276,10 +275,6 @@ void Instance::start_nbd(const std::function<void()>& worker_init) {
     if (!KernelNbd::available())
       throw StartError("--frontend nbd as swap needs the kernel's NBD client: this kernel has no nbd module "
                        "(modprobe nbd), or use --no-swapon to serve the export only");
-    if (const auto parts = read_text_file("/sys/module/nbd/parameters/max_part"); parts && std::atoi(parts->c_str()) > 0)
-      spdlog::warn("the nbd module scans its devices for partitions (max_part={}): on Linux 6.1 that first read "
-                   "was seen never to reach the daemon, and swapon waited for it for good; load the module "
-                   "with max_part=0 (operations.md)", std::atoi(parts->c_str()));
     try {
       kernel_nbd_ = std::make_unique<KernelNbd>(*nbd_server_, kKernelNbdConnections, worker_init);
     } catch (const std::exception& e) {

@@ -3,7 +3,9 @@
 // (NBD_CMD_CONNECT with the kernel's ends of the pairs), so the kernel
 // speaks the transmission phase (no handshake, simple replies) to an
 // NbdServer on the daemon's ends, one thread and buffer per pair, made
-// here. The kernel marks an nbd socket for memory reserves when the device
+// here. The daemon asks for one pair: with two, Linux 6.1 in the VM rig
+// once stopped reading the replies on one of them, and the daemon's thread,
+// blocked sending a reply, left the kernel's senders blocked behind it. The kernel marks an nbd socket for memory reserves when the device
 // is swap; the daemon's side never waits for memory (NbdServer allocates
 // nothing per request).
 //

@@ -76,8 +76,7 @@ cleanup() {
 trap cleanup EXIT
 
 [[ $(id -u) -eq 0 ]] || skip "needs root"
-# max_part=0: no partition scan at connect (operations.md, "NBD as swap").
-modprobe nbd nbds_max=16 max_part=0 2>/dev/null || true
+modprobe nbd nbds_max=16 2>/dev/null || true
 [[ -e /sys/module/nbd ]] || skip "no nbd module in this kernel ($(uname -r))"
 if [[ -f /sys/fs/cgroup/cgroup.controllers ]] && grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
   CG=/sys/fs/cgroup/uzswap-$NAME
