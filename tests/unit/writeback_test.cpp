@@ -49,6 +49,12 @@ class WritebackTest : public ::testing::Test {
     o.pool.reserve_bytes_per_node = 64u << 20;
     return o;
   }
+  // The spill tests': a 512 KiB pool.
+  static PageStoreOptions small_pool() {
+    PageStoreOptions o = options();
+    o.max_pool_bytes = 512u << 10;
+    return o;
+  }
 
   Page load(Slot slot, LoadedFrom* from = nullptr) {
     Page p;
@@ -574,9 +580,7 @@ Page good_page(std::uint64_t seed) { return page_saving(seed, 1024); }
 Page poor_page(std::uint64_t seed) { return page_saving(seed, kPageSize); }
 
 TEST_F(WritebackTest, NearThePoolLimitPagesThatSaveLittleGoToTheBackingFile) {
-  PageStoreOptions o = options();
-  o.max_pool_bytes = 512u << 10;
-  PageStore store(o);
+  PageStore store(small_pool());
   store.attach_backing(&faulty_);
   // Below the mark, the pool takes anything, incompressible pages too.
   ASSERT_EQ(store.store(0, poor_page(0)), StoredAs::incompressible);
@@ -615,9 +619,7 @@ Slot fill_until_full(PageStore& store) {
 }
 
 TEST_F(WritebackTest, SpillingEndsOnceThePoolIsBackUnderItsLimit) {
-  PageStoreOptions o = options();
-  o.max_pool_bytes = 512u << 10;
-  PageStore store(o);
+  PageStore store(small_pool());
   store.attach_backing(&faulty_);
   Slot s = fill_until_full(store);
   ASSERT_TRUE(store.pool_full());
@@ -636,9 +638,7 @@ TEST_F(WritebackTest, SpillingEndsOnceThePoolIsBackUnderItsLimit) {
 }
 
 TEST_F(WritebackTest, AFailedSpillAtAFullPoolIsNotWrittenTwice) {
-  PageStoreOptions o = options();
-  o.max_pool_bytes = 512u << 10;
-  PageStore store(o);
+  PageStore store(small_pool());
   store.attach_backing(&faulty_);
   Slot s = fill_until_full(store);
   ASSERT_TRUE(store.pool_full());
@@ -669,9 +669,7 @@ Page page_of(const std::vector<std::byte>& request, std::size_t i) {
 }
 
 TEST_F(WritebackTest, StoreManyWritesTheFilesPagesOfARequestTogether) {
-  PageStoreOptions o = options();
-  o.max_pool_bytes = 512u << 10;
-  PageStore store(o);
+  PageStore store(small_pool());
   store.attach_backing(&faulty_);
   const Slot s = fill_until_full(store);
   // 100 pages at a full pool: all for the file, in batches of 64.
@@ -690,9 +688,7 @@ TEST_F(WritebackTest, StoreManyWritesTheFilesPagesOfARequestTogether) {
 }
 
 TEST_F(WritebackTest, StoreManyNearTheLimitSpillsOnlyThePoorPagesAndThePoolTakesWhatTheFileFailed) {
-  PageStoreOptions o = options();
-  o.max_pool_bytes = 512u << 10;
-  PageStore store(o);
+  PageStore store(small_pool());
   store.attach_backing(&faulty_);
   Slot s = 0;
   for (; !store.writeback_side().above_accept_threshold() && s < 900; ++s)
@@ -722,9 +718,7 @@ TEST_F(WritebackTest, StoreManyNearTheLimitSpillsOnlyThePoorPagesAndThePoolTakes
 }
 
 TEST_F(WritebackTest, StoreManyAtAFullPoolReportsTheFilesFailureAndKeepsWhatItWrote) {
-  PageStoreOptions o = options();
-  o.max_pool_bytes = 512u << 10;
-  PageStore store(o);
+  PageStore store(small_pool());
   store.attach_backing(&faulty_);
   const Slot s = fill_until_full(store);
   faulty_.short_writes(3);
