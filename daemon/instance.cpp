@@ -371,13 +371,13 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
   std::filesystem::create_symlink(loop_.path(), config_.device_link());
 
 
+  // Also for an area swapped on already: an older uzswapd may have left it on.
+  if (header.swap_on || config_.swapon) no_writeback_throttling(loop_.path());
   if (header.swap_on) {
-    no_writeback_throttling(loop_.path());  // an area an older uzswapd swapped on may have it
     swap_on_ = true;
     swap_type_ = header.swap_type;
     if (swap_type_ >= 0) start_attribution();
   } else if (config_.swapon) {
-    no_writeback_throttling(loop_.path());
     if (auto on = swap_on(loop_.path(), config_.swap_priority); !on)
       throw StartError("swapon " + loop_.path() + " failed: " + on.error().message());
     swap_on_ = true;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <string_view>
 
 #include "uzswap/common/result.h"
 
@@ -31,6 +32,19 @@ inline Result<std::string> read_text_file(const std::string& path) {
   }
   close(fd);
   return text;
+}
+
+// Writes `text` to a (small) kernel file in one write(2), as `echo text >`
+// does: the kernel takes a setting whole or not at all. A short write,
+// which has no errno of its own, is EIO.
+inline Result<> write_text_file(const std::string& path, std::string_view text) {
+  const int fd = open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+  if (fd < 0) return failure(errno_error());
+  const ssize_t written = write(fd, text.data(), text.size());
+  const std::error_code error = written < 0 ? errno_error() : std::make_error_code(std::errc::io_error);
+  close(fd);
+  if (written != static_cast<ssize_t>(text.size())) return failure(error);
+  return {};
 }
 
 }  // namespace uzswap

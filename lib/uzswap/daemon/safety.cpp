@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "uzswap/common/text_file.h"
+
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #endif
@@ -36,15 +38,7 @@ Result<> set_io_flusher() noexcept {
 }
 
 Result<> set_oom_score_adj(int value) noexcept {
-  const int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return failure(errno_error());
-  const std::string text = std::to_string(value);
-  const ssize_t written = write(fd, text.data(), text.size());
-  // A short write has no errno of its own.
-  const std::error_code error = written < 0 ? errno_error() : std::make_error_code(std::errc::io_error);
-  close(fd);
-  if (written != static_cast<ssize_t>(text.size())) return failure(error);
-  return {};
+  return write_text_file("/proc/self/oom_score_adj", std::to_string(value));
 }
 
 unsigned parse_node_list_count(const std::string& text) noexcept {

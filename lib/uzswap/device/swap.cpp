@@ -1,8 +1,6 @@
 #include "uzswap/device/swap.h"
 
-#include <fcntl.h>
 #include <sys/swap.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
@@ -82,12 +80,7 @@ Result<std::uint64_t> disable_writeback_throttling(const std::string& device, co
   const char* end = text->data() + text->size();
   if (std::from_chars(text->data(), end, target).ec != std::errc{}) return failure(errno_error(EINVAL));
   if (target == 0) return target;
-  const int fd = open(file.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);  // as `echo 0 >`
-  if (fd < 0) return failure(errno_error());
-  const ssize_t n = write(fd, "0", 1);
-  const int error = errno;
-  close(fd);
-  if (n != 1) return failure(errno_error(n < 0 ? error : EIO));
+  if (auto off = write_text_file(file, "0"); !off) return failure(off.error());
   return target;
 }
 

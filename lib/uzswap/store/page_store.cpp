@@ -146,7 +146,7 @@ std::optional<Result<StoredAs>> PageStore::store_one(Slot slot, PageView page, u
   // be stale, as only a store the pool takes clears it.)
   std::optional<Result<StoredAs>> spilled;
   if (may_use_file && length > spill_length_ && backing_ != nullptr && above_accept_threshold()) {
-    spilled = to_file(slot, page, checksum, node, batch, true);
+    spilled = to_file(slot, page, checksum, batch, true);
     if (!spilled) return std::nullopt;  // with the batch
     if (*spilled) {
       counters_.add(Counter::spilled_pages);
@@ -159,7 +159,7 @@ std::optional<Result<StoredAs>> PageStore::store_one(Slot slot, PageView page, u
   if (!admit_to_pool()) {
     counters_.add(Counter::reject_pool_full);
     if (spilled) return *spilled;
-    if (backing_ != nullptr && may_use_file) return to_file(slot, page, checksum, node, batch, false);
+    if (backing_ != nullptr && may_use_file) return to_file(slot, page, checksum, batch, false);
     return std::unexpected(StoreError::pool_full);
   }
   const PoolHandle handle = pool_.alloc(length, node);
@@ -168,7 +168,7 @@ std::optional<Result<StoredAs>> PageStore::store_one(Slot slot, PageView page, u
     // next tier takes the page rather than the kernel getting an error.
     counters_.add(Counter::reject_alloc_failed);
     if (spilled) return *spilled;
-    if (backing_ != nullptr && may_use_file) return to_file(slot, page, checksum, node, batch, false);
+    if (backing_ != nullptr && may_use_file) return to_file(slot, page, checksum, batch, false);
     return std::unexpected(StoreError::alloc_failed);
   }
   std::memcpy(pool_.map(handle), raw ? page.data() : ctx.buffer, length);

@@ -319,9 +319,10 @@ class PageStore {
   // false keeps it from the file altogether (a spill whose write failed).
   std::optional<Result<StoredAs>> store_one(Slot slot, PageView page, unsigned node, FileBatch* batch,
                                             bool may_use_file) noexcept;
-  std::optional<Result<StoredAs>> to_file(Slot slot, PageView page, std::uint32_t checksum, unsigned node,
-                                          FileBatch* batch, bool spill) noexcept;
-  void flush(FileBatch& batch, StoredMany& result) noexcept;
+  std::optional<Result<StoredAs>> to_file(Slot slot, PageView page, std::uint32_t checksum, FileBatch* batch,
+                                          bool spill) noexcept;
+  // Writes the batch (its pages were stored on `node`) and publishes each.
+  void flush(FileBatch& batch, unsigned node, StoredMany& result) noexcept;
 
   std::unique_ptr<SharedState> own_state_;  // only for a store on its own
   SharedState* state_;

@@ -218,7 +218,6 @@ class PageStore::FileBatch {
   struct Claimed {
     std::uint64_t version;
     std::uint32_t checksum;
-    unsigned node;
     bool spill;  // a page the pool could have taken: it may still, should the write fail
   };
   PageWrite writes[kPages];
@@ -226,13 +225,13 @@ class PageStore::FileBatch {
   std::size_t count = 0;
 };
 
-std::optional<Result<StoredAs>> PageStore::to_file(Slot slot, PageView page, std::uint32_t checksum, unsigned node,
+std::optional<Result<StoredAs>> PageStore::to_file(Slot slot, PageView page, std::uint32_t checksum,
                                                    FileBatch* batch, bool spill) noexcept {
   if (batch == nullptr) return store_to_backing(slot, page, checksum);
   const auto version = begin_file_write(slot);
   if (!version) return std::unexpected(StoreError::pool_full);
   batch->writes[batch->count] = PageWrite{slot, page.data(), 0};
-  batch->claimed[batch->count] = FileBatch::Claimed{*version, checksum, node, spill};
+  batch->claimed[batch->count] = FileBatch::Claimed{*version, checksum, spill};
   ++batch->count;
   return std::nullopt;
 }
@@ -246,7 +245,7 @@ void count_outcome(PageStore::StoredMany& many, const Result<StoredAs>& one) noe
 
 }  // namespace
 
-void PageStore::flush(FileBatch& batch, StoredMany& result) noexcept {
+void PageStore::flush(FileBatch& batch, unsigned node, StoredMany& result) noexcept {
   if (batch.count == 0) return;
   backing_->write(std::span(batch.writes, batch.count));
   for (std::size_t i = 0; i < batch.count; ++i) {
@@ -256,7 +255,7 @@ void PageStore::flush(FileBatch& batch, StoredMany& result) noexcept {
     if (c.spill) {
       if (outcome) {
         counters_.add(Counter::spilled_pages);
-      } else if (auto pooled = *store_one(w.slot, PageView(w.page, kPageSize), c.node, nullptr, false)) {
+      } else if (auto pooled = *store_one(w.slot, PageView(w.page, kPageSize), node, nullptr, false)) {
         // As store() does: a spill the file failed goes to the pool if it can;
         // if it cannot, the answer is the file's failure.
         outcome = *pooled;
@@ -272,12 +271,12 @@ PageStore::StoredMany PageStore::store_many(Slot first, std::span<const std::byt
   FileBatch batch;
   const unsigned where = node >= 0 ? static_cast<unsigned>(node) : current_node();
   for (std::size_t done = 0; done + kPageSize <= data.size(); done += kPageSize) {
-    if (batch.count == FileBatch::kPages) flush(batch, result);
+    if (batch.count == FileBatch::kPages) flush(batch, where, result);
     const PageView page(data.data() + done, kPageSize);
     if (const auto outcome = store_one(first + done / kPageSize, page, where, &batch, true))
       count_outcome(result, *outcome);
   }
-  flush(batch, result);
+  flush(batch, where, result);
   return result;
 }
 
