@@ -398,6 +398,36 @@ TEST_F(WritebackTest, ACgroupWithWritebackOffIsNeverWrittenBack) {
   EXPECT_EQ(store_.memcg().stats(5).written_back_pages, 10u);
 }
 
+TEST_F(WritebackTest, AStoreOverAnAttributedSlotIsUnattributedUntilTheNextPass) {
+  // The kernel reuses a freed slot for anyone's page, unannounced: the old
+  // label must not pass to the new page, or cgroup 5's writeback would take
+  // a page of a cgroup that forbids it.
+  ASSERT_TRUE(store_.memcg().add(5, kRootCgroup));
+  for (Slot s = 0; s < 4; ++s) {
+    ASSERT_TRUE(store_.store(s, page_of(s)).has_value());
+    ASSERT_TRUE(store_.attribution_side().set_slot_cgroup(s, 5));
+  }
+  ASSERT_TRUE(store_.store(0, page_of(40)).has_value());
+  ASSERT_TRUE(store_.store(1, page_of(41)).has_value());
+  EXPECT_EQ(store_.memcg().stats(5).stored_pages, 2u);
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).stored_pages, 2u);
+  EXPECT_EQ(writeback_.shrink_memcg(5, 10).written, 2u);
+  EXPECT_EQ(store_.memcg().stats(5).written_back_pages, 2u);
+  for (Slot s = 0; s < 2; ++s) EXPECT_EQ(load(s), page_of(40 + s));
+  // Straight to the file at a full pool: the written-back page is
+  // unattributed too.
+  store_.settings().set_max_pool_bytes(1);
+  ASSERT_EQ(store_.store(3, page_of(43)), StoredAs::written_back);
+  EXPECT_EQ(store_.memcg().stats(5).written_back_pages, 1u);  // slot 2's
+  EXPECT_EQ(store_.memcg().stats(kRootCgroup).written_back_pages, 1u);
+  EXPECT_EQ(load(3), page_of(43));
+  // A slot of a cgroup with writeback off is most likely written again by
+  // that cgroup: not to the file, whatever the label becomes.
+  store_.memcg().set_policy(5, {.writeback = false, .max_bytes = 0});
+  EXPECT_EQ(store_.store(2, page_of(42)), std::unexpected(StoreError::pool_full));
+  EXPECT_EQ(load(2), page_of(2));
+}
+
 TEST_F(WritebackTest, RemovingACgroupHandsItsPagesToTheParent) {
   ASSERT_TRUE(store_.memcg().add(5, kRootCgroup));
   for (Slot s = 0; s < 10; ++s) {

@@ -253,7 +253,12 @@ void PageStore::install(Slot slot, const SlotEntry& fresh, std::uint32_t checksu
     old = detachLocked(slot, entry);
     SlotEntry next = fresh;
     next.version = entry.version + 1;
-    next.cgroup = entry.cgroup;          // kept until re-attributed
+    // Whose page this is, only the next attribution pass can say: the old
+    // label may be another cgroup's, as the kernel reuses a freed slot
+    // without a word (its discards come per free cluster, not per slot).
+    // Unattributed meanwhile, which holds it back from reclaim while some
+    // cgroup has writeback off.
+    next.cgroup = kRootCgroup;
     next.file_write = entry.file_write;  // an older write may be in flight
     table_.publishLocked(slot, next, checksum);
     attachLocked(slot, next);

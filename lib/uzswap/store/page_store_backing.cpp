@@ -166,7 +166,10 @@ std::optional<std::uint64_t> PageStore::begin_file_write(Slot slot) noexcept {
   MutexLock guard(table_.lock_for(slot));
   SlotEntry entry = table_.entryLocked(slot);
   // memory.zswap.writeback=0 forbids this too: the page stays with the kernel.
-  if (!memcg_.writeback_allowed(static_cast<CgroupId>(entry.cgroup))) return std::nullopt;
+  // The page is unattributed (the root's) until the next pass, and most
+  // likely the old page's owner's, writing its slot again: both must allow it.
+  if (!memcg_.writeback_allowed(static_cast<CgroupId>(entry.cgroup)) || !memcg_.writeback_allowed(kRootCgroup))
+    return std::nullopt;
   // A write of this slot is already in flight: the kernel retries later.
   if (entry.file_write) return std::nullopt;
   // From here the slot's block is being overwritten: an older page of the
@@ -195,7 +198,7 @@ Result<StoredAs> PageStore::end_file_write(Slot slot, std::uint64_t version, std
       SlotEntry fresh{};
       fresh.state = static_cast<std::uint64_t>(SlotState::written_back);
       fresh.version = entry.version + 1;
-      fresh.cgroup = entry.cgroup;
+      fresh.cgroup = kRootCgroup;  // unattributed, as install() says why
       attachLocked(slot, fresh);
       counters_.add(Counter::stores);
       stored = true;
