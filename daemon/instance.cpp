@@ -39,8 +39,17 @@ constexpr unsigned kFuseRingDepth = 8;
 // The kernel's NBD client as swap gets one connection (nbd_kernel.h says why).
 constexpr unsigned kKernelNbdConnections = 1;
 
-// Before swapon: the block layer's writeback throttling holds reclaim's
-// writes to a RAM-backed device back for nothing (device/swap.h).
+// The block layer's writeback throttling: the loop device keeps the
+// kernel's default, the brake on reclaim's writes that a memory cgroup at
+// its limit needs (docs/design.md, start-up step 7); /dev/nbdN has it off
+// before swapon, as it was seen holding reclaim there for good
+// (device/swap.h).
+void default_throttling(const std::string& device) {
+  const auto was_off = default_writeback_throttling(device);
+  if (!was_off) spdlog::warn("{}: writeback throttling may be off: {}", device, was_off.error().message());
+  else if (*was_off) spdlog::info("{}: writeback throttling was off (an earlier user's setting): back to the kernel's default", device);
+}
+
 void no_writeback_throttling(const std::string& device) {
   const auto was = disable_writeback_throttling(device);
   if (!was) spdlog::warn("{}: writeback throttling left on: {}", device, was.error().message());
@@ -371,8 +380,7 @@ void Instance::start_fuse(unsigned workers, const std::function<void()>& worker_
   std::filesystem::create_symlink(loop_.path(), config_.device_link());
 
 
-  // Also for an area swapped on already: an older uzswapd may have left it on.
-  if (header.swap_on || config_.swapon) no_writeback_throttling(loop_.path());
+  default_throttling(loop_.path());
   if (header.swap_on) {
     swap_on_ = true;
     swap_type_ = header.swap_type;

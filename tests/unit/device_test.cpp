@@ -139,6 +139,17 @@ TEST(WritebackThrottling, AValueThatDoesNotParseIsAnError) {
   EXPECT_EQ(sys.value(), "fast") << "unchanged";
 }
 
+TEST(WritebackThrottling, FoundOffGoesBackToTheKernelsDefault) {
+  FakeSysBlock off("0\n");
+  EXPECT_EQ(default_writeback_throttling("/dev/loop9", off.root), true);
+  EXPECT_EQ(off.value(), "-1") << "the kernel's default";
+  FakeSysBlock on("2000\n");
+  EXPECT_EQ(default_writeback_throttling("/dev/loop9", on.root), false);
+  EXPECT_EQ(on.value(), "2000") << "a target of its own stays";
+  FakeSysBlock none(nullptr);
+  EXPECT_EQ(default_writeback_throttling("/dev/loop9", none.root), false);
+}
+
 TEST(ProcSwaps, ParsesCapturedText) {
   const std::string text =
       "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"

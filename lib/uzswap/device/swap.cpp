@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <optional>
 #include <filesystem>
 #include <sstream>
 
@@ -69,19 +70,44 @@ Result<> swap_off(const std::string& path) noexcept {
   return {};
 }
 
-Result<std::uint64_t> disable_writeback_throttling(const std::string& device, const std::string& sysfs) noexcept {
-  const std::string file = sysfs + "/" + std::filesystem::path(device).filename().string() + "/queue/wbt_lat_usec";
+namespace {
+
+std::string wbt_file(const std::string& device, const std::string& sysfs) {
+  return sysfs + "/" + std::filesystem::path(device).filename().string() + "/queue/wbt_lat_usec";
+}
+
+// The latency target in microseconds; nullopt for a kernel without WBT.
+Result<std::optional<std::uint64_t>> read_wbt(const std::string& file) noexcept {
   const auto text = read_text_file(file);
   if (!text) {
-    if (text.error() == std::errc::no_such_file_or_directory) return std::uint64_t{0};  // no WBT in this kernel
+    if (text.error() == std::errc::no_such_file_or_directory) return std::nullopt;
     return failure(text.error());
   }
   std::uint64_t target = 0;
   const char* end = text->data() + text->size();
   if (std::from_chars(text->data(), end, target).ec != std::errc{}) return failure(errno_error(EINVAL));
-  if (target == 0) return target;
-  if (auto off = write_text_file(file, "0"); !off) return failure(off.error());
   return target;
+}
+
+}  // namespace
+
+Result<std::uint64_t> disable_writeback_throttling(const std::string& device, const std::string& sysfs) noexcept {
+  const std::string file = wbt_file(device, sysfs);
+  const auto target = read_wbt(file);
+  if (!target) return failure(target.error());
+  if (!*target || **target == 0) return std::uint64_t{0};
+  if (auto off = write_text_file(file, "0"); !off) return failure(off.error());
+  return **target;
+}
+
+Result<bool> default_writeback_throttling(const std::string& device, const std::string& sysfs) noexcept {
+  const std::string file = wbt_file(device, sysfs);
+  const auto target = read_wbt(file);
+  if (!target) return failure(target.error());
+  if (!*target || **target != 0) return false;
+  // -1: the kernel's default target for this queue.
+  if (auto on = write_text_file(file, "-1"); !on) return failure(on.error());
+  return true;
 }
 
 }  // namespace uzswap

@@ -27,12 +27,18 @@ Result<> swap_on(const std::string& path, int priority) noexcept;
 Result<> swap_off(const std::string& path) noexcept;
 
 // Turns the block layer's writeback throttling off for the block device
-// `device` (/dev/NAME, through SYSFS/NAME/queue/wbt_lat_usec). A RAM-backed
-// swap device gains nothing from it, its writes finish at memory speed; and
-// on Linux 6.1 a task reclaiming to /dev/nbdN was seen waiting in wbt_wait
-// for good with no request in flight (the VM rig). Returns the latency
-// target it had, in microseconds (0: already off, or a kernel without it).
+// `device` (/dev/NAME, through SYSFS/NAME/queue/wbt_lat_usec): for
+// /dev/nbdN, where on Linux 6.1 a task reclaiming to it was seen waiting in
+// wbt_wait for good with no request in flight (the VM rig). Not for the
+// loop device, where it is reclaim's brake (docs/design.md). Returns the
+// latency target it had, in microseconds (0: already off, or a kernel
+// without it).
 Result<std::uint64_t> disable_writeback_throttling(const std::string& device,
                                                    const std::string& sysfs = "/sys/block") noexcept;
+// For the loop device: throttling found off (a loop device is reused, and
+// what its last user set stays) goes back to the kernel's default target.
+// Returns whether it was off.
+Result<bool> default_writeback_throttling(const std::string& device,
+                                          const std::string& sysfs = "/sys/block") noexcept;
 
 }  // namespace uzswap
