@@ -243,8 +243,9 @@ void Instance::write_swap_header() {
 }
 
 void Instance::start_frontend() {
-  const unsigned workers =
-      config_.workers != 0 ? config_.workers : std::max(2u, std::thread::hardware_concurrency());
+  const unsigned workers = config_.workers != 0
+                               ? config_.workers
+                               : default_workers(std::thread::hardware_concurrency(), config_.has_backing());
   // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE: say once if it is refused.
   auto flusher_warned = std::make_shared<std::once_flag>();
   const std::function<void()> worker_init = [this, flusher_warned] {

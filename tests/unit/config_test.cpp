@@ -229,6 +229,14 @@ TEST(DaemonConfig, CopyOnWriteNetworkAndOverlayFilesystemsAreRefused) {
   EXPECT_FALSE(refused_backing_filesystem(0x58465342).has_value()) << "xfs";
 }
 
+TEST(DaemonConfig, WorkersDefaultToOnePerCpuAndMoreWithABackingTier) {
+  EXPECT_EQ(default_workers(1, false), 2u);
+  EXPECT_EQ(default_workers(2, false), 2u);
+  EXPECT_EQ(default_workers(16, false), 16u);
+  EXPECT_EQ(default_workers(2, true), 8u);
+  EXPECT_EQ(default_workers(32, true), 32u);
+}
+
 TEST(DaemonConfig, InstanceNames) {
   EXPECT_TRUE(valid_instance_name("uzswap"));
   EXPECT_TRUE(valid_instance_name("fast-1_b"));

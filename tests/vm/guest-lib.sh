@@ -16,6 +16,11 @@ fail() {
   echo "FAIL: $*"
   echo "--- journal of $UNIT (last 40 lines) ---"
   journalctl -u "$UNIT" -b --no-pager -n 40 -o short-monotonic 2>/dev/null
+  # A workload that died: the OOM killer says which cgroup and why.
+  if dmesg | grep -q -i 'out of memory\|oom-kill'; then
+    echo "--- the kernel's OOM reports ---"
+    dmesg | grep -i -A2 'invoked oom-killer\|oom-kill:\|memory: usage' | tail -n 30
+  fi
   exit 1
 }
 skip() { echo "SKIP: $*"; exit $SKIP; }

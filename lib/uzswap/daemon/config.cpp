@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -36,6 +37,8 @@ std::optional<std::uint64_t> parse_size(const std::string& text) {
   }
   return bytes;
 }
+
+unsigned default_workers(unsigned cpus, bool backing) noexcept { return std::max(backing ? 8u : 2u, cpus); }
 
 std::uint64_t pool_limit_bytes(std::uint64_t ram_bytes, unsigned max_pool_percent) noexcept {
   return ram_bytes / 100 * max_pool_percent + ram_bytes % 100 * max_pool_percent / 100;
@@ -99,7 +102,7 @@ Parsed<ParsedArgs> parse_daemon_args(const std::vector<std::string>& args) {
                  "take over), on (faster, but a death of the serving process is not survived), auto (= off)")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_flag("--no-swapon{false}", c.swapon, "Serve the device but do not swapon it");
-  app.add_option("--workers", c.workers, "FUSE worker threads (0 = one per CPU, at least 2)")
+  app.add_option("--workers", c.workers, "FUSE worker threads (0 = one per CPU, at least 2; at least 8 with a backing file or NBD tier)")
       ->check(CLI::Range(0, 256));
   app.add_option("--stats-group", c.stats_group, "Group allowed to read stats");
   app.add_option("--log-level", c.log_level, "Log level")

@@ -34,7 +34,7 @@ struct DaemonConfig {
   std::string backing_nbd;             // NBD URI of the remote tier; empty = none
   std::string fuse_io_uring = "off";   // off (/dev/fuse, restartable), on (io_uring), auto (= off)
   bool swapon = true;
-  unsigned workers = 0;                // 0 = one per CPU, at least 2
+  unsigned workers = 0;                // 0 = default_workers()
   std::string stats_group;             // group that may read stats; empty = root only
   std::string log_level = "info";
   std::string run_dir = kDefaultRunDir;
@@ -86,6 +86,13 @@ std::uint64_t pool_limit_bytes(std::uint64_t ram_bytes, unsigned max_pool_percen
 // The largest max-pool-percent (1..90) whose limit is at most `limit_bytes`,
 // 0 if even 1 percent is more.
 unsigned max_pool_percent_within(std::uint64_t ram_bytes, std::uint64_t limit_bytes) noexcept;
+
+// The FUSE workers `--workers 0` gives on a machine of `cpus` CPUs: one per
+// CPU, at least 2; with a backing tier at least 8, since a worker then waits
+// for the disk inside a request (a load from the file, a store that goes
+// to it) and the pool's answers must not queue behind those waits
+// (docs/benchmarks.md, "Workers that wait for the disk").
+unsigned default_workers(unsigned cpus, bool backing) noexcept;
 
 // "4096", "512M", "4G", "1GiB": bytes, with binary multiples.
 std::optional<std::uint64_t> parse_size(const std::string& text);
