@@ -11,10 +11,14 @@
 #          pages is written back either (writeback from the cgroup only).
 # PSI-driven reclaim is off (psi-reclaim-pages = 0) so that only
 # memory.events can write anything back; uzswapctl cgroups shows the counts.
+# Two FUSE workers, not the default 8 that a backing file gets: under TCG,
+# 8 stores at once outran the pool's reserve, and a store the pool has no
+# memory for goes straight to the file before any attribution pass could
+# say whose page it is (documented; 434 of off's pages in one run).
 source "$(dirname "$0")/../guest-lib.sh"
 require_guest
 
-install_unit "size = 1G" "attribution-interval = 1" "psi-reclaim-pages = 0" "events-reclaim-pages = 256"
+install_unit "size = 1G" "workers = 2" "attribution-interval = 1" "psi-reclaim-pages = 0" "events-reclaim-pages = 256"
 systemctl start $UNIT || fail "systemctl start $UNIT"
 [[ $(status_field "['reclaim']['pressure']['memory_events_files']") -ge 0 ]] || fail "no pressure watcher"
 
@@ -67,8 +71,9 @@ high_wb=$(cg high written_back_pages)
 max_wb=$(cg max written_back_pages)
 echo "while high, max and off re-read their pages:"
 "$CTL" cgroups
-(( $(cg off written_back_pages) == 0 )) || fail "off has writeback off, yet $(cg off written_back_pages) of its pages were written back"
-(( $(cg quiet written_back_pages) == 0 )) || fail "quiet had no event, yet $(cg quiet written_back_pages) of its pages were written back"
+straight="$(status_field "['writeback']['direct_writes']") stored straight to the file, $(status_field "['rejects']['alloc_failed']") for want of pool memory, $(status_field "['pool_reserve']['misses']") reserve misses"
+(( $(cg off written_back_pages) == 0 )) || fail "off has writeback off, yet $(cg off written_back_pages) of its pages were written back ($straight)"
+(( $(cg quiet written_back_pages) == 0 )) || fail "quiet had no event, yet $(cg quiet written_back_pages) of its pages were written back ($straight)"
 (( $(cg off stored_pages) > 0 && $(cg quiet stored_pages) > 0 )) || fail "off or quiet holds no pages"
 events=$(status_field "['reclaim']['pressure']['memory_events']")
 (( events > 0 )) || fail "the daemon counted no memory.events increment"
