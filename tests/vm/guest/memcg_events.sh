@@ -14,7 +14,8 @@
 # Two FUSE workers, not the default 8 that a backing file gets: under TCG,
 # 8 stores at once outran the pool's reserve, and a store the pool has no
 # memory for goes straight to the file before any attribution pass could
-# say whose page it is (documented; 434 of off's pages in one run).
+# say whose page it is (documented; 434 of off's pages in one run). With 2
+# there are fewer such stores (36 in one run); the checks below allow for them.
 source "$(dirname "$0")/../guest-lib.sh"
 require_guest
 
@@ -71,14 +72,19 @@ high_wb=$(cg high written_back_pages)
 max_wb=$(cg max written_back_pages)
 echo "while high, max and off re-read their pages:"
 "$CTL" cgroups
-straight="$(status_field "['writeback']['direct_writes']") stored straight to the file, $(status_field "['rejects']['alloc_failed']") for want of pool memory, $(status_field "['pool_reserve']['misses']") reserve misses"
-(( $(cg off written_back_pages) == 0 )) || fail "off has writeback off, yet $(cg off written_back_pages) of its pages were written back ($straight)"
-(( $(cg quiet written_back_pages) == 0 )) || fail "quiet had no event, yet $(cg quiet written_back_pages) of its pages were written back ($straight)"
+# A store the pool had no memory for went straight to the file before any
+# pass could say whose page it was (documented): off and quiet may hold
+# those, never more. With none, none of theirs is in the file.
+direct=$(status_field "['writeback']['direct_writes']")
+straight="$direct stored straight to the file, $(status_field "['rejects']['alloc_failed']") for want of pool memory, $(status_field "['pool_reserve']['misses']") reserve misses"
+(( $(cg off written_back_pages) + $(cg quiet written_back_pages) <= direct )) ||
+  fail "off (writeback off) and quiet (no event) have $(cg off written_back_pages) and $(cg quiet written_back_pages) pages written back, more than the $straight"
+(( direct == 0 )) && note "no store went straight to the file" || note "$straight; off holds $(cg off written_back_pages) and quiet $(cg quiet written_back_pages) of them"
 (( $(cg off stored_pages) > 0 && $(cg quiet stored_pages) > 0 )) || fail "off or quiet holds no pages"
 events=$(status_field "['reclaim']['pressure']['memory_events']")
 (( events > 0 )) || fail "the daemon counted no memory.events increment"
 wakeups=$(status_py "sum(n['wakeups']['memory_events'] for n in s['reclaim']['nodes'])")
-pass "written back: high $high_wb, max $max_wb pages; off 0 and quiet 0 of $(cg off stored_pages) and $(cg quiet stored_pages); $events memory.events increments seen, $wakeups node wakeups for them"
+pass "written back: high $high_wb, max $max_wb pages; off $(cg off written_back_pages) and quiet $(cg quiet written_back_pages) (stored straight to the file: $direct) of $(cg off stored_pages) and $(cg quiet stored_pages); $events memory.events increments seen, $wakeups node wakeups for them"
 (( $(status_py "sum(n['wakeups']['psi'] + n['wakeups']['watermark'] for n in s['reclaim']['nodes'])") == 0 )) ||
   note "other wakeups: $(status_py "[n['wakeups'] for n in s['reclaim']['nodes']]")"
 
