@@ -4,8 +4,8 @@
 
 #include <cerrno>
 #include <charconv>
-#include <optional>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "uzswap/common/text_file.h"

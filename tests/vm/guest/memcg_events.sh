@@ -75,16 +75,19 @@ echo "while high, max and off re-read their pages:"
 # A store the pool had no memory for went straight to the file before any
 # pass could say whose page it was (documented): off and quiet may hold
 # those, never more. With none, none of theirs is in the file.
+# (Each count read once, so the checks and the messages agree.)
+off_wb=$(cg off written_back_pages)
+quiet_wb=$(cg quiet written_back_pages)
 direct=$(status_field "['writeback']['direct_writes']")
 straight="$direct stored straight to the file, $(status_field "['rejects']['alloc_failed']") for want of pool memory, $(status_field "['pool_reserve']['misses']") reserve misses"
-(( $(cg off written_back_pages) + $(cg quiet written_back_pages) <= direct )) ||
-  fail "off (writeback off) and quiet (no event) have $(cg off written_back_pages) and $(cg quiet written_back_pages) pages written back, more than the $straight"
-(( direct == 0 )) && note "no store went straight to the file" || note "$straight; off holds $(cg off written_back_pages) and quiet $(cg quiet written_back_pages) of them"
+(( off_wb + quiet_wb <= direct )) ||
+  fail "off (writeback off) and quiet (no event) have $off_wb and $quiet_wb pages written back, more than the $straight"
+(( direct == 0 )) && note "no store went straight to the file" || note "$straight; off holds $off_wb and quiet $quiet_wb of them"
 (( $(cg off stored_pages) > 0 && $(cg quiet stored_pages) > 0 )) || fail "off or quiet holds no pages"
 events=$(status_field "['reclaim']['pressure']['memory_events']")
 (( events > 0 )) || fail "the daemon counted no memory.events increment"
 wakeups=$(status_py "sum(n['wakeups']['memory_events'] for n in s['reclaim']['nodes'])")
-pass "written back: high $high_wb, max $max_wb pages; off $(cg off written_back_pages) and quiet $(cg quiet written_back_pages) (stored straight to the file: $direct) of $(cg off stored_pages) and $(cg quiet stored_pages); $events memory.events increments seen, $wakeups node wakeups for them"
+pass "written back: high $high_wb, max $max_wb pages; off $off_wb and quiet $quiet_wb (stored straight to the file: $direct) of $(cg off stored_pages) and $(cg quiet stored_pages); $events memory.events increments seen, $wakeups node wakeups for them"
 (( $(status_py "sum(n['wakeups']['psi'] + n['wakeups']['watermark'] for n in s['reclaim']['nodes'])") == 0 )) ||
   note "other wakeups: $(status_py "[n['wakeups'] for n in s['reclaim']['nodes']]")"
 
